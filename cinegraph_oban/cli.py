@@ -1,0 +1,248 @@
+"""The `cinegraph-oban` command line.
+
+Every command takes `--database-url` (or `DATABASE_URL`) and `--prefix`; errors are printed as
+one line on stderr with a non-zero exit, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from cinegraph_oban import __version__
+from cinegraph_oban.client import Oban
+from cinegraph_oban.errors import CinegraphObanError
+from cinegraph_oban.job import Job
+from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn every expected failure into one clear line and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CinegraphObanError as exc:
+            _fail(str(exc))
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _fail(f"database error: {first}")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def database_url_option(required: bool) -> Callable[[F], F]:
+    return click.option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        required=required,
+        help="PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1/cinegraph (or set DATABASE_URL).",
+    )
+
+
+prefix_option = click.option("--prefix", default="public", show_default=True, help="The Oban prefix (a schema).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cinegraph-oban")
+def main() -> None:
+    """Write Oban jobs from Python, record import outcomes in job meta, and retire Cinegraph's
+    legacy import tables."""
+
+
+@main.command()
+@database_url_option(required=False)
+@click.option("--jobs", default=2_000, show_default=True, help="How many import jobs to enqueue.")
+@friendly_errors
+def demo(database_url: str | None, jobs: int) -> None:
+    """Enqueue a realistic batch of import jobs and show what Oban would run next.
+
+    Without a database it starts a throwaway local PostgreSQL; with one it works in a scratch
+    schema that it drops afterwards.
+    """
+    from cinegraph_oban.demo import run_demo
+
+    run_demo(database_url, jobs=jobs)
+
+
+@main.group()
+def schema() -> None:
+    """Show or install the Oban schema."""
+
+
+@schema.command("show")
+@database_url_option(required=True)
+@prefix_option
+@json_option
+@friendly_errors
+def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
+    """The detected Oban version, states, column types and indexes."""
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        found = oban.schema()
+        count = oban.connection.execute(
+            psycopg.sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(psycopg.sql.Identifier(prefix))
+        ).fetchone()
+    info = {
+        "prefix": found.prefix,
+        "version": found.version,
+        "states": list(found.states),
+        "tags_type": found.tags_type,
+        "errors_type": found.errors_type,
+        "notify_trigger": found.has_notify_trigger,
+        "max_priority": found.max_priority,
+        "indexes": list(found.indexes),
+        "check_constraints": list(found.check_constraints),
+        "jobs": count[0] if count else 0,
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"Oban schema under prefix {prefix!r}", show_header=False)
+    for key, value in info.items():
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    Console().print(table)
+
+
+@schema.command("install")
+@database_url_option(required=True)
+@prefix_option
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(SUPPORTED_VERSIONS[0], LATEST_VERSION),
+    default=LATEST_VERSION,
+    show_default=True,
+    help="Oban schema version to migrate up to.",
+)
+@friendly_errors
+def schema_install(database_url: str, prefix: str, version: int) -> None:
+    """Create or upgrade the Oban schema, as Oban.Migration.up(version: N) does."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        found = install(conn, version, prefix)
+    click.echo(f"Oban schema under {prefix!r}: version {found} -> {version}")
+
+
+def _load_json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@main.command()
+@database_url_option(required=True)
+@prefix_option
+@click.option("--worker", help="Elixir worker module, e.g. Cinegraph.Workers.TMDbDetailsWorker.")
+@click.option("--args", "args_text", default="{}", help="Job args as a JSON object.")
+@click.option("--meta", "meta_text", default="{}", help="Job meta as a JSON object.")
+@click.option("--queue", default=None, help="Queue (default: the worker's own, else 'default').")
+@click.option("--priority", type=int, default=None)
+@click.option("--schedule-in", type=float, default=None, help="Seconds from now.")
+@click.option(
+    "--file",
+    "jobs_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON Lines file, one job per line: {worker, args, meta, queue, priority, ...}; inserted all or nothing.",
+)
+@json_option
+@friendly_errors
+def enqueue(
+    database_url: str,
+    prefix: str,
+    worker: str | None,
+    args_text: str,
+    meta_text: str,
+    queue: str | None,
+    priority: int | None,
+    schedule_in: float | None,
+    jobs_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Enqueue one job, or a JSON Lines file of jobs."""
+    if jobs_file is not None:
+        jobs = list(_read_jobs_file(jobs_file))
+        with Oban.connect(database_url, prefix=prefix) as oban:
+            inserted = oban.insert_all(jobs)
+        summary = {"inserted": len(inserted), "first_id": inserted[0].id if inserted else None}
+        click.echo(json.dumps(summary) if as_json else f"inserted {len(inserted)} jobs from {jobs_file}")
+        return
+    if not worker:
+        raise click.UsageError("give --worker (and --args), or --file with JSON Lines")
+    job = Job.new(
+        worker,
+        _load_json_object(args_text, "--args"),
+        meta=_load_json_object(meta_text, "--meta"),
+        queue=queue,
+        priority=priority,
+        schedule_in=schedule_in,
+    )
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        stored = oban.insert(job)
+    if as_json:
+        click.echo(
+            json.dumps({"id": stored.id, "state": stored.state, "queue": stored.queue, "conflict": stored.conflict})
+        )
+    else:
+        note = " (an existing unique job)" if stored.conflict else ""
+        click.echo(f"job {stored.id} {stored.state} in queue {stored.queue!r}{note}")
+
+
+_JOB_KEYS = {"worker", "args", "meta", "queue", "priority", "max_attempts", "tags", "schedule_in", "scheduled_at"}
+
+
+def _read_jobs_file(path: Path) -> Iterator[Job]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                spec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CinegraphObanError(
+                    f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); nothing was inserted"
+                ) from exc
+            if not isinstance(spec, dict) or "worker" not in spec:
+                raise CinegraphObanError(
+                    f"{where}: each line must be a JSON object with a 'worker'; nothing was inserted"
+                )
+            unknown = sorted(set(spec) - _JOB_KEYS)
+            if unknown:
+                raise CinegraphObanError(
+                    f"{where}: unknown keys {unknown}; known: {sorted(_JOB_KEYS)}; nothing was inserted"
+                )
+            if isinstance(spec.get("scheduled_at"), str):
+                spec["scheduled_at"] = datetime.fromisoformat(spec["scheduled_at"])
+            try:
+                yield Job.new(**spec)
+            except CinegraphObanError as exc:
+                raise CinegraphObanError(f"{where}: {exc}; nothing was inserted") from exc

@@ -1,0 +1,228 @@
+"""The synchronous client: enqueue Oban jobs from Python with psycopg 3.
+
+    oban = Oban.connect("postgresql://postgres@127.0.0.1/cinegraph")
+    job = oban.insert(Job.new(worker="Cinegraph.Workers.TMDbDetailsWorker", args={...}))
+    oban.insert_all(jobs)                      # all or nothing
+    oban.insert(job, conn=caller_connection)   # inside the caller's own transaction
+
+The client's own connection runs in autocommit, so a plain `insert` is one statement and one
+round trip. With `conn=` the work joins the caller's transaction and nothing is committed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import dict_row
+
+from cinegraph_oban import statements
+from cinegraph_oban.connections import atomic, to_psycopg
+from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
+from cinegraph_oban.job import Job
+from cinegraph_oban.schema import ObanSchema, detect
+from cinegraph_oban.workers import WorkerRegistry
+
+__all__ = ["Oban"]
+
+#: Below this many jobs `insert_all` sends one `unnest` statement; from here on, binary COPY.
+COPY_THRESHOLD = 500
+#: Jobs per COPY chunk: bounds the memory a large, streamed insert_all holds beyond its result.
+COPY_CHUNK = 10_000
+
+
+def _row_to_job(row: dict[str, Any]) -> Job:
+    return Job.from_row(row, conflict=bool(row.get("conflict", False)))
+
+
+class Oban:
+    """A handle on one Oban installation (a database and a prefix)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any] | None = None,
+        *,
+        prefix: str = "public",
+        registry: WorkerRegistry | None = None,
+        owns_connection: bool = False,
+    ) -> None:
+        self.prefix = prefix
+        self.registry = registry
+        self._conn = conn
+        self._owns_connection = owns_connection
+        self._schema: ObanSchema | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        dsn: str,
+        *,
+        prefix: str = "public",
+        registry: WorkerRegistry | None = None,
+        **connect_kwargs: Any,
+    ) -> Oban:
+        """Open a connection of our own (autocommit) to the database at `dsn`."""
+        try:
+            conn = psycopg.connect(dsn, autocommit=True, **connect_kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot connect to {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; "
+                "check the URL, that PostgreSQL is running, and the credentials"
+            ) from exc
+        return cls(conn, prefix=prefix, registry=registry, owns_connection=True)
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise UnsupportedSchemaError("this Oban client has no connection of its own; pass conn=")
+        return self._conn
+
+    def close(self) -> None:
+        if self._owns_connection and self._conn is not None:
+            self._conn.close()
+
+    def __enter__(self) -> Oban:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Schema
+
+    def schema(self, conn: Any = None) -> ObanSchema:
+        """The detected Oban schema, read once and cached."""
+        if self._schema is None:
+            self._schema = detect(self._resolve(conn), self.prefix)
+        return self._schema
+
+    def refresh_schema(self, conn: Any = None) -> ObanSchema:
+        """Forget the cached schema (after migrating Oban) and read it again."""
+        self._schema = None
+        return self.schema(conn)
+
+    def _resolve(self, conn: Any) -> psycopg.Connection[Any]:
+        return self.connection if conn is None else to_psycopg(conn)
+
+    # Inserting
+
+    def insert(self, job: Job, *, conn: Any = None) -> Job:
+        """Insert one job and send its notification; returns the stored job.
+
+        A job with unique options returns the existing job, with `conflict=True`, when one
+        matches (after applying its `replace` options).
+        """
+        pg = self._resolve(conn)
+        schema = self.schema(pg)
+        schema.check_job(job)
+        if job.unique is None:
+            statement = statements.insert_statement(job, schema)
+            with pg.cursor(row_factory=dict_row) as cur:
+                cur.execute(statement.sql, statement.params)
+                row = cur.fetchone()
+            assert row is not None
+            return _row_to_job(row)
+        return self._insert_unique(pg, job, schema)
+
+    def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
+        lock, lookup = statements.unique_statements(job, schema)
+        # On an autocommit connection the lock needs a transaction of its own. BEGIN, lock,
+        # lookup and COMMIT go out in one pipeline: one round trip, and the lookup's snapshot is
+        # still taken after the lock is granted, because it is a statement of its own.
+        own_transaction = pg.autocommit
+        try:
+            with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
+                if own_transaction:
+                    cur.execute(b"BEGIN")
+                cur.execute(lock.sql, lock.params)
+                found.execute(lookup.sql, lookup.params)
+                if own_transaction:
+                    cur.execute(b"COMMIT")
+                row = found.fetchone()
+        except BaseException:
+            if own_transaction and pg.info.transaction_status != pq.TransactionStatus.IDLE:
+                pg.rollback()
+            raise
+        assert row is not None
+        return _row_to_job(row)
+
+    def insert_all(self, jobs: Iterable[Job], *, conn: Any = None) -> list[Job]:
+        """Insert many jobs, all or nothing; returns them with their ids, in input order.
+
+        Unique options are ignored, as Oban's `insert_all` ignores them. Small batches go out as
+        one statement; larger ones stream through binary COPY in chunks, so an iterator of jobs
+        is never held in memory twice.
+        """
+        pg = self._resolve(conn)
+        schema = self.schema(pg)
+        iterator = iter(jobs)
+        first = list(islice(iterator, COPY_THRESHOLD))
+        if not first:
+            return []
+        if len(first) < COPY_THRESHOLD:
+            for index, job in enumerate(first):
+                schema.check_job(job, where=f"job #{index}")
+            statement = statements.insert_all_statement(first, schema)
+            with pg.cursor() as cur:
+                cur.execute(statement.sql, statement.params)
+                rows = cur.fetchall()
+            return [
+                replace(job, id=row[0], inserted_at=row[1], scheduled_at=row[2])
+                for job, row in zip(first, rows, strict=True)
+            ]
+        return self._copy_all(pg, schema, first, iterator)
+
+    def _copy_all(
+        self,
+        pg: psycopg.Connection[Any],
+        schema: ObanSchema,
+        first: list[Job],
+        rest: Iterator[Job],
+    ) -> list[Job]:
+        inserted: list[Job] = []
+        queues: dict[str, None] = {}
+        copy_sql = statements.copy_statement(schema)
+        types = statements.copy_types(schema)
+        chunk = first
+        with atomic(pg), pg.cursor() as cur:
+            while chunk:
+                offset = len(inserted)
+                for index, job in enumerate(chunk, start=offset):
+                    schema.check_job(job, where=f"job #{index}")
+                reserve = statements.reserve_ids_statement(len(chunk), schema)
+                cur.execute(reserve.sql, reserve.params)
+                ids = cur.fetchall()
+                now = ids[0][1]
+                with cur.copy(copy_sql) as copy:
+                    copy.set_types(types)
+                    for job, (job_id, _) in zip(chunk, ids, strict=True):
+                        copy.write_row(statements.copy_row(job, job_id, now))
+                for job, (job_id, _) in zip(chunk, ids, strict=True):
+                    if job.state == "available":
+                        queues[job.queue] = None
+                    inserted.append(
+                        replace(
+                            job,
+                            id=job_id,
+                            inserted_at=now,
+                            scheduled_at=job.scheduled_at if job.scheduled_at is not None else now,
+                        )
+                    )
+                chunk = list(islice(rest, COPY_CHUNK))
+            notify = statements.notify_statement(queues, schema)
+            if notify is not None:
+                cur.execute(notify.sql, notify.params)
+        return inserted
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for error messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the given database URL"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items()) or "the default database"

@@ -1,0 +1,221 @@
+"""The statements that write jobs, as (SQL, parameters) pairs, shared by every client.
+
+Nothing here touches a connection: each builder takes validated `Job`s and the detected
+`ObanSchema` and returns the rendered template with its bound parameters. The sync and async
+clients only decide how to send them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from cinegraph_oban.job import Job
+from cinegraph_oban.schema import ObanSchema
+from cinegraph_oban.templates import render
+
+__all__ = [
+    "Statement",
+    "copy_row",
+    "copy_statement",
+    "copy_types",
+    "insert_all_statement",
+    "insert_statement",
+    "notify_statement",
+    "reserve_ids_statement",
+    "unique_statements",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement and its parameters."""
+
+    sql: bytes
+    params: dict[str, Any]
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def json_param(text: str) -> Jsonb:
+    """Already-encoded JSON text, bound as jsonb without encoding it again."""
+    return Jsonb(text, dumps=_identity)
+
+
+def insert_payload(queue: str) -> str:
+    """Oban's insert notification payload, encoded as Jason encodes it."""
+    return json.dumps({"queue": queue}, separators=(",", ":"), ensure_ascii=False)
+
+
+def _job_params(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state,
+        "queue": job.queue,
+        "worker": job.worker,
+        "args": json_param(job.args_json),
+        "meta": json_param(job.meta_json),
+        "tags": list(job.tags),
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "scheduled_at": job.scheduled_at,
+    }
+
+
+def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
+    notify = not schema.notifies_itself
+    return notify, ({"channel": schema.channel, "payload": insert_payload(job.queue)} if notify else {})
+
+
+def insert_statement(job: Job, schema: ObanSchema) -> Statement:
+    """A plain insert with its notification, as one statement."""
+    notify, params = _notify_params(job, schema)
+    sql = render(
+        "jobs/insert_job.sql.j2",
+        prefix=schema.prefix,
+        scheduled=job.scheduled_at is not None,
+        notify=notify,
+    )
+    params.update(_job_params(job))
+    return Statement(sql.encode(), params)
+
+
+def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None]:
+    """(mode, json) for one of args/meta: exact match, containment of the keys, or empty."""
+    text = job.args_json if field == "args" else job.meta_json
+    if not keys:
+        return ("empty", None) if text == "{}" else ("exact", text)
+    source = job.args if field == "args" else job.meta
+    taken = {str(k): v for k, v in source.items() if str(k) in keys}
+    if not taken:
+        return "empty", None
+    return "contains", json.dumps(taken, ensure_ascii=False, separators=(",", ":"))
+
+
+def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statement]:
+    """The lock, then the lookup-and-insert, for a job with unique options.
+
+    The two must run in this order inside one transaction, as separate statements: the lookup
+    takes its snapshot after the lock is held.
+    """
+    unique = job.unique
+    assert unique is not None
+    states = [s for s in unique.states if s in schema.states]
+    map_fields: list[tuple[str, str]] = []
+    params = _job_params(job)
+    identity: dict[str, Any] = {"fields": sorted(unique.fields), "keys": sorted(unique.keys), "states": sorted(states)}
+    for field in ("args", "meta"):
+        if field in unique.fields:
+            mode, subset = _unique_subset(job, field, unique.keys)
+            map_fields.append((field, mode))
+            if subset is not None:
+                params[f"{field}_unique"] = json_param(subset)
+            identity[field] = json.loads(subset) if subset is not None else {}
+    for field in ("worker", "queue"):
+        if field in unique.fields:
+            identity[field] = getattr(job, field)
+    replace_fields: list[str] = []
+    if job.replace:
+        by_field: dict[str, list[str]] = {}
+        for state, fields in job.replace:
+            for field in fields:
+                by_field.setdefault(field, []).append(state)
+        replace_fields = sorted(by_field)
+        params.update({f"replace_{f}": states_ for f, states_ in by_field.items()})
+    notify, notify_params = _notify_params(job, schema)
+    params.update(notify_params)
+    params["unique_states"] = states
+    if unique.period != "infinity":
+        params["unique_period"] = unique.period
+    sql = render(
+        "jobs/insert_unique.sql.j2",
+        prefix=schema.prefix,
+        scheduled=job.scheduled_at is not None,
+        notify=notify,
+        period=unique.period != "infinity",
+        timestamp=unique.timestamp,
+        fields=unique.fields,
+        map_fields=map_fields,
+        replace=replace_fields,
+    )
+    lock_key = schema.prefix + "|" + json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    lock = Statement(render("jobs/unique_lock.sql.j2").encode(), {"lock_key": lock_key})
+    return lock, Statement(sql.encode(), params)
+
+
+def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:
+    """A small batch as one `unnest` statement, notifications included."""
+    payloads = _payloads(jobs)
+    notify = bool(payloads) and not schema.notifies_itself
+    params: dict[str, Any] = {
+        "states": [j.state for j in jobs],
+        "queues": [j.queue for j in jobs],
+        "workers": [j.worker for j in jobs],
+        "args": [json_param(j.args_json) for j in jobs],
+        "metas": [json_param(j.meta_json) for j in jobs],
+        "tags": [json_param(json.dumps(list(j.tags), ensure_ascii=False)) for j in jobs],
+        "max_attempts": [j.max_attempts for j in jobs],
+        "priorities": [j.priority for j in jobs],
+        "scheduled_ats": [j.scheduled_at for j in jobs],
+    }
+    if notify:
+        params.update({"channel": schema.channel, "payloads": payloads})
+    sql = render(
+        "jobs/insert_all_unnest.sql.j2",
+        prefix=schema.prefix,
+        notify=notify,
+        tags_type="character varying(255)[]" if schema.max_tag_length else "text[]",
+    )
+    return Statement(sql.encode(), params)
+
+
+def _payloads(jobs: Iterable[Job]) -> list[str]:
+    queues = dict.fromkeys(j.queue for j in jobs if j.state == "available")
+    return [insert_payload(q) for q in queues]
+
+
+def notify_statement(queues: Iterable[str], schema: ObanSchema) -> Statement | None:
+    """One notification per distinct queue, or None when there is nothing to send."""
+    payloads = [insert_payload(q) for q in dict.fromkeys(queues)]
+    if not payloads or schema.notifies_itself:
+        return None
+    return Statement(
+        render("jobs/notify_queues.sql.j2").encode(),
+        {"channel": schema.channel, "payloads": payloads},
+    )
+
+
+def reserve_ids_statement(count: int, schema: ObanSchema) -> Statement:
+    return Statement(render("jobs/reserve_ids.sql.j2").encode(), {"sequence": schema.id_sequence, "count": count})
+
+
+def copy_statement(schema: ObanSchema) -> bytes:
+    return render("jobs/copy_jobs.sql.j2", prefix=schema.prefix).encode()
+
+
+def copy_types(schema: ObanSchema) -> list[str]:
+    """Binary COPY types in column order; an enum's binary form is its label, like text."""
+    tags = "varchar[]" if schema.max_tag_length else "text[]"
+    return ["int8", "text", "text", "text", "jsonb", "jsonb", tags, "int4", "int4", "timestamp"]
+
+
+def copy_row(job: Job, job_id: int, now: datetime) -> tuple[Any, ...]:
+    """One COPY row; an unscheduled job gets the transaction's now(), exactly the column default."""
+    return (
+        job_id,
+        job.state,
+        job.queue,
+        job.worker,
+        json_param(job.args_json),
+        json_param(job.meta_json),
+        list(job.tags),
+        job.max_attempts,
+        job.priority,
+        job.scheduled_at if job.scheduled_at is not None else now,
+    )

@@ -1,0 +1,154 @@
+"""Oban's job states and unique-job options, with Oban's defaults and Oban's validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from cinegraph_oban.errors import Problem
+
+__all__ = [
+    "FINAL_STATES",
+    "JOB_STATES",
+    "REPLACEABLE_FIELDS",
+    "UNIQUE_FIELDS",
+    "Unique",
+]
+
+#: Every state of `oban_job_state` at schema version 14, in enum order.
+JOB_STATES: tuple[str, ...] = (
+    "available",
+    "suspended",
+    "scheduled",
+    "executing",
+    "retryable",
+    "completed",
+    "discarded",
+    "cancelled",
+)
+FINAL_STATES: tuple[str, ...] = ("completed", "discarded", "cancelled")
+UNIQUE_FIELDS: tuple[str, ...] = ("args", "meta", "queue", "worker")
+UNIQUE_TIMESTAMPS: tuple[str, ...] = ("inserted_at", "scheduled_at")
+#: Fields `replace` may overwrite on a unique conflict (Oban's `@replace_options`).
+REPLACEABLE_FIELDS: tuple[str, ...] = (
+    "args",
+    "max_attempts",
+    "meta",
+    "priority",
+    "queue",
+    "scheduled_at",
+    "tags",
+    "worker",
+)
+_DEFAULT_STATES: tuple[str, ...] = ("scheduled", "available", "executing", "retryable", "completed")
+_TIME_UNITS: dict[str, int] = {
+    "second": 1,
+    "seconds": 1,
+    "minute": 60,
+    "minutes": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "day": 86400,
+    "days": 86400,
+    "week": 604800,
+    "weeks": 604800,
+}
+
+Period = int | Literal["infinity"]
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """Unique-job options with Oban's defaults (`Oban.Job.new/2`, `unique:`).
+
+    `period` is in seconds, or `"infinity"`; `keys` limits the args/meta comparison to those
+    keys (containment), otherwise args/meta must match exactly.
+    """
+
+    fields: tuple[str, ...] = ("args", "queue", "worker")
+    keys: tuple[str, ...] = ()
+    period: Period = 60
+    states: tuple[str, ...] = _DEFAULT_STATES
+    timestamp: str = "inserted_at"
+
+    @classmethod
+    def build(cls, options: Unique | Mapping[str, Any] | bool) -> tuple[Unique | None, list[Problem]]:
+        """Normalise user input (True, a mapping of options, or a Unique) and validate it."""
+        if options is True:
+            return cls(), []
+        if isinstance(options, Unique):
+            return options, options.problems()
+        if not isinstance(options, Mapping):
+            return None, [Problem("unique", f"expected True, a mapping or Unique, got {options!r}")]
+        problems: list[Problem] = []
+        known = {"fields", "keys", "period", "states", "timestamp"}
+        for name in options:
+            if name not in known:
+                problems.append(Problem("unique", f"unknown option {name!r}; known: {sorted(known)}"))
+        values: dict[str, Any] = {}
+        for name in ("fields", "keys", "states"):
+            if name in options:
+                value = options[name]
+                if isinstance(value, str) or not isinstance(value, Sequence):
+                    problems.append(Problem(f"unique.{name}", f"expected a list, got {value!r}"))
+                else:
+                    values[name] = tuple(str(v) for v in value)
+        if "period" in options:
+            period, problem = _cast_period(options["period"])
+            if problem:
+                problems.append(problem)
+            else:
+                values["period"] = period
+        if "timestamp" in options:
+            values["timestamp"] = str(options["timestamp"])
+        unique = cls(**values)
+        problems.extend(unique.problems())
+        return (None if problems else unique), problems
+
+    def problems(self) -> list[Problem]:
+        """What Oban's `validate_unique` would reject."""
+        found: list[Problem] = []
+        if not self.fields or any(f not in UNIQUE_FIELDS for f in self.fields):
+            found.append(
+                Problem(
+                    "unique.fields", f"expected a non-empty subset of {list(UNIQUE_FIELDS)}, got {list(self.fields)}"
+                )
+            )
+        if self.keys and not ({"args", "meta"} & set(self.fields)):
+            found.append(Problem("unique.keys", "keys only apply when fields include 'args' or 'meta'"))
+        if self.period != "infinity" and (
+            isinstance(self.period, bool) or not isinstance(self.period, int) or self.period <= 0
+        ):
+            found.append(
+                Problem("unique.period", f"expected a positive number of seconds or 'infinity', got {self.period!r}")
+            )
+        if not self.states or any(s not in JOB_STATES for s in self.states):
+            found.append(
+                Problem("unique.states", f"expected a non-empty subset of {list(JOB_STATES)}, got {list(self.states)}")
+            )
+        if self.timestamp not in UNIQUE_TIMESTAMPS:
+            found.append(
+                Problem("unique.timestamp", f"expected one of {list(UNIQUE_TIMESTAMPS)}, got {self.timestamp!r}")
+            )
+        return found
+
+
+def _cast_period(value: Any) -> tuple[Period, Problem | None]:
+    if value == "infinity" or value == float("inf"):
+        return "infinity", None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+        if value != int(value):
+            return 0, Problem("unique.period", f"expected whole seconds, got {value!r}")
+        value = int(value)
+    if isinstance(value, tuple) and len(value) == 2:
+        amount, unit = value
+        if isinstance(amount, int) and not isinstance(amount, bool) and str(unit) in _TIME_UNITS:
+            value = amount * _TIME_UNITS[str(unit)]
+        else:
+            return 0, Problem("unique.period", f"expected (n, unit) with unit in {sorted(_TIME_UNITS)}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return 0, Problem("unique.period", f"expected a positive number of seconds or 'infinity', got {value!r}")
+    return value, None

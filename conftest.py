@@ -1,0 +1,183 @@
+"""The PostgreSQL test bed: every test that claims database behaviour runs on a real server.
+
+Which server (decided once per session, in this order):
+1. `CINEGRAPH_OBAN_TEST_DSN` (e.g. postgresql://postgres@127.0.0.1:5432/postgres): that server.
+2. pytest-postgresql's own `--postgresql-port` / `postgresql_port` setting: that server (noproc).
+3. A server answering on 127.0.0.1:5432: that one (noproc).
+4. Otherwise pytest-postgresql starts its own (`postgresql_proc`); as root, where `initdb`
+   refuses to run, cinegraph-oban's throwaway server starts one as an unprivileged user.
+
+Every test gets a fresh database, cloned from an empty template (`db_conn`, `db_dsn`); the Oban
+schema is installed into it per test through the `sql_templates/` migrations (`oban`,
+`oban_any`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from cinegraph_oban.client import Oban
+from cinegraph_oban.schema import install
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=1_000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+TEST_DSN_VARIABLE = "CINEGRAPH_OBAN_TEST_DSN"
+
+
+def _dsn_params() -> dict[str, Any]:
+    dsn = os.environ.get(TEST_DSN_VARIABLE)
+    if not dsn:
+        return {}
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    params: dict[str, Any] = {
+        "host": info.get("host") or "127.0.0.1",
+        "port": int(info.get("port") or 5432),
+        "user": info.get("user") or "postgres",
+    }
+    if info.get("password"):
+        params["password"] = info["password"]
+    return params
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+postgresql_noproc_server = factories.postgresql_noproc(**_dsn_params())
+postgresql_own_proc = factories.postgresql_proc()
+
+
+def _server_mode(config: pytest.Config) -> str:
+    if os.environ.get(TEST_DSN_VARIABLE):
+        return "noproc"
+    if config.getoption("postgresql_port", None) or config.getini("postgresql_port"):
+        return "noproc"
+    if _answers("127.0.0.1", 5432):
+        return "noproc"
+    return "throwaway" if os.geteuid() == 0 else "proc"
+
+
+@pytest.fixture(scope="session")
+def oban_db_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The executor (host, port, user, template database) every test database is cloned from."""
+    mode = _server_mode(request.config)
+    if mode == "noproc":
+        yield request.getfixturevalue("postgresql_noproc_server")
+    elif mode == "proc":
+        yield request.getfixturevalue("postgresql_own_proc")
+    else:
+        from cinegraph_oban.throwaway import local_server
+
+        with local_server() as server:
+            executor = NoopExecutor(host=server.host, port=server.port, user=server.user, options="", dbname="tests")
+            with DatabaseJanitor(
+                user=executor.user,
+                host=executor.host,
+                port=executor.port,
+                dbname=executor.template_dbname,
+                version=executor.version,
+                as_template=True,
+            ):
+                yield executor
+
+
+db_conn_factory = factories.postgresql("oban_db_server")
+
+
+@pytest.fixture
+def db_conn(db_conn_factory: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """An autocommit connection to a fresh, empty database."""
+    db_conn_factory.autocommit = True
+    return db_conn_factory
+
+
+@pytest.fixture
+def db_dsn(db_conn: psycopg.Connection[Any], oban_db_server: Any) -> str:
+    """A URL for the fresh database, for clients and commands that connect themselves."""
+    password = f":{oban_db_server.password}" if getattr(oban_db_server, "password", None) else ""
+    return f"postgresql://{oban_db_server.user}{password}@{oban_db_server.host}:{oban_db_server.port}/{db_conn.info.dbname}"
+
+
+@dataclass(frozen=True)
+class ObanDatabase:
+    """A fresh database with the Oban schema at `version` under `prefix`."""
+
+    conn: psycopg.Connection[Any]
+    dsn: str
+    version: int
+    prefix: str
+
+    @property
+    def table(self) -> str:
+        return psycopg.sql.Identifier(self.prefix).as_string() + ".oban_jobs"
+
+    def client(self) -> Oban:
+        return Oban(self.conn, prefix=self.prefix)
+
+    def rows(self, where: str = "true") -> list[dict[str, Any]]:
+        with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(f"SELECT * FROM {self.table} WHERE {where} ORDER BY id".encode())
+            return cur.fetchall()
+
+    def count(self, where: str = "true") -> int:
+        row = self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {where}".encode()).fetchone()
+        return int(row[0]) if row else 0
+
+
+#: Every schema layout the library supports: Oban 11 to 14, and a non-public prefix.
+LAYOUTS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, "cinegraph jobs")]
+
+
+def _oban_database(conn: psycopg.Connection[Any], dsn: str, version: int, prefix: str) -> ObanDatabase:
+    install(conn, version, prefix)
+    return ObanDatabase(conn=conn, dsn=dsn, version=version, prefix=prefix)
+
+
+@pytest.fixture
+def oban(db_conn: psycopg.Connection[Any], db_dsn: str) -> ObanDatabase:
+    """A fresh database with the Oban schema at version 14 under `public` (Cinegraph's layout)."""
+    return _oban_database(db_conn, db_dsn, 14, "public")
+
+
+@pytest.fixture(params=LAYOUTS, ids=[f"v{v}-{p.replace(' ', '_')}" for v, p in LAYOUTS])
+def oban_any(request: pytest.FixtureRequest, db_conn: psycopg.Connection[Any], db_dsn: str) -> ObanDatabase:
+    """The same test against every supported schema version and a non-public prefix."""
+    version, prefix = request.param
+    return _oban_database(db_conn, db_dsn, version, prefix)
+
+
+@pytest.fixture
+def listener(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """A second, autocommit connection for LISTEN."""
+    with contextlib.closing(psycopg.connect(db_dsn, autocommit=True)) as conn:
+        yield conn

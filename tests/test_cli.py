@@ -1,0 +1,88 @@
+"""The real console script, run against a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ObanDatabase
+
+SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("cinegraph-oban, version ")
+    out = run("--help").stdout
+    for command in ("demo", "enqueue", "schema"):
+        assert command in out
+
+
+def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:
+    result = run("demo", "--jobs", "300", env={"DATABASE_URL": db_dsn})
+    assert result.returncode == 0, result.stderr
+    assert "conflict=True" in result.stdout and "Done" in result.stdout
+    schemas = db_conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cinegraph_oban_demo%'").fetchall()  # type: ignore[attr-defined]
+    assert schemas == []
+
+
+@pytest.mark.skipif(
+    not any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not __import__("shutil").which("initdb"),
+    reason="the throwaway server needs PostgreSQL's server binaries (initdb, pg_ctl) installed",
+)
+def test_demo_without_a_database_starts_and_removes_a_throwaway_server() -> None:
+    result = run("demo", "--jobs", "200")
+    assert result.returncode == 0, result.stderr
+    assert "throwaway PostgreSQL" in result.stdout and "Done" in result.stdout
+
+
+def test_errors_are_one_line_without_traceback(oban: ObanDatabase) -> None:
+    bad_url = run("schema", "show", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    assert bad_url.returncode == 1
+    assert "cannot connect" in bad_url.stderr and "Traceback" not in bad_url.stderr
+    no_table = run("schema", "show", "--database-url", oban.dsn, "--prefix", "missing")
+    assert no_table.returncode == 1 and "missing.oban_jobs does not exist" in no_table.stderr
+    bare = run("enqueue", "--database-url", oban.dsn, "--worker", "Mailer", "--args", "{}")
+    assert bare.returncode == 1 and "bare module name" in bare.stderr and "Traceback" not in bare.stderr
+    bad_json = run("enqueue", "--database-url", oban.dsn, "--worker", "MyApp.Mailer", "--args", "{nope")
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+
+
+def test_enqueue_one_and_a_file(oban: ObanDatabase, tmp_path: Path) -> None:
+    one = run(
+        "enqueue", "--database-url", oban.dsn, "--worker", "TMDbDetailsWorker", "--args", '{"tmdb_id": 278}', "--json"
+    )
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout) == {"id": 1, "state": "available", "queue": "tmdb", "conflict": False}
+    lines = [json.dumps({"worker": "MyApp.Mailer", "args": {"n": n}}) for n in range(5)]
+    good = tmp_path / "jobs.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    assert run("enqueue", "--database-url", oban.dsn, "--file", str(good)).returncode == 0
+    assert oban.count() == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([*lines, json.dumps({"worker": "MyApp.Mailer", "args": {"n": 1}, "priority": 12})]) + "\n")
+    result = run("enqueue", "--database-url", oban.dsn, "--file", str(bad))
+    assert result.returncode == 1 and f"{bad}:6" in result.stderr and "priority" in result.stderr
+    assert oban.count() == 6, "nothing from the bad file was inserted"
+
+
+def test_schema_show_and_install(db_dsn: str) -> None:
+    assert run("schema", "install", "--database-url", db_dsn, "--version", "12").returncode == 0
+    shown = run("schema", "show", "--database-url", db_dsn, "--json")
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["version"] == 12 and info["max_priority"] == 9 and "suspended" not in info["states"]
+    assert run("schema", "install", "--database-url", db_dsn).returncode == 0
+    assert json.loads(run("schema", "show", "--database-url", db_dsn, "--json").stdout)["version"] == 14

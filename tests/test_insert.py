@@ -1,0 +1,416 @@
+"""Inserting jobs: the stored rows, the notification, transactions, and every schema version."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from cinegraph_oban import Job, Oban, UnsupportedSchemaError, ValidationError
+from cinegraph_oban import client as client_module
+from cinegraph_oban.timestamps import utc_now
+from conftest import ObanDatabase
+
+TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+
+
+def oban_insert_reference(db: ObanDatabase, conn: psycopg.Connection[Any], job: Job) -> dict[str, Any]:
+    """What Oban.insert/2 sends for a job: Ecto writes the non-nil fields of the Job struct
+    (args, attempt 0, errors [], max_attempts, meta, priority, queue, state, tags, worker, and
+    scheduled_at only when scheduled); inserted_at and scheduled_at otherwise take the defaults."""
+    columns = ["args", "attempt", "errors", "max_attempts", "meta", "priority", "queue", "state", "tags", "worker"]
+    values: list[Any] = [
+        Jsonb(job.args),
+        0,
+        [],
+        job.max_attempts,
+        Jsonb(job.meta),
+        job.priority,
+        job.queue,
+        job.state,
+        list(job.tags),
+        job.worker,
+    ]
+    if job.scheduled_at is not None:
+        columns.append("scheduled_at")
+        values.append(job.scheduled_at)
+    placeholders = ", ".join(
+        "%s::jsonb[]"
+        if c == "errors"
+        else f"%s::{psycopg.sql.Identifier(db.prefix).as_string()}.oban_job_state"
+        if c == "state"
+        else "%s"
+        for c in columns
+    )
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(
+            f"INSERT INTO {db.table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *".encode(),
+            values,
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def stored(db: ObanDatabase, conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(f"SELECT * FROM {db.table} WHERE id = %s".encode(), (job_id,))
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+JOBS = [
+    Job.new(
+        TMDB,
+        {"imdb_id": "tt0111161", "source": "canonical_import"},
+        meta={"import_type": "canonical", "source_list": "1001_movies"},
+        unique=False,
+    ),
+    Job.new(TMDB, {"tmdb_id": 278}, tags=["Canonical", "1001"], priority=2, unique=False),
+    Job.new("MyApp.Workers.Mailer", {"to": "ü@example.com", "n": [1, 2.5, None, True]}, queue="mail", schedule_in=3600),
+    Job.new("MyApp.Workers.Mailer", {}, state="suspended"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(JOBS)))
+def test_stored_row_equals_what_oban_insert_writes(oban_any: ObanDatabase, index: int) -> None:
+    job = JOBS[index]
+    if job.state == "suspended" and oban_any.version < 14:
+        pytest.skip("the suspended state exists from Oban schema version 14 on")
+    with psycopg.connect(oban_any.dsn) as conn:  # one transaction: both rows see the same now()
+        ours = Oban(prefix=oban_any.prefix).insert(job, conn=conn)
+        reference = oban_insert_reference(oban_any, conn, job)
+        mine = stored(oban_any, conn, ours.id or 0)
+    mine.pop("id"), reference.pop("id")
+    assert mine == reference
+    assert ours.state == job.state and ours.conflict is False
+
+
+def test_insert_returns_the_stored_job(oban_any: ObanDatabase) -> None:
+    job = oban_any.client().insert(JOBS[0])
+    assert job.id == 1 and job.state == "available" and job.queue == "tmdb" and job.max_attempts == 5
+    assert job.meta == {"import_type": "canonical", "source_list": "1001_movies"}
+    assert job.inserted_at is not None and job.scheduled_at == job.inserted_at
+
+
+def test_v11_rejects_priority_above_three_before_writing(oban_any: ObanDatabase) -> None:
+    job = Job.new(TMDB, {"tmdb_id": 1}, priority=5, unique=False)
+    client = oban_any.client()
+    if oban_any.version == 11:
+        with pytest.raises(ValidationError, match="version 11"):
+            client.insert(job)
+        with pytest.raises(ValidationError, match="job #1"):
+            client.insert_all([JOBS[0], job])
+        assert oban_any.count() == 0
+    else:
+        assert client.insert(job).priority == 5
+
+
+def test_a_state_the_database_lacks_is_a_clear_error(oban_any: ObanDatabase) -> None:
+    job = Job.new(TMDB, {"tmdb_id": 1}, state="suspended", unique=False)
+    if oban_any.version >= 14:
+        assert oban_any.client().insert(job).state == "suspended"
+        return
+    with pytest.raises(UnsupportedSchemaError, match="'suspended' does not exist"):
+        oban_any.client().insert(job)
+
+
+def notifications(conn: psycopg.Connection[Any], timeout: float = 0.3) -> list[tuple[str, str]]:
+    return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=None)]
+
+
+def listen(listener: psycopg.Connection[Any], prefix: str) -> None:
+    listener.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(f"{prefix}.oban_insert")))
+
+
+def test_one_notification_per_available_insert_on_every_version(
+    oban_any: ObanDatabase, listener: psycopg.Connection[Any]
+) -> None:
+    listen(listener, oban_any.prefix)
+    client = oban_any.client()
+    client.insert(JOBS[0])
+    client.insert(JOBS[2])  # scheduled: no notification
+    found = notifications(listener)
+    assert len(found) == 1
+    channel, payload = found[0]
+    assert channel == f"{oban_any.prefix}.oban_insert"
+    assert json.loads(payload) == {"queue": "tmdb"}
+    if oban_any.version > 11:
+        assert payload == '{"queue":"tmdb"}'  # as Jason encodes it
+
+
+def test_rollback_leaves_neither_row_nor_notification(oban: ObanDatabase, listener: psycopg.Connection[Any]) -> None:
+    listen(listener, "public")
+    client = Oban(prefix="public")
+    with psycopg.connect(oban.dsn) as conn:
+        client.insert(JOBS[0], conn=conn)
+        client.insert_all([JOBS[1]] * 3, conn=conn)
+        assert notifications(listener) == [], "nothing is delivered before commit"
+        conn.rollback()
+    assert oban.count() == 0
+    assert notifications(listener) == []
+    with psycopg.connect(oban.dsn) as conn:
+        client.insert(JOBS[0], conn=conn)
+    assert oban.count() == 1
+    assert notifications(listener) == [("public.oban_insert", '{"queue":"tmdb"}')]
+
+
+def test_sqlalchemy_connection_and_session(oban: ObanDatabase) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+
+    engine = sqlalchemy.create_engine(oban.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    client = Oban()
+    with engine.connect() as sa_conn:
+        client.insert(JOBS[0], conn=sa_conn)
+        sa_conn.rollback()
+    assert oban.count() == 0
+    with engine.connect() as sa_conn:
+        client.insert(JOBS[0], conn=sa_conn)
+        client.insert_all([JOBS[1]] * 2, conn=sa_conn)
+        sa_conn.commit()
+    assert oban.count() == 3
+    with Session(engine) as session:
+        client.insert(JOBS[1], conn=session)
+        session.commit()
+    assert oban.count() == 4
+    engine.dispose()
+
+
+def test_timestamps_are_right_when_the_session_zone_is_not_utc(oban: ObanDatabase) -> None:
+    when = datetime(2031, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=-7)))
+    with psycopg.connect(oban.dsn, autocommit=True, options="-c TimeZone=Asia/Kolkata") as conn:
+        client = Oban(conn)
+        scheduled = client.insert(Job.new(TMDB, {"tmdb_id": 1}, scheduled_at=when, unique=False))
+        now = client.insert(Job.new(TMDB, {"tmdb_id": 2}, unique=False))
+        bulk = client.insert_all([Job.new(TMDB, {"tmdb_id": 3}, scheduled_at=when, unique=False)])
+    assert scheduled.scheduled_at == datetime(2031, 6, 1, 19, 0)
+    assert bulk[0].scheduled_at == datetime(2031, 6, 1, 19, 0)
+    rows = {r["args"]["tmdb_id"]: r for r in oban.rows()}
+    assert rows[1]["scheduled_at"] == datetime(2031, 6, 1, 19, 0) == rows[3]["scheduled_at"]
+    assert abs(rows[2]["inserted_at"] - utc_now()) < timedelta(seconds=30)
+    assert now.inserted_at is not None and abs(now.inserted_at - datetime.now(UTC).replace(tzinfo=None)) < timedelta(
+        seconds=30
+    )
+
+
+# insert_all
+
+
+def batch(n: int, **kwargs: Any) -> list[Job]:
+    return [Job.new(TMDB, {"tmdb_id": i}, unique=False, **kwargs) for i in range(n)]
+
+
+@pytest.mark.parametrize("size", [3, client_module.COPY_THRESHOLD + 7])
+def test_insert_all_returns_ids_in_input_order_with_both_paths(oban_any: ObanDatabase, size: int) -> None:
+    jobs = batch(size)
+    inserted = oban_any.client().insert_all(iter(jobs))
+    assert [j.args for j in inserted] == [j.args for j in jobs]
+    ids = [j.id for j in inserted]
+    assert ids == sorted(ids) and len(set(ids)) == size
+    rows = {r["id"]: r for r in oban_any.rows()}
+    assert all(rows[j.id]["args"] == j.args for j in inserted)  # type: ignore[index]
+    assert all(rows[j.id]["inserted_at"] == j.inserted_at == j.scheduled_at for j in inserted)  # type: ignore[index]
+
+
+def test_insert_all_rows_equal_single_inserts(oban: ObanDatabase) -> None:
+    jobs = [JOBS[0], JOBS[1], JOBS[2], JOBS[3]]
+    with psycopg.connect(oban.dsn) as conn:
+        client = Oban()
+        singles = [client.insert(replace_unique(j), conn=conn) for j in jobs]
+        small = client.insert_all(jobs, conn=conn)
+        big = client.insert_all(jobs * (client_module.COPY_THRESHOLD // 4 + 1), conn=conn)[: len(jobs)]
+        rows = {r["id"]: r for r in conn.cursor(row_factory=psycopg.rows.dict_row).execute("SELECT * FROM oban_jobs")}
+    for a, b, c in zip(singles, small, big, strict=True):
+        ra, rb, rc = (dict(rows[x.id]) for x in (a, b, c))  # type: ignore[index]
+        for r in (ra, rb, rc):
+            r.pop("id")
+            if r["state"] == "scheduled":
+                r.pop("scheduled_at")
+        assert ra == rb == rc
+
+
+def replace_unique(job: Job) -> Job:
+    from dataclasses import replace
+
+    return replace(job, unique=None)
+
+
+@pytest.mark.parametrize("size", [5, client_module.COPY_THRESHOLD * 2])
+def test_insert_all_is_all_or_nothing(oban_any: ObanDatabase, size: int, listener: psycopg.Connection[Any]) -> None:
+    listen(listener, oban_any.prefix)
+    bad = Job.new(TMDB, {"tmdb_id": -1}, priority=9, state="suspended", unique=False)
+    jobs = [*batch(size - 1), bad]
+    with pytest.raises((ValidationError, UnsupportedSchemaError)) if oban_any.version < 14 else _no_error():
+        oban_any.client().insert_all(jobs)
+    if oban_any.version < 14:
+        assert oban_any.count() == 0
+        assert notifications(listener) == []
+
+
+@pytest.mark.parametrize("size", [5, client_module.COPY_THRESHOLD * 2])
+def test_a_database_error_mid_batch_leaves_nothing_and_keeps_the_callers_transaction(
+    oban: ObanDatabase, size: int
+) -> None:
+    jobs = batch(size)
+    object.__setattr__(jobs[-1], "queue", "")  # bypass validation to provoke the CHECK constraint
+    client = Oban()
+    with psycopg.connect(oban.dsn) as conn:
+        keep = client.insert(JOBS[1], conn=conn)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            client.insert_all(jobs, conn=conn) if size > 5 else _atomic_small(client, jobs, conn)
+        conn.commit()
+    assert [r["id"] for r in oban.rows()] == [keep.id]
+
+
+def _atomic_small(client: Oban, jobs: list[Job], conn: psycopg.Connection[Any]) -> None:
+    # A single statement is atomic by itself; run it in a savepoint like the caller would.
+    with conn.transaction():
+        client.insert_all(jobs, conn=conn)
+
+
+class _no_error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+
+def test_insert_all_streams_in_chunks_and_notifies_once_per_queue(
+    oban: ObanDatabase, listener: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "COPY_CHUNK", 700)
+    listen(listener, "public")
+    queues = ["tmdb", "imports", "tmdb", "festival"]
+
+    def jobs() -> Any:
+        for i in range(3_000):
+            yield Job.new(
+                TMDB, {"tmdb_id": i}, queue=queues[i % 4], unique=False, schedule_in=60 if i % 4 == 3 else None
+            )
+
+    inserted = Oban(oban.conn).insert_all(jobs())
+    assert len(inserted) == 3_000 == oban.count()
+    assert [j.args["tmdb_id"] for j in inserted] == list(range(3_000))
+    assert sorted(notifications(listener)) == [
+        ("public.oban_insert", '{"queue":"imports"}'),
+        ("public.oban_insert", '{"queue":"tmdb"}'),
+    ]
+    assert oban.count("state = 'scheduled'") == 750
+
+
+def test_insert_all_of_nothing_is_a_no_op(oban: ObanDatabase) -> None:
+    assert Oban(oban.conn).insert_all([]) == []
+
+
+# unique
+
+
+def test_unique_conflict_returns_the_existing_job(oban_any: ObanDatabase) -> None:
+    client = oban_any.client()
+    first = client.insert(Job.new(TMDB, {"imdb_id": "tt1", "source": "a", "title": "x"}))
+    same_keys = client.insert(Job.new(TMDB, {"imdb_id": "tt1", "source": "b", "title": "y"}))
+    other = client.insert(Job.new(TMDB, {"imdb_id": "tt2"}))
+    assert same_keys.conflict and same_keys.id == first.id and same_keys.args == first.args
+    assert not other.conflict and other.id != first.id
+    assert oban_any.count() == 2
+
+
+def test_unique_exact_args_period_and_states(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    unique = {"period": 60}
+    a = client.insert(Job.new("MyApp.W", {"id": 1, "tags": [1, 2]}, unique=unique))
+    assert client.insert(Job.new("MyApp.W", {"tags": [2, 1], "id": 1.0}, unique=unique)).conflict, (
+        "containment semantics"
+    )
+    assert not client.insert(Job.new("MyApp.W", {"id": 1, "tags": [1, 2], "x": 0}, unique=unique)).conflict
+    assert not client.insert(Job.new("MyApp.W", {"id": 1, "tags": [1, 2]}, queue="other", unique=unique)).conflict
+    oban.conn.execute("UPDATE oban_jobs SET inserted_at = inserted_at - interval '2 minutes' WHERE id = %s", (a.id,))
+    assert not client.insert(Job.new("MyApp.W", {"id": 1, "tags": [1, 2]}, unique=unique)).conflict
+    client.insert(Job.new("MyApp.W", {"id": 9}, unique=True))
+    oban.conn.execute("UPDATE oban_jobs SET state = 'cancelled' WHERE args = '{\"id\": 9}'")
+    assert not client.insert(Job.new("MyApp.W", {"id": 9}, unique=True)).conflict
+    assert client.insert(Job.new("MyApp.W", {"id": 9}, unique={"states": ["cancelled"], "period": "infinity"})).conflict
+
+
+def test_unique_replace_updates_the_existing_job_for_its_state(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    first = client.insert(Job.new("MyApp.W", {"id": 1}, unique=True, schedule_in=60))
+    later = datetime(2040, 1, 1)
+    again = client.insert(
+        Job.new(
+            "MyApp.W",
+            {"id": 1},
+            unique=True,
+            scheduled_at=later,
+            priority=3,
+            replace={"scheduled": ["scheduled_at", "priority"]},
+        )
+    )
+    assert again.conflict and again.id == first.id
+    assert (again.scheduled_at, again.priority) == (later, 3)
+    untouched = client.insert(
+        Job.new("MyApp.W", {"id": 1}, unique=True, priority=7, replace={"available": ["priority"]})
+    )
+    assert untouched.priority == 3
+
+
+def test_replace_never_leaves_a_runnable_job_without_attempts(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    job = client.insert(Job.new("MyApp.W", {"id": 1}, unique=True))
+    oban.conn.execute("UPDATE oban_jobs SET attempt = 3, max_attempts = 5 WHERE id = %s", (job.id,))
+    again = client.insert(Job.new("MyApp.W", {"id": 1}, unique=True, max_attempts=1, replace=["max_attempts"]))
+    assert again.conflict and again.state == "available"
+    assert again.max_attempts == 4 > again.attempt
+
+
+def test_concurrent_unique_inserts_make_exactly_one_row(oban: ObanDatabase) -> None:
+    barrier = threading.Barrier(6)
+    results: list[Job] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with Oban.connect(oban.dsn) as client:
+                barrier.wait()
+                for n in range(10):
+                    results.append(client.insert(Job.new(TMDB, {"imdb_id": f"tt{n}", "source_key": "race"})))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert oban.count() == 10
+    assert sum(not r.conflict for r in results) == 10
+
+
+def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    client.insert_all(
+        Job.new(TMDB, {"imdb_id": f"tt{i:07d}", "source": "canonical_import"}, unique=False) for i in range(20_000)
+    )
+    # Autovacuum would do this in production: it moves the GIN index's pending entries into
+    # the index proper; until then the planner prices the pending list as a scan.
+    oban.conn.execute("VACUUM ANALYZE oban_jobs")
+    from cinegraph_oban import statements
+
+    job = Job.new(TMDB, {"imdb_id": "tt0000042", "source": "canonical_import"})
+    _, lookup = statements.unique_statements(job, client.schema())
+    sql = lookup.sql.decode()
+    sql = sql[: sql.index("),\nconflicted")] + ") SELECT * FROM existing"
+    with oban.conn.cursor() as cur:
+        cur.execute(b"EXPLAIN " + sql.encode(), lookup.params)
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "oban_jobs_args_index" in plan, plan
+    assert "Seq Scan" not in plan, plan

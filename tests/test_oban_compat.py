@@ -1,0 +1,134 @@
+"""Oban's own statements (fetch, stage, finish, prune) take our rows as they take Oban's."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cinegraph_oban import Job, Oban, engine
+from cinegraph_oban import client as client_module
+from cinegraph_oban.timestamps import utc_now
+from conftest import ObanDatabase
+
+TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+
+
+def test_fetch_claims_in_priority_scheduled_at_id_order(oban_any: ObanDatabase) -> None:
+    client = oban_any.client()
+    low = client.insert(Job.new(TMDB, {"tmdb_id": 1}, priority=2, unique=False))
+    first = client.insert(Job.new(TMDB, {"tmdb_id": 2}, priority=0, unique=False))
+    batch = client.insert_all([Job.new(TMDB, {"tmdb_id": n}, priority=1, unique=False) for n in range(3, 6)])
+    other_queue = client.insert(Job.new(TMDB, {"tmdb_id": 9}, queue="elsewhere", unique=False))
+    claimed = engine.fetch_jobs(oban_any.conn, "tmdb", 10, prefix=oban_any.prefix)
+    assert [j.id for j in claimed] == [first.id, *[j.id for j in batch], low.id]
+    assert all(j.state == "executing" and j.attempt == 1 and j.attempted_by for j in claimed)
+    assert other_queue.id not in {j.id for j in claimed}
+    assert engine.fetch_jobs(oban_any.conn, "tmdb", 10, prefix=oban_any.prefix) == []
+
+
+def test_scheduled_jobs_are_staged_once_due(oban_any: ObanDatabase) -> None:
+    client = oban_any.client()
+    past = client.insert(Job.new(TMDB, {"tmdb_id": 1}, scheduled_at=utc_now() - timedelta(seconds=5), unique=False))
+    future = client.insert_all([Job.new(TMDB, {"tmdb_id": 2}, schedule_in=3600, unique=False)])[0]
+    assert past.state == "scheduled", "Oban writes scheduled whenever a time is given, even a past one"
+    assert engine.fetch_jobs(oban_any.conn, "tmdb", prefix=oban_any.prefix) == []
+    assert engine.stage_jobs(oban_any.conn, prefix=oban_any.prefix) == [past.id]
+    assert [j.id for j in engine.fetch_jobs(oban_any.conn, "tmdb", prefix=oban_any.prefix)] == [past.id]
+    oban_any.conn.execute(f"UPDATE {oban_any.table} SET scheduled_at = scheduled_at - interval '2 hours'".encode())
+    assert engine.stage_jobs(oban_any.conn, prefix=oban_any.prefix) == [future.id]
+
+
+def test_outcomes_and_pruning(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    jobs = client.insert_all(
+        [Job.new(TMDB, {"tmdb_id": n}, max_attempts=1 if n == 3 else 5, unique=False) for n in range(4)]
+    )
+    claimed = {j.args["tmdb_id"]: j for j in engine.fetch_jobs(oban.conn, "tmdb")}
+    engine.complete_job(oban.conn, claimed[0])
+    engine.cancel_job(oban.conn, claimed[1], "no_tmdb_match")
+    engine.error_job(oban.conn, claimed[2], "timeout")
+    engine.error_job(oban.conn, claimed[3], "boom")  # attempts exhausted: discarded
+    states = {r["args"]["tmdb_id"]: r for r in oban.rows()}
+    assert [states[n]["state"] for n in range(4)] == ["completed", "cancelled", "retryable", "discarded"]
+    assert states[1]["cancelled_at"] and states[3]["discarded_at"] and states[0]["completed_at"]
+    assert states[2]["errors"][0]["error"] == "timeout" and states[2]["errors"][0]["at"].endswith("Z")
+    assert engine.prune_jobs(oban.conn, max_age=3600) == []
+    oban.conn.execute(
+        "UPDATE oban_jobs SET scheduled_at = scheduled_at - interval '2 hours', "
+        "completed_at = completed_at - interval '2 hours', "
+        "cancelled_at = cancelled_at - interval '2 hours', discarded_at = discarded_at - interval '2 hours'"
+    )
+    assert engine.prune_jobs(oban.conn, max_age=3600) == sorted(j.id for j in jobs if j.args["tmdb_id"] != 2)  # type: ignore[misc]
+
+
+job_specs = st.fixed_dictionaries(
+    {
+        "tmdb_id": st.integers(0, 50),
+        "priority": st.integers(0, 3),
+        "max_attempts": st.integers(1, 3),
+        "scheduled": st.booleans(),
+        "queue": st.sampled_from(["tmdb", "imports"]),
+    }
+)
+
+
+@given(specs=st.lists(job_specs, min_size=1, max_size=12), path=st.sampled_from(["insert", "small", "copy", "unique"]))
+def test_every_available_row_is_runnable_and_claimed(db_dsn: str, specs: list[dict[str, Any]], path: str) -> None:
+    # A new connection per example: the schema is dropped and made again, and a connection's
+    # cached plans would still point at the old enum type.
+    with psycopg.connect(db_dsn, autocommit=True) as db_conn:
+        db_conn.execute("DROP SCHEMA IF EXISTS prop CASCADE")
+        _check_runnable(db_conn, specs, path)
+
+
+def _check_runnable(db_conn: psycopg.Connection[Any], specs: list[dict[str, Any]], path: str) -> None:
+    from cinegraph_oban.schema import install
+
+    install(db_conn, 14, "prop")
+    client = Oban(db_conn, prefix="prop")
+    jobs = [
+        Job.new(
+            TMDB,
+            {"tmdb_id": s["tmdb_id"]},
+            priority=s["priority"],
+            max_attempts=s["max_attempts"],
+            queue=s["queue"],
+            schedule_in=-1 if s["scheduled"] else None,
+            unique=path == "unique" and None,
+            replace=["max_attempts", "priority"] if path == "unique" else None,
+        )
+        for s in specs
+    ]
+    if path == "insert":
+        for job in jobs:
+            client.insert(job)
+    elif path == "unique":
+        for job in jobs:
+            client.insert(job)
+            db_conn.execute("UPDATE prop.oban_jobs SET attempt = max_attempts - 1 WHERE state = 'available'")
+    elif path == "small":
+        client.insert_all(jobs)
+    else:
+        client.insert_all(jobs * (client_module.COPY_THRESHOLD // len(jobs) + 1))
+    stuck = db_conn.execute(
+        "SELECT count(*) FROM prop.oban_jobs WHERE state = 'available' AND attempt >= max_attempts"
+    ).fetchone()
+    assert stuck == (0,)
+    engine.stage_jobs(db_conn, prefix="prop")
+    total = db_conn.execute("SELECT count(*) FROM prop.oban_jobs").fetchone()[0]  # type: ignore[index]
+    claimed = sum(len(engine.fetch_jobs(db_conn, q, 10_000, prefix="prop")) for q in ("tmdb", "imports"))
+    assert claimed == total
+    left = db_conn.execute("SELECT count(*) FROM prop.oban_jobs WHERE state <> 'executing'").fetchone()
+    assert left == (0,)
+
+
+def test_rows_read_back_are_jobs(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    job = client.insert(Job.new(TMDB, {"imdb_id": "tt0111161"}, meta={"import_type": "canonical"}, tags=["a"]))
+    [claimed] = engine.fetch_jobs(oban.conn, "tmdb")
+    assert replace(claimed, state=job.state, attempt=0, attempted_at=None, attempted_by=None) == job

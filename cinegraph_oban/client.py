@@ -11,13 +11,15 @@ round trip. With `conn=` the work joins the caller's transaction and nothing is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
@@ -27,7 +29,7 @@ from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect
 from cinegraph_oban.workers import WorkerRegistry
 
-__all__ = ["Oban"]
+__all__ = ["InsertedJobs", "Oban"]
 
 #: Below this many jobs `insert_all` sends one `unnest` statement; from here on, binary COPY.
 COPY_THRESHOLD = 500
@@ -37,6 +39,59 @@ COPY_CHUNK = 10_000
 
 def _row_to_job(row: dict[str, Any]) -> Job:
     return Job.from_row(row, conflict=bool(row.get("conflict", False)))
+
+
+class InsertedJobs(Sequence[Job]):
+    """The jobs `insert_all` stored, in input order, each built with its id when asked for.
+
+    Bulk inserts of 100,000 jobs rarely look at every job; building them lazily keeps the
+    insert at the speed of COPY. `ids` is the plain list of ids.
+    """
+
+    __slots__ = ("_inserted_at", "_jobs", "_scheduled_at", "ids")
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        ids: list[int],
+        inserted_at: list[datetime],
+        scheduled_at: list[datetime],
+    ) -> None:
+        self._jobs = jobs
+        self.ids = ids
+        self._inserted_at = inserted_at
+        self._scheduled_at = scheduled_at
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def _job(self, index: int) -> Job:
+        job = self._jobs[index]
+        return replace(
+            job,
+            id=self.ids[index],
+            inserted_at=self._inserted_at[index],
+            scheduled_at=job.scheduled_at if job.scheduled_at is not None else self._scheduled_at[index],
+        )
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._job(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("InsertedJobs index out of range")
+        return self._job(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, InsertedJobs | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<InsertedJobs: {len(self)} jobs, ids {self.ids[:1]}..{self.ids[-1:]}>"
 
 
 class Oban:
@@ -149,19 +204,20 @@ class Oban:
         assert row is not None
         return _row_to_job(row)
 
-    def insert_all(self, jobs: Iterable[Job], *, conn: Any = None) -> list[Job]:
+    def insert_all(self, jobs: Iterable[Job], *, conn: Any = None) -> InsertedJobs:
         """Insert many jobs, all or nothing; returns them with their ids, in input order.
 
         Unique options are ignored, as Oban's `insert_all` ignores them. Small batches go out as
         one statement; larger ones stream through binary COPY in chunks, so an iterator of jobs
-        is never held in memory twice.
+        is never held in memory twice. The result is a sequence of the stored jobs; `.ids`
+        gives just their ids without building a Job for each.
         """
         pg = self._resolve(conn)
         schema = self.schema(pg)
         iterator = iter(jobs)
         first = list(islice(iterator, COPY_THRESHOLD))
         if not first:
-            return []
+            return InsertedJobs([], [], [], [])
         if len(first) < COPY_THRESHOLD:
             for index, job in enumerate(first):
                 schema.check_job(job, where=f"job #{index}")
@@ -169,10 +225,7 @@ class Oban:
             with pg.cursor() as cur:
                 cur.execute(statement.sql, statement.params)
                 rows = cur.fetchall()
-            return [
-                replace(job, id=row[0], inserted_at=row[1], scheduled_at=row[2])
-                for job, row in zip(first, rows, strict=True)
-            ]
+            return InsertedJobs(first, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
         return self._copy_all(pg, schema, first, iterator)
 
     def _copy_all(
@@ -181,41 +234,42 @@ class Oban:
         schema: ObanSchema,
         first: list[Job],
         rest: Iterator[Job],
-    ) -> list[Job]:
-        inserted: list[Job] = []
+    ) -> InsertedJobs:
+        jobs: list[Job] = []
+        ids: list[int] = []
+        nows: list[datetime] = []
         queues: dict[str, None] = {}
-        copy_sql = statements.copy_statement(schema)
-        types = statements.copy_types(schema)
         chunk = first
         with atomic(pg), pg.cursor() as cur:
             while chunk:
-                offset = len(inserted)
+                offset = len(jobs)
                 for index, job in enumerate(chunk, start=offset):
                     schema.check_job(job, where=f"job #{index}")
-                reserve = statements.reserve_ids_statement(len(chunk), schema)
-                cur.execute(reserve.sql, reserve.params)
-                ids = cur.fetchall()
-                now = ids[0][1]
-                with cur.copy(copy_sql) as copy:
-                    copy.set_types(types)
-                    for job, (job_id, _) in zip(chunk, ids, strict=True):
-                        copy.write_row(statements.copy_row(job, job_id, now))
-                for job, (job_id, _) in zip(chunk, ids, strict=True):
                     if job.state == "available":
                         queues[job.queue] = None
-                    inserted.append(
-                        replace(
-                            job,
-                            id=job_id,
-                            inserted_at=now,
-                            scheduled_at=job.scheduled_at if job.scheduled_at is not None else now,
-                        )
-                    )
+                reserve = statements.reserve_ids_statement(len(chunk), schema)
+                cur.execute(reserve.sql, reserve.params)
+                reserved = cur.fetchall()
+                now = reserved[0][1]
+                chunk_ids = [row[0] for row in reserved]
+                scheduled = any(job.scheduled_at is not None for job in chunk)
+                row_now = now if scheduled else None
+                # The queued writer sends from a thread of its own, so building the next rows
+                # overlaps with the server indexing the previous ones.
+                with cur.copy(
+                    statements.copy_statement(schema, scheduled=scheduled), writer=QueuedLibpqWriter(cur)
+                ) as copy:
+                    copy.set_types(statements.copy_types(schema, scheduled=scheduled))
+                    for job, job_id in zip(chunk, chunk_ids, strict=True):
+                        copy.write_row(statements.copy_row(job, job_id, row_now))
+                jobs.extend(chunk)
+                ids.extend(chunk_ids)
+                nows.extend([now] * len(chunk))
                 chunk = list(islice(rest, COPY_CHUNK))
             notify = statements.notify_statement(queues, schema)
             if notify is not None:
                 cur.execute(notify.sql, notify.params)
-        return inserted
+        return InsertedJobs(jobs, ids, nows, nows)
 
 
 def _redact(dsn: str) -> str:

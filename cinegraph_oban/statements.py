@@ -195,19 +195,22 @@ def reserve_ids_statement(count: int, schema: ObanSchema) -> Statement:
     return Statement(render("jobs/reserve_ids.sql.j2").encode(), {"sequence": schema.id_sequence, "count": count})
 
 
-def copy_statement(schema: ObanSchema) -> bytes:
-    return render("jobs/copy_jobs.sql.j2", prefix=schema.prefix).encode()
+def copy_statement(schema: ObanSchema, *, scheduled: bool) -> bytes:
+    return render("jobs/copy_jobs.sql.j2", prefix=schema.prefix, scheduled=scheduled).encode()
 
 
-def copy_types(schema: ObanSchema) -> list[str]:
+def copy_types(schema: ObanSchema, *, scheduled: bool) -> list[str]:
     """Binary COPY types in column order; an enum's binary form is its label, like text."""
     tags = "varchar[]" if schema.max_tag_length else "text[]"
-    return ["int8", "text", "text", "text", "jsonb", "jsonb", tags, "int4", "int4", "timestamp"]
+    types = ["int8", "text", "text", "text", "jsonb", "jsonb", tags, "int4", "int4"]
+    return [*types, "timestamp"] if scheduled else types
 
 
-def copy_row(job: Job, job_id: int, now: datetime) -> tuple[Any, ...]:
-    """One COPY row; an unscheduled job gets the transaction's now(), exactly the column default."""
-    return (
+def copy_row(job: Job, job_id: int, now: datetime | None) -> tuple[Any, ...]:
+    """One COPY row. With `now` (a chunk with scheduled jobs) unscheduled jobs carry the
+    transaction's timezone('UTC', now()), exactly the column default; without it the column is
+    left to its default."""
+    row = (
         job_id,
         job.state,
         job.queue,
@@ -217,5 +220,7 @@ def copy_row(job: Job, job_id: int, now: datetime) -> tuple[Any, ...]:
         list(job.tags),
         job.max_attempts,
         job.priority,
-        job.scheduled_at if job.scheduled_at is not None else now,
     )
+    if now is None:
+        return row
+    return (*row, job.scheduled_at if job.scheduled_at is not None else now)

@@ -27,6 +27,7 @@ from cinegraph_oban.connections import atomic, to_psycopg
 from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect
+from cinegraph_oban.templates import render
 from cinegraph_oban.workers import WorkerRegistry
 
 __all__ = ["InsertedJobs", "Oban"]
@@ -35,6 +36,9 @@ __all__ = ["InsertedJobs", "Oban"]
 COPY_THRESHOLD = 500
 #: Jobs per COPY chunk: bounds the memory a large, streamed insert_all holds beyond its result.
 COPY_CHUNK = 10_000
+
+
+_GENERIC_PLANS = render("jobs/generic_plans.sql.j2").encode()
 
 
 def _row_to_job(row: dict[str, Any]) -> Job:
@@ -175,11 +179,11 @@ class Oban:
         schema.check_job(job)
         if job.unique is None:
             statement = statements.insert_statement(job, schema)
-            with pg.cursor(row_factory=dict_row) as cur:
+            with pg.cursor() as cur:
                 cur.execute(statement.sql, statement.params)
                 row = cur.fetchone()
             assert row is not None
-            return _row_to_job(row)
+            return replace(job, id=row[0], inserted_at=row[1], scheduled_at=row[2])
         return self._insert_unique(pg, job, schema)
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
@@ -192,6 +196,7 @@ class Oban:
             with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:
                     cur.execute(b"BEGIN")
+                    cur.execute(_GENERIC_PLANS)
                 cur.execute(lock.sql, lock.params)
                 found.execute(lookup.sql, lookup.params)
                 if own_transaction:

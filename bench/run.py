@@ -1,0 +1,433 @@
+"""Benchmarks: cinegraph-oban beside its references, measured in the same run.
+
+    .venv/bin/python bench/run.py [--database-url URL] [--rows 100000] [--single 2000] [--repeat 5] [--record]
+
+Every workload runs against an Oban V14 table created by the package's migration templates
+(with Oban's GIN indexes on args and meta), in a scratch database `cinegraph_oban_bench` that is
+dropped at the end. Variants are interleaved repeat by repeat, and the median is reported, so
+background noise hits every variant alike. `--record` writes the table into bench/README.md with
+the machine and the date.
+
+The official Oban for Python (`oban` on PyPI) needs Python >= 3.12: it is installed into
+`bench/.venv-obanpy` with a 3.12+ interpreter found on the PATH or in pyenv, and run against
+its own schema (its `install_sql`, which is not Elixir Oban's: see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from cinegraph_oban import Job, Oban, engine, install, statements
+from cinegraph_oban.sample_data import import_args
+
+HERE = Path(__file__).resolve().parent
+WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
+BENCH_DB = "cinegraph_oban_bench"
+OBANPY_DB = "cinegraph_oban_bench_obanpy"
+
+
+def median_rate(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+class Bench:
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        info = psycopg.conninfo.conninfo_to_dict(admin_url)
+        info["dbname"] = BENCH_DB
+        self.url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        info["dbname"] = OBANPY_DB
+        self.obanpy_url = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        self.rows: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+
+    def recreate(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def record(self, workload: str, variant: str, rate: float, unit: str, note: str = "") -> None:
+        self.results.append({"workload": workload, "variant": variant, "rate": rate, "unit": unit, "note": note})
+        print(f"  {workload:<38} {variant:<44} {rate:>10,.0f} {unit} {note}", flush=True)
+
+
+def reset(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("TRUNCATE oban_jobs RESTART IDENTITY")
+    conn.execute("CHECKPOINT")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+# Workload 1: bulk insert
+
+
+def bulk(bench: Bench, conn: psycopg.Connection[Any], rows: int, repeat: int) -> None:
+    args = list(import_args(rows))
+    oban = Oban(conn)
+
+    def raw_copy() -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            copy_sql = "COPY oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) FROM STDIN (FORMAT BINARY)"
+            with cur.copy(copy_sql) as copy:
+                copy.set_types(["text", "text", "text", "jsonb", "jsonb", "text[]", "int4", "int4"])
+                for a in args:
+                    copy.write_row(("available", "tmdb", WORKER, Jsonb(a), Jsonb({}), [], 5, 0))
+
+    prebuilt: list[Job] = []
+
+    def build() -> None:
+        prebuilt[:] = [Job.new(WORKER, a, unique=False) for a in args]
+
+    def insert_all_prebuilt() -> None:
+        oban.insert_all(prebuilt)
+
+    def insert_all_end_to_end() -> None:
+        oban.insert_all(Job.new(WORKER, a, unique=False) for a in args)
+
+    variants: dict[str, Callable[[], None]] = {
+        "raw binary COPY (psycopg, same rows)": raw_copy,
+        "insert_all(jobs) (Jobs built beforehand)": insert_all_prebuilt,
+        "insert_all(Job.new(...) for ...) end to end": insert_all_end_to_end,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeat):
+        build()
+        for name, fn in variants.items():
+            reset(conn)
+            samples[name].append(rows / timed(fn))
+            count = conn.execute("SELECT count(*) FROM oban_jobs").fetchone()
+            assert count == (rows,), count
+    for name, values in samples.items():
+        bench.record(f"insert_all, {rows:,} jobs", name, median_rate(values), "jobs/s")
+    reference = median_rate(samples["raw binary COPY (psycopg, same rows)"])
+    for name in list(variants)[1:]:
+        bench.record(
+            f"insert_all, {rows:,} jobs", f"ratio: {name} / raw COPY", median_rate(samples[name]) / reference, "x"
+        )
+
+
+# Workload 2: one at a time
+
+
+def single(bench: Bench, conn: psycopg.Connection[Any], count: int, repeat: int) -> None:
+    args = list(import_args(count, seed=7))
+    oban = Oban(conn)
+    bare_sql = (
+        "INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+
+    def bare() -> None:
+        for a in args:
+            conn.execute(bare_sql, ("available", "tmdb", WORKER, Jsonb(a), Jsonb({}), [], 5, 0))
+
+    def ours() -> None:
+        for a in args:
+            oban.insert(Job.new(WORKER, a, unique=False))
+
+    samples: dict[str, list[float]] = {
+        "bare psycopg INSERT, autocommit (no notify)": [],
+        "Oban.insert (row + notify)": [],
+    }
+    for _ in range(repeat):
+        for name, fn in zip(samples, (bare, ours), strict=True):
+            reset(conn)
+            samples[name].append(count / timed(fn))
+    for name, values in samples.items():
+        bench.record("insert one at a time", name, median_rate(values), "jobs/s")
+    ratio = median_rate(samples["Oban.insert (row + notify)"]) / median_rate(
+        samples["bare psycopg INSERT, autocommit (no notify)"]
+    )
+    bench.record("insert one at a time", "ratio: Oban.insert / bare INSERT", ratio, "x")
+
+
+# Workload 3: unique inserts into a full table
+
+
+def oban_elixir_unique_insert(conn: psycopg.Connection[Any], job: Job) -> None:
+    """The statements Elixir Oban's Basic engine sends for a unique insert, replayed from Python:
+    try-lock, `LIMIT 1` lookup, insert, then the notification in a second statement."""
+    assert job.unique is not None
+    subset = {k: v for k, v in job.args.items() if k in job.unique.keys}
+    with conn.transaction():
+        conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (hash(json.dumps(subset, sort_keys=True)) % 2**31,))
+        found = conn.execute(
+            "SELECT id FROM oban_jobs WHERE state = ANY(%s::oban_job_state[]) "
+            "AND inserted_at >= %s AND args @> %s LIMIT 1",
+            (list(job.unique.states), datetime.now(UTC).replace(tzinfo=None), Jsonb(subset)),
+        ).fetchone()
+        if found is None:
+            conn.execute(
+                "INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) "
+                "VALUES ('available', %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    job.queue,
+                    job.worker,
+                    Jsonb(job.args),
+                    Jsonb(job.meta),
+                    list(job.tags),
+                    job.max_attempts,
+                    job.priority,
+                ),
+            ).fetchone()
+    conn.execute("SELECT pg_notify('public.oban_insert', %s)", (json.dumps({"queue": job.queue}),))
+
+
+def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, repeat: int) -> None:
+    oban = Oban(conn)
+    reset(conn)
+    oban.insert_all(Job.new(WORKER, a, unique=False) for a in import_args(rows, seed=11))
+    fresh = iter(import_args(count * repeat * 8 + 5_000, seed=12345))
+    block = max(count // 4, 1)
+    label = f"insert into a table of {rows:,} jobs"
+
+    def cycle(samples: dict[str, list[float]], elixir: bool, unique_first: bool) -> None:
+        # Every GIN search also scans the index's pending list of not yet merged entries, which
+        # autovacuum empties; each cycle starts from a vacuumed table, as autovacuum keeps it,
+        # and the order alternates so the unique inserts meet short and longer pending lists.
+        conn.execute("VACUUM ANALYZE oban_jobs")
+        plain_jobs = [Job.new(WORKER, {**next(fresh), "n": 1}, unique=False) for _ in range(block)]
+        unique_jobs = [Job.new(WORKER, next(fresh)) for _ in range(block)]
+        runs = [
+            ("no unique", lambda: [oban.insert(j) for j in plain_jobs]),
+            ("unique", lambda: [oban.insert(j) for j in unique_jobs]),
+        ]
+        for name, fn in reversed(runs) if unique_first else runs:
+            samples[name].append(block / timed(fn))
+        if elixir:
+            elixir_jobs = [Job.new(WORKER, next(fresh)) for _ in range(block)]
+            samples["elixir"].append(block / timed(lambda: [oban_elixir_unique_insert(conn, j) for j in elixir_jobs]))
+
+    default: dict[str, list[float]] = {"no unique": [], "unique": [], "elixir": []}
+    for n in range(repeat * 2):
+        cycle(default, elixir=True, unique_first=n % 2 == 0)
+    bench.record(label, "Oban.insert, no unique", median_rate(default["no unique"]), "jobs/s")
+    bench.record(label, "Oban.insert, unique (TMDbDetailsWorker's keys)", median_rate(default["unique"]), "jobs/s")
+    bench.record(label, "Elixir Oban's unique statements, replayed", median_rate(default["elixir"]), "jobs/s")
+    bench.record(
+        label, "ratio: unique / no unique", median_rate(default["unique"]) / median_rate(default["no unique"]), "x"
+    )
+
+    # Opt-in tuning, measured: GIN without the pending list (inserts update the index directly).
+    conn.execute("ALTER INDEX oban_jobs_args_index SET (fastupdate = off)")
+    conn.execute("ALTER INDEX oban_jobs_meta_index SET (fastupdate = off)")
+    tuned: dict[str, list[float]] = {"no unique": [], "unique": [], "elixir": []}
+    for n in range(repeat * 2):
+        cycle(tuned, elixir=False, unique_first=n % 2 == 0)
+    conn.execute("ALTER INDEX oban_jobs_args_index RESET (fastupdate)")
+    conn.execute("ALTER INDEX oban_jobs_meta_index RESET (fastupdate)")
+    bench.record(label, "with fastupdate=off: Oban.insert, no unique", median_rate(tuned["no unique"]), "jobs/s")
+    bench.record(label, "with fastupdate=off: Oban.insert, unique", median_rate(tuned["unique"]), "jobs/s")
+    bench.record(
+        label,
+        "with fastupdate=off: ratio unique / no unique",
+        median_rate(tuned["unique"]) / median_rate(tuned["no unique"]),
+        "x",
+    )
+
+    # How a GIN search slows down as the pending list fills (no VACUUM in between).
+    conn.execute("VACUUM ANALYZE oban_jobs")
+    job = Job.new(WORKER, next(fresh))
+    _, lookup = statements.unique_statements(job, oban.schema())
+    text = lookup.sql.decode()
+    probe = text[: text.index("),\nconflicted")] + ") SELECT * FROM existing"
+    filled = 0
+    for pending in (0, 1_000, 3_000):
+        oban.insert_all([Job.new(WORKER, next(fresh), unique=False) for _ in range(pending - filled)])
+        filled = pending
+        lookups = [statements.unique_statements(Job.new(WORKER, next(fresh)), oban.schema())[1] for _ in range(100)]
+        elapsed = timed(
+            lambda: [
+                conn.execute(b"SELECT * FROM (" + probe.encode() + b") AS x", s.params).fetchall() for s in lookups
+            ]
+        )
+        bench.record(
+            label, f"unique lookup alone, {pending:,} rows in the GIN pending list", 100 / elapsed, "lookups/s"
+        )
+    plan = "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + probe.encode(), lookup.params))
+    uses = "oban_jobs_args_index" in plan and "Seq Scan" not in plan
+    print("  unique lookup plan uses Oban's GIN index on args:", uses)
+    bench.results.append(
+        {"workload": label, "variant": "lookup plan", "rate": float(uses), "unit": "uses GIN", "note": plan}
+    )
+
+
+# Workload 4: the official Oban for Python
+
+
+def find_python312() -> str | None:
+    for name in ("python3.13", "python3.12"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pyenv = Path.home() / ".pyenv" / "versions"
+    for pattern in ("3.13*", "3.12*"):
+        for candidate in sorted(pyenv.glob(pattern), reverse=True):
+            if (candidate / "bin" / "python").exists():
+                return str(candidate / "bin" / "python")
+    return None
+
+
+def obanpy(bench: Bench, rows: int, count: int, repeat: int) -> None:
+    venv = HERE / ".venv-obanpy"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        interpreter = find_python312()
+        if interpreter is None:
+            bench.record("official Oban for Python", "not run", 0, "", "no Python >= 3.12 found")
+            return
+        subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "oban"], capture_output=True, text=True, check=False
+    )
+    if install.returncode != 0:
+        bench.record(
+            "official Oban for Python", "not run", 0, "", f"pip install oban failed: {install.stderr.strip()[-200:]}"
+        )
+        return
+    bench.recreate(OBANPY_DB)
+    try:
+        out = subprocess.run(
+            [str(python), str(HERE / "obanpy_bench.py"), bench.obanpy_url, str(rows), str(count), str(repeat)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        bench.drop(OBANPY_DB)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    bench.record(
+        f"insert_all, {rows:,} jobs",
+        f"oban {result['version']} enqueue_many (its own schema)",
+        result["many"],
+        "jobs/s",
+    )
+    bench.record("insert one at a time", f"oban {result['version']} enqueue (its own schema)", result["one"], "jobs/s")
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        mem_kb = int(handle.readline().split()[1])
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "memory": f"{mem_kb / 1024 / 1024:.0f} GiB",
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
+    rates = {(r["workload"], r["variant"]): r["rate"] for r in results}
+    out: dict[str, float] = {}
+    for (workload, variant), rate in rates.items():
+        if variant.startswith("oban ") and rate:
+            ours_name = (
+                "insert_all(jobs) (Jobs built beforehand)"
+                if "enqueue_many" in variant
+                else "Oban.insert (row + notify)"
+            )
+            ours = rates.get((workload, ours_name))
+            if ours:
+                out[f"{workload}: ours / {variant}"] = ours / rate
+    return out
+
+
+def render_markdown(results: list[dict[str, Any]], info: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        f"Measured {info['date']} on {info['cpu']}, {info['memory']} RAM, {info['os']}; "
+        f"PostgreSQL {info['postgres']} on 127.0.0.1 (fsync on), Python {info['python']}.",
+        f"Command: `.venv/bin/python bench/run.py --rows {args.rows} --single {args.single} --repeat {args.repeat}`; "
+        "medians of interleaved repeats.",
+        "",
+        "| workload | variant | rate |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        if r["unit"] == "uses GIN":
+            continue
+        rate = f"{r['rate']:.2f}x" if r["unit"] == "x" else f"{r['rate']:,.0f} {r['unit']}"
+        note = f" ({r['note']})" if r["note"] else ""
+        lines.append(f"| {r['workload']} | {r['variant']}{note} | {rate} |")
+    for name, value in ratios(results).items():
+        lines.append(f"| comparison | {name} | {value:.1f}x |")
+    plan = next((r for r in results if r["unit"] == "uses GIN"), None)
+    if plan:
+        lines += ["", "The unique lookup's plan on that table (`EXPLAIN`):", "", "```", plan["note"], "```"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres")
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-obanpy", action="store_true")
+    parser.add_argument("--record", action="store_true", help="write the results into bench/README.md")
+    args = parser.parse_args()
+
+    bench = Bench(args.database_url)
+    bench.recreate(BENCH_DB)
+    info = machine()
+    info["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        with psycopg.connect(bench.url, autocommit=True) as conn:
+            info["postgres"] = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            install(conn, 14)
+            print(f"bench database {BENCH_DB}: Oban V14 with GIN indexes; {info['cpu']}", flush=True)
+            bulk(bench, conn, args.rows, args.repeat)
+            single(bench, conn, args.single, args.repeat)
+            unique(bench, conn, args.rows, args.single, args.repeat)
+            assert engine.peek_jobs(conn, "tmdb", 1), "the jobs are claimable by Oban's fetch"
+    finally:
+        bench.drop(BENCH_DB)
+    if not args.skip_obanpy:
+        obanpy(bench, args.rows, args.single, args.repeat)
+    table = render_markdown(bench.results, info, args)
+    print()
+    print(table)
+    if args.record:
+        readme = HERE / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        before, _, rest = text.partition(start)
+        _, _, after = rest.partition(end)
+        readme.write_text(f"{before}{start}\n{table}\n{end}{after}", encoding="utf-8")
+        print(f"\nrecorded in {readme}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -68,7 +68,8 @@ class Bench:
 
     def record(self, workload: str, variant: str, rate: float, unit: str, note: str = "") -> None:
         self.results.append({"workload": workload, "variant": variant, "rate": rate, "unit": unit, "note": note})
-        print(f"  {workload:<38} {variant:<44} {rate:>10,.0f} {unit} {note}", flush=True)
+        shown = f"{rate:>10.2f}" if unit == "x" else f"{rate:>10,.0f}"
+        print(f"  {workload:<38} {variant:<44} {shown} {unit} {note}", flush=True)
 
 
 def reset(conn: psycopg.Connection[Any]) -> None:
@@ -91,7 +92,10 @@ def bulk(bench: Bench, conn: psycopg.Connection[Any], rows: int, repeat: int) ->
 
     def raw_copy() -> None:
         with conn.transaction(), conn.cursor() as cur:
-            copy_sql = "COPY oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) FROM STDIN (FORMAT BINARY)"
+            copy_sql = (
+                "COPY oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) "
+                "FROM STDIN (FORMAT BINARY)"
+            )
             with cur.copy(copy_sql) as copy:
                 copy.set_types(["text", "text", "text", "jsonb", "jsonb", "text[]", "int4", "int4"])
                 for a in args:
@@ -145,24 +149,40 @@ def single(bench: Bench, conn: psycopg.Connection[Any], count: int, repeat: int)
         for a in args:
             conn.execute(bare_sql, ("available", "tmdb", WORKER, Jsonb(a), Jsonb({}), [], 5, 0))
 
+    notify_sql = (
+        "WITH i AS (" + bare_sql + " RETURNING id) "
+        "SELECT id, pg_notify('public.oban_insert', '{\"queue\":\"tmdb\"}')::text FROM i"
+    )
+
+    def bare_notify() -> None:
+        for a in args:
+            conn.execute(notify_sql, ("available", "tmdb", WORKER, Jsonb(a), Jsonb({}), [], 5, 0)).fetchone()
+
     def ours() -> None:
         for a in args:
             oban.insert(Job.new(WORKER, a, unique=False))
 
-    samples: dict[str, list[float]] = {
-        "bare psycopg INSERT, autocommit (no notify)": [],
-        "Oban.insert (row + notify)": [],
-    }
+    bare_name = "bare psycopg INSERT, autocommit (no notify)"
+    notify_name = "bare psycopg INSERT + pg_notify, one statement"
+    ours_name = "Oban.insert (row + notify)"
+    variants = {bare_name: bare, notify_name: bare_notify, ours_name: ours}
+    samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeat):
-        for name, fn in zip(samples, (bare, ours), strict=True):
+        for name, fn in variants.items():
             reset(conn)
             samples[name].append(count / timed(fn))
     for name, values in samples.items():
         bench.record("insert one at a time", name, median_rate(values), "jobs/s")
-    ratio = median_rate(samples["Oban.insert (row + notify)"]) / median_rate(
-        samples["bare psycopg INSERT, autocommit (no notify)"]
+    ours_rate = median_rate(samples[ours_name])
+    bench.record(
+        "insert one at a time", "ratio: Oban.insert / bare INSERT", ours_rate / median_rate(samples[bare_name]), "x"
     )
-    bench.record("insert one at a time", "ratio: Oban.insert / bare INSERT", ratio, "x")
+    bench.record(
+        "insert one at a time",
+        "ratio: Oban.insert / bare INSERT + pg_notify",
+        ours_rate / median_rate(samples[notify_name]),
+        "x",
+    )
 
 
 # Workload 3: unique inserts into a full table
@@ -260,11 +280,11 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
         oban.insert_all([Job.new(WORKER, next(fresh), unique=False) for _ in range(pending - filled)])
         filled = pending
         lookups = [statements.unique_statements(Job.new(WORKER, next(fresh)), oban.schema())[1] for _ in range(100)]
-        elapsed = timed(
-            lambda: [
-                conn.execute(b"SELECT * FROM (" + probe.encode() + b") AS x", s.params).fetchall() for s in lookups
-            ]
-        )
+        query = b"SELECT * FROM (" + probe.encode() + b") AS x"
+        started = time.perf_counter()
+        for statement in lookups:
+            conn.execute(query, statement.params).fetchall()
+        elapsed = time.perf_counter() - started
         bench.record(
             label, f"unique lookup alone, {pending:,} rows in the GIN pending list", 100 / elapsed, "lookups/s"
         )
@@ -280,15 +300,21 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
 
 
 def find_python312() -> str | None:
-    for name in ("python3.13", "python3.12"):
-        found = shutil.which(name)
-        if found:
-            return found
+    """A working Python >= 3.12: pyenv's installs first (its shims may point at nothing)."""
+    candidates: list[str] = []
     pyenv = Path.home() / ".pyenv" / "versions"
     for pattern in ("3.13*", "3.12*"):
-        for candidate in sorted(pyenv.glob(pattern), reverse=True):
-            if (candidate / "bin" / "python").exists():
-                return str(candidate / "bin" / "python")
+        candidates += [str(p / "bin" / "python") for p in sorted(pyenv.glob(pattern), reverse=True)]
+    candidates += [found for name in ("python3.13", "python3.12") if (found := shutil.which(name))]
+    for candidate in candidates:
+        check = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check.returncode == 0 and check.stdout.strip() == "True":
+            return candidate
     return None
 
 
@@ -395,6 +421,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-obanpy", action="store_true")
+    parser.add_argument("--only", choices=["bulk", "single", "unique"], help="run one workload (not for --record)")
     parser.add_argument("--record", action="store_true", help="write the results into bench/README.md")
     args = parser.parse_args()
 
@@ -407,13 +434,16 @@ def main() -> None:
             info["postgres"] = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
             install(conn, 14)
             print(f"bench database {BENCH_DB}: Oban V14 with GIN indexes; {info['cpu']}", flush=True)
-            bulk(bench, conn, args.rows, args.repeat)
-            single(bench, conn, args.single, args.repeat)
-            unique(bench, conn, args.rows, args.single, args.repeat)
+            if args.only in (None, "bulk"):
+                bulk(bench, conn, args.rows, args.repeat)
+            if args.only in (None, "single"):
+                single(bench, conn, args.single, args.repeat)
+            if args.only in (None, "unique"):
+                unique(bench, conn, args.rows, args.single, args.repeat)
             assert engine.peek_jobs(conn, "tmdb", 1), "the jobs are claimable by Oban's fetch"
     finally:
         bench.drop(BENCH_DB)
-    if not args.skip_obanpy:
+    if not args.skip_obanpy and args.only is None:
         obanpy(bench, args.rows, args.single, args.repeat)
     table = render_markdown(bench.results, info, args)
     print()

@@ -12,7 +12,6 @@ round trip. With `conn=` the work joins the caller's transaction and nothing is 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -71,12 +70,8 @@ class InsertedJobs(Sequence[Job]):
 
     def _job(self, index: int) -> Job:
         job = self._jobs[index]
-        return replace(
-            job,
-            id=self.ids[index],
-            inserted_at=self._inserted_at[index],
-            scheduled_at=job.scheduled_at if job.scheduled_at is not None else self._scheduled_at[index],
-        )
+        scheduled_at = job.scheduled_at if job.scheduled_at is not None else self._scheduled_at[index]
+        return job.stored(self.ids[index], self._inserted_at[index], scheduled_at)
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
@@ -183,7 +178,7 @@ class Oban:
                 cur.execute(statement.sql, statement.params)
                 row = cur.fetchone()
             assert row is not None
-            return replace(job, id=row[0], inserted_at=row[1], scheduled_at=row[2])
+            return job.stored(row[0], row[1], row[2])
         return self._insert_unique(pg, job, schema)
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,18 +163,18 @@ def _normalize_replace(replace: Any) -> tuple[tuple[tuple[str, tuple[str, ...]],
         return None, [Problem("replace", f"expected a list of fields or a mapping of state to fields, got {replace!r}")]
     problems: list[Problem] = []
     normal: list[tuple[str, tuple[str, ...]]] = []
-    for state, fields in items:
+    for state, chosen in items:
         if state not in JOB_STATES:
             problems.append(Problem("replace", f"has an invalid state {state!r}; states are {list(JOB_STATES)}"))
             continue
-        if isinstance(fields, str) or not isinstance(fields, Sequence):
-            problems.append(Problem(f"replace[{state!r}]", f"expected a list of fields, got {fields!r}"))
+        if isinstance(chosen, str) or not isinstance(chosen, Sequence):
+            problems.append(Problem(f"replace[{state!r}]", f"expected a list of chosen, got {chosen!r}"))
             continue
-        bad = [f for f in fields if f not in REPLACEABLE_FIELDS]
+        bad = [f for f in chosen if f not in REPLACEABLE_FIELDS]
         if bad:
-            problems.append(Problem("replace", f"has invalid fields {bad}; replaceable: {list(REPLACEABLE_FIELDS)}"))
+            problems.append(Problem("replace", f"has invalid chosen {bad}; replaceable: {list(REPLACEABLE_FIELDS)}"))
             continue
-        normal.append((state, tuple(str(f) for f in fields)))
+        normal.append((state, tuple(str(f) for f in chosen)))
     return (None if problems else tuple(normal)), problems
 
 
@@ -326,6 +326,20 @@ class Job:
             meta_json=meta_json,
         )
 
+    def stored(self, id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
+        """This job as the database stored it: with its id and times.
+
+        The same as `dataclasses.replace`, without running `__init__` again (bulk inserts build
+        one per job).
+        """
+        new = object.__new__(Job)
+        for name in _FIELD_NAMES:
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "id", id)
+        object.__setattr__(new, "inserted_at", inserted_at)
+        object.__setattr__(new, "scheduled_at", scheduled_at)
+        return new
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, conflict: bool = False) -> Job:
         """A job read from `oban_jobs` (a dict row); unknown extra columns are ignored."""
@@ -354,3 +368,6 @@ class Job:
             args_json=json.dumps(args, separators=(",", ":")),
             meta_json=json.dumps(meta, separators=(",", ":")),
         )
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Job))

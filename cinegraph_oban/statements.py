@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -49,6 +50,7 @@ def json_param(text: str) -> Jsonb:
     return Jsonb(text, dumps=_identity)
 
 
+@cache
 def insert_payload(queue: str) -> str:
     """Oban's insert notification payload, encoded as Jason encodes it."""
     return json.dumps({"queue": queue}, separators=(",", ":"), ensure_ascii=False)
@@ -73,17 +75,16 @@ def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
     return notify, ({"channel": schema.channel, "payload": insert_payload(job.queue)} if notify else {})
 
 
+@cache
+def _insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
+    return render("jobs/insert_job.sql.j2", prefix=prefix, scheduled=scheduled, notify=notify).encode()
+
+
 def insert_statement(job: Job, schema: ObanSchema) -> Statement:
     """A plain insert with its notification, as one statement."""
     notify, params = _notify_params(job, schema)
-    sql = render(
-        "jobs/insert_job.sql.j2",
-        prefix=schema.prefix,
-        scheduled=job.scheduled_at is not None,
-        notify=notify,
-    )
     params.update(_job_params(job))
-    return Statement(sql.encode(), params)
+    return Statement(_insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
 
 
 def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None]:

@@ -1,0 +1,314 @@
+"""SQLAlchemy 2 Core query builders over `oban_jobs`, and typed readers of import outcomes.
+
+    from cinegraph_oban.queries import jobs, failed_lookups
+
+    query = jobs().worker("Cinegraph.Workers.TMDbDetailsWorker").states("cancelled")
+    query = query.meta(failure_reason="no_tmdb_match").between(since, None)
+    select = query.statement          # an ordinary Select: extend it, execute it, print it
+    print(query.sql())                # the SQL, values inlined
+
+Every meta (and args) filter has two renderings. The default is containment,
+`meta @> '{"failure_reason":"no_tmdb_match"}'::jsonb`, which Oban's GIN index
+`oban_jobs_meta_index` serves and which is how Oban and Oban Web filter meta. The design
+document's form, `meta ->> 'failure_reason' = 'no_tmdb_match'` (`form="document"`), is kept so
+its fragments can be reproduced exactly; it cannot use that index and scans the table. For
+string values the two select the same rows.
+
+Facts where the design document is wrong: worker names are stored without `Elixir.`; the worker
+now cancels failed lookups, so "failed" means the states `discarded` and `cancelled` (plus
+`retryable` while retries remain, on request); `failed_lookups(states=("discarded",),
+form="document")` is the document's query as written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.rows import dict_row
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+
+from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.records import FailedLookup, SkippedImport
+from cinegraph_oban.timestamps import to_naive_utc
+from cinegraph_oban.unique import JOB_STATES
+from cinegraph_oban.workers import TMDB_DETAILS_WORKER
+
+__all__ = [
+    "FAILED_STATES",
+    "JobQuery",
+    "failed_lookups",
+    "jobs",
+    "oban_jobs_table",
+    "quality_skipped_imports",
+    "read_failed_lookups",
+    "read_skipped_imports",
+]
+
+#: Where failed lookups end up: the worker cancels them now; older ones were discarded.
+FAILED_STATES: tuple[str, ...] = ("discarded", "cancelled")
+Form = Literal["contains", "document"]
+
+_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+@cache
+def oban_jobs_table(prefix: str = "public") -> sa.Table:
+    """`<prefix>.oban_jobs` as a SQLAlchemy Table (schema version 14 columns)."""
+    metadata = sa.MetaData()
+    state = postgresql.ENUM(*JOB_STATES, name="oban_job_state", schema=prefix, create_type=False)
+    return sa.Table(
+        "oban_jobs",
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("state", state, nullable=False),
+        sa.Column("queue", sa.Text, nullable=False),
+        sa.Column("worker", sa.Text, nullable=False),
+        sa.Column("args", postgresql.JSONB, nullable=False),
+        sa.Column("errors", postgresql.ARRAY(postgresql.JSONB), nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("max_attempts", sa.Integer, nullable=False),
+        sa.Column("inserted_at", postgresql.TIMESTAMP, nullable=False),
+        sa.Column("scheduled_at", postgresql.TIMESTAMP, nullable=False),
+        sa.Column("attempted_at", postgresql.TIMESTAMP),
+        sa.Column("completed_at", postgresql.TIMESTAMP),
+        sa.Column("attempted_by", postgresql.ARRAY(sa.Text)),
+        sa.Column("discarded_at", postgresql.TIMESTAMP),
+        sa.Column("priority", sa.Integer, nullable=False),
+        sa.Column("tags", postgresql.ARRAY(sa.Text)),
+        sa.Column("meta", postgresql.JSONB),
+        sa.Column("cancelled_at", postgresql.TIMESTAMP),
+        schema=prefix,
+    )
+
+
+class _JsonbConstant(ColumnElement[Any]):
+    """A JSON value bound as text and cast with `::jsonb`, so it prints and binds everywhere."""
+
+    inherit_cache = True
+    type = postgresql.JSONB()
+
+    def __init__(self, value: Mapping[str, Any]) -> None:
+        self.param = sa.bindparam(None, json.dumps(value, ensure_ascii=False, separators=(",", ":")), type_=sa.Text)
+
+
+@compiles(_JsonbConstant)
+def _compile_jsonb_constant(element: _JsonbConstant, compiler: Any, **kw: Any) -> str:
+    return f"{compiler.process(element.param, **kw)}::jsonb"
+
+
+class _TextField(ColumnElement[Any]):
+    """`<column> ->> '<key>' = '<value>'`, written exactly as the design document writes it."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+
+    def __init__(self, column: sa.Column[Any], key: str, value: str) -> None:
+        self.column = column
+        self.key_param = sa.bindparam(None, key, type_=sa.Text)
+        self.value_param = sa.bindparam(None, value, type_=sa.Text)
+
+
+@compiles(_TextField)
+def _compile_text_field(element: _TextField, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    key = compiler.process(element.key_param, **kw)
+    value = compiler.process(element.value_param, **kw)
+    return f"{column} ->> {key} = {value}"
+
+
+def _map_filter(column: sa.Column[Any], pairs: Mapping[str, Any], form: Form) -> list[ColumnElement[Any]]:
+    if not pairs:
+        return []
+    if form == "contains":
+        return [column.op("@>", return_type=sa.Boolean)(_JsonbConstant(pairs))]
+    bad = {k: v for k, v in pairs.items() if not isinstance(v, str)}
+    if bad:
+        raise TypeError(
+            f"the document form (->>) compares text and only matches containment for string values; "
+            f"use form='contains' for {bad}"
+        )
+    return [_TextField(column, key, value) for key, value in pairs.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """An immutable, composable filter over `oban_jobs`; `.statement` is the SQLAlchemy Select."""
+
+    prefix: str = "public"
+    clauses: tuple[ColumnElement[Any], ...] = ()
+    order: tuple[ColumnElement[Any], ...] = ()
+    max_rows: int | None = None
+
+    @property
+    def table(self) -> sa.Table:
+        return oban_jobs_table(self.prefix)
+
+    def _with(self, *clauses: ColumnElement[Any]) -> JobQuery:
+        return replace(self, clauses=self.clauses + clauses)
+
+    def worker(self, *names: str) -> JobQuery:
+        """Jobs of these workers; an `Elixir.` prefix is dropped, as Oban stores names without it."""
+        stored = [n.removeprefix("Elixir.") for n in names]
+        column = self.table.c.worker
+        return self._with(column == stored[0] if len(stored) == 1 else column.in_(stored))
+
+    def states(self, *states: str) -> JobQuery:
+        unknown = [s for s in states if s not in JOB_STATES]
+        if unknown:
+            raise ValueError(f"unknown job states {unknown}; states are {list(JOB_STATES)}")
+        column = self.table.c.state
+        return self._with(column == states[0] if len(states) == 1 else column.in_(states))
+
+    def queue(self, *queues: str) -> JobQuery:
+        column = self.table.c.queue
+        return self._with(column == queues[0] if len(queues) == 1 else column.in_(queues))
+
+    def meta(self, form: Form = "contains", /, **pairs: Any) -> JobQuery:
+        """Jobs whose meta holds these pairs (containment by default)."""
+        return self._with(*_map_filter(self.table.c.meta, pairs, form))
+
+    def meta_contains(self, value: Mapping[str, Any]) -> JobQuery:
+        """Jobs whose meta contains `value`, nested objects and keys that are not identifiers included."""
+        return self._with(*_map_filter(self.table.c.meta, value, "contains"))
+
+    def args(self, form: Form = "contains", /, **pairs: Any) -> JobQuery:
+        return self._with(*_map_filter(self.table.c.args, pairs, form))
+
+    def between(
+        self, start: datetime | None = None, end: datetime | None = None, *, column: str = "inserted_at"
+    ) -> JobQuery:
+        """`start <= column < end` (either bound optional); aware datetimes are converted to naive UTC."""
+        col = self.table.c[column]
+        clauses = []
+        if start is not None:
+            clauses.append(col >= to_naive_utc(start))
+        if end is not None:
+            clauses.append(col < to_naive_utc(end))
+        return self._with(*clauses)
+
+    def where(self, *clauses: ColumnElement[Any]) -> JobQuery:
+        return self._with(*clauses)
+
+    def order_by(self, *columns: ColumnElement[Any]) -> JobQuery:
+        return replace(self, order=tuple(columns))
+
+    def limit(self, rows: int | None) -> JobQuery:
+        return replace(self, max_rows=rows)
+
+    @property
+    def statement(self) -> sa.Select[Any]:
+        select = sa.select(self.table).where(*self.clauses)
+        if self.order:
+            select = select.order_by(*self.order)
+        if self.max_rows is not None:
+            select = select.limit(self.max_rows)
+        return select
+
+    def sql(self, *, literal: bool = True) -> str:
+        """The statement as PostgreSQL SQL, values inlined unless `literal=False`."""
+        return _render(self.statement, literal)
+
+    def where_sql(self) -> str:
+        """Only the WHERE conditions, values inlined (for comparing with hand-written fragments)."""
+        return " AND ".join(_render(clause, True) for clause in self.clauses)
+
+    def compiled(self) -> tuple[str, dict[str, Any]]:
+        """(SQL with %(name)s placeholders, parameters) for psycopg."""
+        compiled = self.statement.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+        return str(compiled), dict(compiled.params)
+
+
+def _render(element: Any, literal: bool) -> str:
+    kwargs = {"literal_binds": True} if literal else {}
+    return str(element.compile(dialect=_DIALECT, compile_kwargs=kwargs))
+
+
+def jobs(prefix: str = "public") -> JobQuery:
+    """A query over every job under `prefix`; narrow it with the builder methods."""
+    return JobQuery(prefix=prefix)
+
+
+def failed_lookups(
+    *,
+    prefix: str = "public",
+    states: Sequence[str] = FAILED_STATES,
+    include_retryable: bool = False,
+    form: Form = "contains",
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> JobQuery:
+    """TMDbDetailsWorker jobs that found no TMDb match (`failure_reason = no_tmdb_match`)."""
+    wanted = (*states, "retryable") if include_retryable else tuple(states)
+    query = jobs(prefix).worker(TMDB_DETAILS_WORKER.name).states(*wanted).meta(form, failure_reason="no_tmdb_match")
+    if source is not None:
+        query = query.meta(form, source=source)
+    return query.between(since, until)
+
+
+def quality_skipped_imports(
+    *,
+    prefix: str = "public",
+    states: Sequence[str] = ("completed",),
+    form: Form = "contains",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> JobQuery:
+    """TMDbDetailsWorker jobs that soft-imported a movie that failed the quality criteria."""
+    query = jobs(prefix).worker(TMDB_DETAILS_WORKER.name).states(*states).meta(form, import_type="soft")
+    return query.between(since, until)
+
+
+def _rows(conn: Any, query: JobQuery) -> Iterator[dict[str, Any]]:
+    pg = to_psycopg(conn)
+    sql, params = query.compiled()
+    with pg.cursor(row_factory=dict_row) as cur:
+        yield from cur.stream(sql.encode(), params)
+
+
+def _seconds(value: datetime | None) -> str | None:
+    return value.replace(microsecond=0).isoformat() + "Z" if value is not None else None
+
+
+def read_failed_lookups(conn: Any, query: JobQuery | None = None, *, prefix: str = "public") -> Iterator[FailedLookup]:
+    """Stream the failed lookups the query selects as records (rows are fetched as they come).
+
+    Jobs the new worker code wrote (no legacy timestamps in meta) take inserted_at from the job
+    and updated_at from the time it was finished.
+    """
+    for row in _rows(conn, query or failed_lookups(prefix=prefix)):
+        finished = row["cancelled_at"] or row["discarded_at"] or row["attempted_at"] or row["inserted_at"]
+        defaults = {"legacy_inserted_at": _seconds(row["inserted_at"]), "legacy_updated_at": _seconds(finished)}
+        yield FailedLookup.from_meta({**defaults, **(row["meta"] or {})})
+
+
+def read_skipped_imports(
+    conn: Any, query: JobQuery | None = None, *, prefix: str = "public"
+) -> Iterator[SkippedImport]:
+    """Stream the soft imports the query selects as records."""
+    for row in _rows(conn, query or quality_skipped_imports(prefix=prefix)):
+        inserted = row["inserted_at"].isoformat() + "Z"
+        defaults = {
+            "legacy_inserted_at": inserted,
+            "checked_at": (row["completed_at"] or row["inserted_at"]).isoformat() + "Z",
+        }
+        yield SkippedImport.from_meta({**defaults, **(row["meta"] or {})})
+
+
+def read_jobs(conn: Any, query: JobQuery) -> Iterable[dict[str, Any]]:
+    """Stream the rows a query selects, as dicts."""
+    return _rows(conn, query)
+
+
+def execute_psycopg(conn: psycopg.Connection[Any], query: JobQuery) -> list[dict[str, Any]]:
+    """Run a query on a psycopg connection and return all rows."""
+    return list(_rows(conn, query))

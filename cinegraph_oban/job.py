@@ -168,11 +168,11 @@ def _normalize_replace(replace: Any) -> tuple[tuple[tuple[str, tuple[str, ...]],
             problems.append(Problem("replace", f"has an invalid state {state!r}; states are {list(JOB_STATES)}"))
             continue
         if isinstance(chosen, str) or not isinstance(chosen, Sequence):
-            problems.append(Problem(f"replace[{state!r}]", f"expected a list of chosen, got {chosen!r}"))
+            problems.append(Problem(f"replace[{state!r}]", f"expected a list of fields, got {chosen!r}"))
             continue
         bad = [f for f in chosen if f not in REPLACEABLE_FIELDS]
         if bad:
-            problems.append(Problem("replace", f"has invalid chosen {bad}; replaceable: {list(REPLACEABLE_FIELDS)}"))
+            problems.append(Problem("replace", f"has invalid fields {bad}; replaceable: {list(REPLACEABLE_FIELDS)}"))
             continue
         normal.append((state, tuple(str(f) for f in chosen)))
     return (None if problems else tuple(normal)), problems

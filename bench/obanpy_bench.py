@@ -16,7 +16,8 @@ import time
 from importlib.metadata import version
 
 import psycopg
-from oban import Oban, job
+from oban import Oban
+from oban.job import Job
 from oban.schema import install_sql
 
 
@@ -52,7 +53,7 @@ async def run(url: str, rows: int, single: int, repeat: int) -> dict[str, object
         for _ in range(repeat if rows <= 10_000 else 1):
             async with pool.connection() as conn:
                 await conn.execute("TRUNCATE oban_jobs")
-            jobs = [job.Job(worker=WORKER, args=a, queue="tmdb", max_attempts=5) for a in bulk_args]
+            jobs = [Job(worker=WORKER, args=a, queue="tmdb", max_attempts=5) for a in bulk_args]
             started = time.perf_counter()
             await oban.enqueue_many(jobs)
             many_rates.append(rows / (time.perf_counter() - started))
@@ -61,7 +62,7 @@ async def run(url: str, rows: int, single: int, repeat: int) -> dict[str, object
                 await conn.execute("TRUNCATE oban_jobs")
             started = time.perf_counter()
             for a in one_args:
-                await oban.enqueue(job.Job(worker=WORKER, args=a, queue="tmdb", max_attempts=5))
+                await oban.enqueue(Job(worker=WORKER, args=a, queue="tmdb", max_attempts=5))
             one_rates.append(single / (time.perf_counter() - started))
     finally:
         await pool.close()

@@ -17,6 +17,18 @@ from cinegraph_oban.errors import (
     VerificationError,
 )
 from cinegraph_oban.job import Job
+from cinegraph_oban.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
+from cinegraph_oban.queries import (
+    FAILED_STATES,
+    JobQuery,
+    failed_lookups,
+    jobs,
+    oban_jobs_table,
+    quality_skipped_imports,
+    read_failed_lookups,
+    read_skipped_imports,
+)
+from cinegraph_oban.records import FailedLookup, SkippedImport, from_meta, merge_meta, to_meta
 from cinegraph_oban.schema import LATEST_VERSION, ObanSchema, detect, install
 from cinegraph_oban.unique import JOB_STATES, Unique
 from cinegraph_oban.workers import DEFAULT_REGISTRY, TMDB_DETAILS_WORKER, WorkerRegistry, WorkerSpec
@@ -25,17 +37,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_REGISTRY",
+    "FAILED_STATES",
     "JOB_STATES",
     "LATEST_VERSION",
     "TMDB_DETAILS_WORKER",
     "CinegraphObanError",
     "DatabaseUnavailableError",
+    "FailedLookup",
     "Job",
     "JobNotFoundError",
+    "JobQuery",
     "LockNotAcquiredError",
     "Oban",
     "ObanSchema",
     "Problem",
+    "SkippedImport",
     "Unique",
     "UnsupportedSchemaError",
     "ValidationError",
@@ -44,5 +60,17 @@ __all__ = [
     "WorkerSpec",
     "__version__",
     "detect",
+    "failed_lookups",
+    "from_meta",
     "install",
+    "jobs",
+    "merge_job_meta",
+    "merge_meta",
+    "oban_jobs_table",
+    "quality_skipped_imports",
+    "read_failed_lookups",
+    "read_skipped_imports",
+    "record_failed_lookup",
+    "record_skipped_import",
+    "to_meta",
 ]

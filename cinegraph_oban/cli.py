@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -246,3 +246,109 @@ def _read_jobs_file(path: Path) -> Iterator[Job]:
                 yield Job.new(**spec)
             except CinegraphObanError as exc:
                 raise CinegraphObanError(f"{where}: {exc}; nothing was inserted") from exc
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    """An ISO date/time, or a duration back from now such as 7d, 12h, 30m."""
+    if value is None:
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if value[:-1].isdigit() and value[-1:] in units:
+        from cinegraph_oban.timestamps import utc_now
+
+        return utc_now() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is neither an ISO date/time nor a duration like 7d, 12h or 30m") from exc
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], output: str, title: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+    elif output == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in row.items()}
+            )
+    else:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c))[:60] for c in columns))
+        Console().print(table)
+        click.echo(f"{len(rows)} rows")
+
+
+def _output_options(func: F) -> F:
+    func = click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")(func)
+    func = json_option(func)
+    func = click.option("--limit", type=int, default=100, show_default=True, help="At most this many rows (0: all).")(
+        func
+    )
+    func = click.option("--since", help="Jobs inserted since an ISO time or a duration back from now (7d, 12h).")(func)
+    func = prefix_option(func)
+    return database_url_option(required=True)(func)
+
+
+@main.command()
+@_output_options
+@click.option("--source", help="Only this source, e.g. canonical_import, oscar_import, festival_import.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["discarded", "cancelled", "retryable"]),
+    help="Job states to include (default: discarded and cancelled).",
+)
+@friendly_errors
+def failures(
+    database_url: str,
+    prefix: str,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    as_csv: bool,
+    source: str | None,
+    states: tuple[str, ...],
+) -> None:
+    """IMDb ids TMDb had no match for (what failed_imdb_lookups held), newest first."""
+    from cinegraph_oban.queries import failed_lookups, read_failed_lookups
+
+    query = failed_lookups(
+        prefix=prefix, states=states or ("discarded", "cancelled"), source=source, since=_parse_since(since)
+    )
+    query = query.order_by(query.table.c.id.desc()).limit(limit or None)
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        oban.schema()
+        rows = [_record_row(r) for r in read_failed_lookups(oban.connection, query)]
+    columns = ["imdb_id", "title", "year", "source", "source_key", "reason", "retry_count", "inserted_at", "id"]
+    _emit(rows, columns, "json" if as_json else "csv" if as_csv else "table", "Failed IMDb lookups (no TMDb match)")
+
+
+@main.command()
+@_output_options
+@friendly_errors
+def skipped(database_url: str, prefix: str, since: str | None, limit: int, as_json: bool, as_csv: bool) -> None:
+    """Movies soft-imported for failing the quality criteria (what skipped_imports held), newest first."""
+    from cinegraph_oban.queries import quality_skipped_imports, read_skipped_imports
+
+    query = quality_skipped_imports(prefix=prefix, since=_parse_since(since))
+    query = query.order_by(query.table.c.id.desc()).limit(limit or None)
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        oban.schema()
+        rows = [_record_row(r) for r in read_skipped_imports(oban.connection, query)]
+    columns = ["tmdb_id", "title", "reason", "criteria_failed", "checked_at", "inserted_at", "id"]
+    _emit(rows, columns, "json" if as_json else "csv" if as_csv else "table", "Quality-filtered (soft) imports")
+
+
+def _record_row(record: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    row = asdict(record)
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}

@@ -37,6 +37,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.errors import ValidationError
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.timestamps import to_naive_utc
 from cinegraph_oban.unique import JOB_STATES
@@ -288,7 +289,7 @@ def read_failed_lookups(conn: Any, query: JobQuery | None = None, *, prefix: str
     for row in _rows(conn, query or failed_lookups(prefix=prefix)):
         finished = row["cancelled_at"] or row["discarded_at"] or row["attempted_at"] or row["inserted_at"]
         defaults = {"legacy_inserted_at": _seconds(row["inserted_at"]), "legacy_updated_at": _seconds(finished)}
-        yield FailedLookup.from_meta({**defaults, **(row["meta"] or {})})
+        yield _from_job(FailedLookup, row, defaults)
 
 
 def read_skipped_imports(
@@ -301,7 +302,14 @@ def read_skipped_imports(
             "legacy_inserted_at": inserted,
             "checked_at": (row["completed_at"] or row["inserted_at"]).isoformat() + "Z",
         }
-        yield SkippedImport.from_meta({**defaults, **(row["meta"] or {})})
+        yield _from_job(SkippedImport, row, defaults)
+
+
+def _from_job(record: type[Any], row: dict[str, Any], defaults: dict[str, Any]) -> Any:
+    try:
+        return record.from_meta({**defaults, **(row["meta"] or {})})
+    except ValidationError as exc:
+        raise ValidationError(f"meta of job {row['id']} ({record.table} record)", exc.problems) from exc
 
 
 def read_jobs(conn: Any, query: JobQuery) -> Iterable[dict[str, Any]]:

@@ -86,3 +86,46 @@ def test_schema_show_and_install(db_dsn: str) -> None:
     assert info["version"] == 12 and info["max_priority"] == 9 and "suspended" not in info["states"]
     assert run("schema", "install", "--database-url", db_dsn).returncode == 0
     assert json.loads(run("schema", "show", "--database-url", db_dsn, "--json").stdout)["version"] == 14
+
+
+def _outcomes(oban: ObanDatabase) -> None:
+    from cinegraph_oban import FailedLookup, Job, SkippedImport, engine, record_failed_lookup, record_skipped_import
+
+    client = oban.client()
+    worker = "Cinegraph.Workers.TMDbDetailsWorker"
+    for n, source in enumerate(["canonical_import", "oscar_import", "canonical_import"]):
+        job = client.insert(
+            Job.new(worker, {"imdb_id": f"tt{n}", "source": source}, meta={"source_list": "x"}, unique=False)
+        )
+        record_failed_lookup(
+            oban.conn, job.id or 0, FailedLookup.new(f"tt{n}", source, title=f"Film {n}", year=1990 + n)
+        )
+    soft = client.insert(Job.new(worker, {"tmdb_id": 278}, unique=False))
+    record_skipped_import(
+        oban.conn,
+        soft.id or 0,
+        SkippedImport.new(278, title="Shawshank", criteria_failed={"failed_criteria": ["votes"]}),
+    )
+    for job in engine.fetch_jobs(oban.conn, "tmdb", 10):
+        if "imdb_id" in job.args:
+            engine.cancel_job(oban.conn, job, "no_tmdb_match")
+        else:
+            engine.complete_job(oban.conn, job)
+
+
+def test_failures_and_skipped_as_table_json_and_csv(oban: ObanDatabase) -> None:
+    _outcomes(oban)
+    table = run("failures", "--database-url", oban.dsn)
+    assert table.returncode == 0, table.stderr
+    assert "tt0" in table.stdout and "3 rows" in table.stdout
+    as_json = json.loads(run("failures", "--database-url", oban.dsn, "--json", "--source", "canonical_import").stdout)
+    assert sorted(r["imdb_id"] for r in as_json) == ["tt0", "tt2"]
+    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--state", "discarded").stdout) == []
+    assert len(json.loads(run("failures", "--database-url", oban.dsn, "--json", "--limit", "1").stdout)) == 1
+    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--since", "1h").stdout)
+    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--since", "2999-01-01").stdout) == []
+    csv_out = run("skipped", "--database-url", oban.dsn, "--csv").stdout.splitlines()
+    assert csv_out[0].startswith("tmdb_id,title,reason,criteria_failed")
+    assert csv_out[1].startswith("278,Shawshank,quality_criteria,")
+    bad = run("failures", "--database-url", oban.dsn, "--since", "yesterday")
+    assert bad.returncode == 2 and "duration like 7d" in bad.stderr

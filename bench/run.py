@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from cinegraph_oban import Job, Oban, engine, install, statements
+from cinegraph_oban import Job, Oban, install, statements
 from cinegraph_oban.sample_data import import_args
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +68,7 @@ class Bench:
 
     def record(self, workload: str, variant: str, rate: float, unit: str, note: str = "") -> None:
         self.results.append({"workload": workload, "variant": variant, "rate": rate, "unit": unit, "note": note})
-        shown = f"{rate:>10.2f}" if unit == "x" else f"{rate:>10,.0f}"
+        shown = f"{rate:>10.2f}" if unit in ("x", "ms") else f"{rate:>10,.0f}"
         print(f"  {workload:<38} {variant:<44} {shown} {unit} {note}", flush=True)
 
 
@@ -296,7 +296,80 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
     )
 
 
-# Workload 4: the official Oban for Python
+# Workload 4: the query builders on a large table
+
+
+def queries(bench: Bench, conn: psycopg.Connection[Any], rows: int, repeat: int) -> None:
+    """failed_lookups() and quality_skipped_imports() against the design document's `->>` form."""
+    from cinegraph_oban.queries import create_outcome_indexes, failed_lookups, jobs, quality_skipped_imports
+
+    reset(conn)
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        copy_sql = (
+            "COPY oban_jobs (state, queue, worker, args, meta, max_attempts, attempt, completed_at, cancelled_at) "
+            "FROM STDIN (FORMAT BINARY)"
+        )
+        with cur.copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "text", "jsonb", "jsonb", "int4", "int4", "timestamp", "timestamp"])
+            now = datetime.now(UTC).replace(tzinfo=None)
+            for n, args in enumerate(import_args(rows, seed=3)):
+                if n % 100 == 0:  # 1 %: no TMDb match, cancelled by the worker
+                    meta = {"import_type": "canonical", "status": "failed", "failure_reason": "no_tmdb_match"}
+                    meta |= {"imdb_id": args.get("imdb_id"), "source": args.get("source", "unknown")}
+                    copy.write_row(("cancelled", "tmdb", WORKER, Jsonb(args), Jsonb(meta), 5, 1, None, now))
+                elif n % 100 == 1:  # 1 %: soft imports
+                    meta = {"status": "imported", "import_type": "soft", "tmdb_id": n, "reason": "quality_criteria"}
+                    copy.write_row(("completed", "tmdb", WORKER, Jsonb(args), Jsonb(meta), 5, 1, now, None))
+                else:
+                    meta = {"status": "imported", "import_type": "full", "tmdb_id": n}
+                    copy.write_row(("completed", "tmdb", WORKER, Jsonb(args), Jsonb(meta), 5, 1, now, None))
+    conn.execute("VACUUM ANALYZE oban_jobs")
+    print(f"  loaded {rows:,} jobs for the query benchmark in {time.perf_counter() - started:.0f} s", flush=True)
+    label = f"queries on {rows:,} jobs (1 % failed lookups)"
+
+    def run(text: str, params: dict[str, Any]) -> float:
+        samples = []
+        for _ in range(repeat * 4):
+            started = time.perf_counter()
+            conn.execute(text.encode(), params).fetchall()
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
+
+    def variants(query: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+        text, params = query.compiled()
+        count_sql = f"SELECT count(*) FROM ({text}) AS q"
+        page = query.order_by(query.table.c.id.desc()).limit(100).compiled()
+        return {"count": (count_sql, params), "newest 100": page, "all rows": (text, params)}
+
+    cases = {
+        "failed_lookups()": failed_lookups(),
+        "document form (->>, state = discarded OR cancelled)": failed_lookups(form="document"),
+        "meta filter only: meta @> failure_reason": jobs().meta(failure_reason="no_tmdb_match"),
+        "meta filter only, document form": jobs().meta("document", failure_reason="no_tmdb_match"),
+        "quality_skipped_imports()": quality_skipped_imports(),
+        "quality_skipped_imports(), document form": quality_skipped_imports(form="document"),
+    }
+    timings: dict[tuple[str, str], float] = {}
+    for name, query in cases.items():
+        for shape, (text, params) in variants(query).items():
+            timings[(name, shape)] = run(text, params)
+            bench.record(label, f"{name}: {shape}", timings[(name, shape)], "ms")
+    for shape in ("count", "newest 100", "all rows"):
+        ratio = (
+            timings[("document form (->>, state = discarded OR cancelled)", shape)]
+            / timings[("failed_lookups()", shape)]
+        )
+        bench.record(label, f"speed-up of failed_lookups() over the document form: {shape}", ratio, "x")
+    create_outcome_indexes(conn)
+    conn.execute("ANALYZE oban_jobs")
+    for name in ("failed_lookups()", "quality_skipped_imports()"):
+        for shape, (text, params) in variants(cases[name]).items():
+            bench.record(label, f"with `cinegraph-oban indexes create`: {name}: {shape}", run(text, params), "ms")
+    create_outcome_indexes(conn, drop=True)
+
+
+# Workload 5: the official Oban for Python
 
 
 def find_python312() -> str | None:
@@ -401,7 +474,12 @@ def render_markdown(results: list[dict[str, Any]], info: dict[str, str], args: a
     for r in results:
         if r["unit"] == "uses GIN":
             continue
-        rate = f"{r['rate']:.2f}x" if r["unit"] == "x" else f"{r['rate']:,.0f} {r['unit']}"
+        if r["unit"] == "x":
+            rate = f"{r['rate']:.2f}x"
+        elif r["unit"] == "ms":
+            rate = f"{r['rate']:,.1f} ms"
+        else:
+            rate = f"{r['rate']:,.0f} {r['unit']}"
         note = f" ({r['note']})" if r["note"] else ""
         lines.append(f"| {r['workload']} | {r['variant']}{note} | {rate} |")
     for name, value in ratios(results).items():
@@ -421,7 +499,10 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-obanpy", action="store_true")
-    parser.add_argument("--only", choices=["bulk", "single", "unique"], help="run one workload (not for --record)")
+    parser.add_argument(
+        "--only", choices=["bulk", "single", "unique", "queries"], help="run one workload (not for --record)"
+    )
+    parser.add_argument("--query-rows", type=int, default=1_000_000, help="jobs in the table the queries run on")
     parser.add_argument("--record", action="store_true", help="write the results into bench/README.md")
     args = parser.parse_args()
 
@@ -440,7 +521,9 @@ def main() -> None:
                 single(bench, conn, args.single, args.repeat)
             if args.only in (None, "unique"):
                 unique(bench, conn, args.rows, args.single, args.repeat)
-            assert engine.peek_jobs(conn, "tmdb", 1), "the jobs are claimable by Oban's fetch"
+            if args.only in (None, "queries"):
+                queries(bench, conn, args.query_rows, args.repeat)
+
     finally:
         bench.drop(BENCH_DB)
     if not args.skip_obanpy and args.only is None:

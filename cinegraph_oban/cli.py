@@ -352,3 +352,35 @@ def _record_row(record: Any) -> dict[str, Any]:
 
     row = asdict(record)
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+@main.group()
+def indexes() -> None:
+    """Opt-in partial indexes that make `failures` and `skipped` read a small index."""
+
+
+@indexes.command("create")
+@database_url_option(required=True)
+@prefix_option
+@friendly_errors
+def indexes_create(database_url: str, prefix: str) -> None:
+    """Build the indexes CONCURRENTLY (inserts go on meanwhile)."""
+    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
+
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        oban.schema()
+        create_outcome_indexes(oban.connection, prefix)
+    click.echo(f"created {', '.join(OUTCOME_INDEXES)} on {prefix}.oban_jobs")
+
+
+@indexes.command("drop")
+@database_url_option(required=True)
+@prefix_option
+@friendly_errors
+def indexes_drop(database_url: str, prefix: str) -> None:
+    """Drop the indexes CONCURRENTLY."""
+    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
+
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        create_outcome_indexes(oban.connection, prefix, drop=True)
+    click.echo(f"dropped {', '.join(OUTCOME_INDEXES)} from {prefix}.oban_jobs")

@@ -37,7 +37,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from cinegraph_oban.connections import to_psycopg
-from cinegraph_oban.errors import ValidationError
+from cinegraph_oban.errors import CinegraphObanError, ValidationError
+from cinegraph_oban.templates import render_statements
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.timestamps import to_naive_utc
 from cinegraph_oban.unique import JOB_STATES
@@ -45,6 +46,9 @@ from cinegraph_oban.workers import TMDB_DETAILS_WORKER
 
 __all__ = [
     "FAILED_STATES",
+    "OUTCOME_INDEXES",
+    "create_outcome_indexes",
+    "outcome_index_statements",
     "JobQuery",
     "failed_lookups",
     "jobs",
@@ -267,6 +271,27 @@ def quality_skipped_imports(
     """TMDbDetailsWorker jobs that soft-imported a movie that failed the quality criteria."""
     query = jobs(prefix).worker(TMDB_DETAILS_WORKER.name).states(*states).meta(form, import_type="soft")
     return query.between(since, until)
+
+
+OUTCOME_INDEXES = ("oban_jobs_tmdb_failed_lookups_index", "oban_jobs_tmdb_soft_imports_index")
+
+
+def outcome_index_statements(prefix: str = "public", *, drop: bool = False) -> list[str]:
+    """The opt-in partial indexes for failed_lookups() and quality_skipped_imports()."""
+    name = "indexes/drop_outcome_indexes.sql.j2" if drop else "indexes/create_outcome_indexes.sql.j2"
+    return render_statements(name, prefix=prefix, worker=TMDB_DETAILS_WORKER.name)
+
+
+def create_outcome_indexes(conn: psycopg.Connection[Any], prefix: str = "public", *, drop: bool = False) -> None:
+    """Build (or drop) the opt-in indexes CONCURRENTLY; needs an autocommit connection.
+
+    A build that failed half-way leaves an INVALID index behind, which PostgreSQL then ignores;
+    drop and create again.
+    """
+    if not conn.autocommit:
+        raise CinegraphObanError("CREATE INDEX CONCURRENTLY cannot run in a transaction: use an autocommit connection")
+    for statement in outcome_index_statements(prefix, drop=drop):
+        conn.execute(statement.encode())
 
 
 def _rows(conn: Any, query: JobQuery) -> Iterator[dict[str, Any]]:

@@ -272,3 +272,38 @@ def test_containment_uses_obans_meta_index_and_the_document_form_cannot(oban: Ob
     assert "oban_jobs_meta_index" not in plan(failed_lookups(form="document"))
     with pytest.raises(ValidationError, match=r"meta of job \d+ \(failed_imdb_lookups record\): imdb_id: is missing"):
         list(read_failed_lookups(oban.conn))
+
+
+def test_opt_in_outcome_indexes_serve_the_ready_made_queries(oban: ObanDatabase) -> None:
+    from cinegraph_oban.queries import create_outcome_indexes
+
+    client = oban.client()
+    client.insert_all(
+        Job.new(
+            TMDB,
+            {"n": n},
+            meta={"failure_reason": "no_tmdb_match"}
+            if n % 100 == 0
+            else {"import_type": "soft" if n % 50 == 1 else "full"},
+            unique=False,
+        )
+        for n in range(20_000)
+    )
+    oban.conn.execute(
+        "UPDATE oban_jobs SET state = 'cancelled', cancelled_at = inserted_at WHERE meta ? 'failure_reason'"
+    )
+    oban.conn.execute("UPDATE oban_jobs SET state = 'completed', completed_at = inserted_at WHERE meta ? 'import_type'")
+    create_outcome_indexes(oban.conn)
+    oban.conn.execute("VACUUM ANALYZE oban_jobs")
+
+    def plan(query: Any) -> str:
+        sql, params = query.compiled()
+        return "\n".join(r[0] for r in oban.conn.execute(("EXPLAIN " + sql).encode(), params))
+
+    assert "oban_jobs_tmdb_failed_lookups_index" in plan(failed_lookups())
+    assert "oban_jobs_tmdb_soft_imports_index" in plan(quality_skipped_imports())
+    assert len(oban.conn.execute("SELECT 1 FROM oban_jobs WHERE meta ? 'failure_reason'").fetchall()) == 200
+    with psycopg.connect(oban.dsn) as conn, pytest.raises(Exception, match="autocommit"):
+        create_outcome_indexes(conn)
+    create_outcome_indexes(oban.conn, drop=True)
+    assert "oban_jobs_tmdb_failed_lookups_index" not in plan(failed_lookups())

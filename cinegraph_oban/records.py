@@ -19,9 +19,12 @@ the Cinegraph worker already writes:
 | id | `legacy_id` | `legacy_id` |
 | inserted_at, updated_at | `legacy_inserted_at`, `legacy_updated_at` | `legacy_inserted_at` |
 | (table) | `legacy_table: "failed_imdb_lookups"` | `legacy_table: "skipped_imports"` |
+| (SQL NULL jsonb) | `legacy_sql_nulls: ["metadata"]` or `[]` | `legacy_sql_nulls: ["quality_criteria_failed"]` or `[]` |
 
 Every key is always written, with JSON null for NULL, so `from_meta(to_meta(r)) == r` for every
-record. Times are ISO 8601 UTC strings ending in `Z` (second precision for `timestamp(0)`
+record. A jsonb column can hold SQL NULL or the JSON value null; Python reads both as None, so
+`legacy_sql_nulls` names the jsonb columns that were SQL NULL and the migration's SQL restores
+each exactly. Times are ISO 8601 UTC strings ending in `Z` (second precision for `timestamp(0)`
 columns, microseconds otherwise).
 """
 
@@ -220,6 +223,7 @@ class FailedLookup(_Record):
             "legacy_id": self.id,
             "legacy_inserted_at": _format_time(self.inserted_at, True),
             "legacy_updated_at": _format_time(self.updated_at, True),
+            "legacy_sql_nulls": ["metadata"] if self.metadata is None else [],
         }
 
     @classmethod
@@ -305,6 +309,7 @@ class SkippedImport(_Record):
             "legacy_table": self.table,
             "legacy_id": self.id,
             "legacy_inserted_at": _format_time(self.inserted_at, False),
+            "legacy_sql_nulls": ["quality_criteria_failed"] if self.criteria_failed is None else [],
         }
 
     @classmethod

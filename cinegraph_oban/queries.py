@@ -38,8 +38,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from cinegraph_oban.connections import to_psycopg
 from cinegraph_oban.errors import CinegraphObanError, ValidationError
-from cinegraph_oban.templates import render_statements
 from cinegraph_oban.records import FailedLookup, SkippedImport
+from cinegraph_oban.templates import render_statements
 from cinegraph_oban.timestamps import to_naive_utc
 from cinegraph_oban.unique import JOB_STATES
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
@@ -47,12 +47,12 @@ from cinegraph_oban.workers import TMDB_DETAILS_WORKER
 __all__ = [
     "FAILED_STATES",
     "OUTCOME_INDEXES",
-    "create_outcome_indexes",
-    "outcome_index_statements",
     "JobQuery",
+    "create_outcome_indexes",
     "failed_lookups",
     "jobs",
     "oban_jobs_table",
+    "outcome_index_statements",
     "quality_skipped_imports",
     "read_failed_lookups",
     "read_skipped_imports",

@@ -19,7 +19,7 @@ the Cinegraph worker already writes:
 | id | `legacy_id` | `legacy_id` |
 | inserted_at, updated_at | `legacy_inserted_at`, `legacy_updated_at` | `legacy_inserted_at` |
 | (table) | `legacy_table: "failed_imdb_lookups"` | `legacy_table: "skipped_imports"` |
-| (SQL NULL jsonb) | `legacy_sql_nulls: ["metadata"]` or `[]` | `legacy_sql_nulls: ["quality_criteria_failed"]` or `[]` |
+| (SQL NULL jsonb) | `legacy_sql_nulls: ["metadata"]` or [] | `legacy_sql_nulls: ["quality_criteria_failed"]` or [] |
 
 Every key is always written, with JSON null for NULL, so `from_meta(to_meta(r)) == r` for every
 record. A jsonb column can hold SQL NULL or the JSON value null; Python reads both as None, so

@@ -6,6 +6,7 @@ one line on stderr with a non-zero exit, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -24,6 +25,7 @@ from cinegraph_oban.client import Oban
 from cinegraph_oban.errors import CinegraphObanError
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
+from cinegraph_oban.templates import render
 
 __all__ = ["main"]
 
@@ -105,9 +107,7 @@ def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
     """The detected Oban version, states, column types and indexes."""
     with Oban.connect(database_url, prefix=prefix) as oban:
         found = oban.schema()
-        count = oban.connection.execute(
-            psycopg.sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(psycopg.sql.Identifier(prefix))
-        ).fetchone()
+        count = oban.connection.execute(render("jobs/count.sql.j2", prefix=prefix).encode()).fetchone()
     info = {
         "prefix": found.prefix,
         "version": found.version,
@@ -384,3 +384,266 @@ def indexes_drop(database_url: str, prefix: str) -> None:
     with Oban.connect(database_url, prefix=prefix) as oban:
         create_outcome_indexes(oban.connection, prefix, drop=True)
     click.echo(f"dropped {', '.join(OUTCOME_INDEXES)} from {prefix}.oban_jobs")
+
+
+def _migration(
+    database_url: str,
+    prefix: str,
+    schema: str,
+    version: int,
+    export_dir: Path,
+    *,
+    compat_views: bool = False,
+    audit_log: bool = False,
+    batch_size: int = 50_000,
+    progress: Any = None,
+) -> Any:
+    from cinegraph_oban.migration import RemoveRedundantImportTables
+
+    return RemoveRedundantImportTables(
+        database_url,
+        prefix=prefix,
+        schema=schema,
+        version=version,
+        export_dir=export_dir,
+        compat_views=compat_views,
+        audit_log=audit_log,
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
+def _migration_options(func: F) -> F:
+    from cinegraph_oban.migration import DEFAULT_VERSION
+
+    func = json_option(func)
+    func = click.option(
+        "--export-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("cinegraph-oban-export"),
+        show_default=True,
+        help="Where the export archive (JSON Lines + manifest) is written.",
+    )(func)
+    func = click.option(
+        "--version",
+        "version",
+        type=int,
+        default=DEFAULT_VERSION,
+        show_default=True,
+        help="Ecto migration version recorded in schema_migrations.",
+    )(func)
+    func = click.option("--schema", default="public", show_default=True, help="Schema of the legacy tables.")(func)
+    func = prefix_option(func)
+    return database_url_option(required=True)(func)
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[Any]:
+    """A rich progress bar per step, with rows/s; nothing when printing JSON."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    class RowsPerSecond(TextColumn):
+        def __init__(self) -> None:
+            super().__init__("")
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} rows/s" if speed else "")
+
+    tasks: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RowsPerSecond(),
+        TimeElapsedColumn(),
+        console=err_console,
+    ) as bars:
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bars.add_task(step, total=max(total, 1))
+            bars.update(tasks[step], completed=done, total=max(total, done, 1))
+
+        yield update
+
+
+def _print_summary(summary: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2, default=str))
+        return
+    for warning in summary.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    for notice in summary.notices:
+        click.echo(f"notice: {notice}")
+    table = Table(title=f"migrate {summary.action}")
+    table.add_column("table")
+    table.add_column("legacy rows")
+    table.add_column("archival jobs")
+    for name in sorted(set(summary.rows) | set(summary.archived)):
+        table.add_row(name, str(summary.rows.get(name, "")), str(summary.archived.get(name, "")))
+    Console().print(table)
+    if summary.export:
+        click.echo(f"export: {summary.export}")
+    if summary.lock_held_seconds is not None:
+        click.echo(f"legacy tables locked for {summary.lock_held_seconds * 1000:.0f} ms")
+    click.echo(f"done in {summary.seconds:.1f} s")
+
+
+@main.group()
+def migrate() -> None:
+    """RemoveRedundantImportTables: move failed_imdb_lookups and skipped_imports into job meta."""
+
+
+@migrate.command("plan")
+@_migration_options
+@click.option("--compat-views", is_flag=True, help="Also create read-only views with the old tables' names.")
+@click.option("--audit-log", is_flag=True, help="Also keep every row in an import_audit_log table.")
+@friendly_errors
+def migrate_plan(
+    database_url: str,
+    prefix: str,
+    schema: str,
+    version: int,
+    export_dir: Path,
+    as_json: bool,
+    compat_views: bool,
+    audit_log: bool,
+) -> None:
+    """Print every SQL statement `up` would run, without touching the database."""
+    steps = _migration(
+        database_url, prefix, schema, version, export_dir, compat_views=compat_views, audit_log=audit_log
+    ).plan()
+    if as_json:
+        click.echo(json.dumps([{"step": name, "statements": statements} for name, statements in steps], indent=2))
+        return
+    for name, statements in steps:
+        click.echo(f"-- {name}")
+        for statement in statements:
+            click.echo(statement)
+        click.echo()
+
+
+@migrate.command("up")
+@_migration_options
+@click.option(
+    "--compat-views", is_flag=True, help="Create read-only views with the old tables' names over the job meta."
+)
+@click.option("--audit-log", is_flag=True, help="Also keep every row durably in an import_audit_log table.")
+@click.option("--batch-size", type=click.IntRange(1), default=50_000, show_default=True)
+@click.option("--yes", is_flag=True, help="Do not ask before dropping the tables.")
+@friendly_errors
+def migrate_up(
+    database_url: str,
+    prefix: str,
+    schema: str,
+    version: int,
+    export_dir: Path,
+    as_json: bool,
+    compat_views: bool,
+    audit_log: bool,
+    batch_size: int,
+    yes: bool,
+) -> None:
+    """Export, backfill into Oban job meta, verify, drop the legacy tables and record the migration."""
+    if not yes and not click.confirm(
+        f"This drops {schema}.failed_imdb_lookups and {schema}.skipped_imports after exporting them to "
+        f"{export_dir} and verifying every row. Go on?",
+        err=True,
+    ):
+        _fail("nothing was changed", 1)
+    with _progress_bars(not as_json) as progress:
+        migration = _migration(
+            database_url,
+            prefix,
+            schema,
+            version,
+            export_dir,
+            compat_views=compat_views,
+            audit_log=audit_log,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        summary = migration.up()
+    _print_summary(summary, as_json)
+
+
+@migrate.command("down")
+@_migration_options
+@click.option(
+    "--from-export",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Restore from this export directory instead of the archival jobs (when the Pruner removed some).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before restoring.")
+@friendly_errors
+def migrate_down(
+    database_url: str,
+    prefix: str,
+    schema: str,
+    version: int,
+    export_dir: Path,
+    as_json: bool,
+    from_export: Path | None,
+    yes: bool,
+) -> None:
+    """Recreate both tables exactly and restore every row; remove the archival jobs."""
+    if not yes and not click.confirm(
+        f"This recreates {schema}.failed_imdb_lookups and {schema}.skipped_imports and deletes the "
+        "archival jobs. Go on?",
+        err=True,
+    ):
+        _fail("nothing was changed", 1)
+    summary = _migration(database_url, prefix, schema, version, export_dir).down(from_export)
+    _print_summary(summary, as_json)
+
+
+@migrate.command("status")
+@_migration_options
+@friendly_errors
+def migrate_status(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
+    """Where the migration stands: tables, archival jobs, the schema_migrations record."""
+    status = _migration(database_url, prefix, schema, version, export_dir).status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(
+        f"state: {status['state']}; recorded in schema_migrations: {status['recorded']}; export: {status['export']}"
+    )
+    for name, entry in status["tables"].items():
+        click.echo(f"  {name}: {entry}")
+
+
+@migrate.command("verify")
+@_migration_options
+@friendly_errors
+def migrate_verify(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
+    """Compare every legacy row with its archival job (read-only); exits 1 on any finding."""
+    summary = _migration(database_url, prefix, schema, version, export_dir).verify()
+    _print_summary(summary, as_json)
+    if summary.findings:
+        for finding in summary.findings:
+            err_console.print(f"[red]finding:[/] {finding}")
+        sys.exit(1)
+
+
+@main.command("export")
+@_migration_options
+@friendly_errors
+def export_command(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
+    """Export both legacy tables (compressed JSON Lines + manifest with SHA-256), changing nothing."""
+    with _progress_bars(not as_json) as progress:
+        manifest = _migration(database_url, prefix, schema, version, export_dir, progress=progress).export()
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        for table, entry in manifest["tables"].items():
+            click.echo(
+                f"{table}: {entry['rows']} rows -> {export_dir / entry['file']} (sha256 {entry['sha256'][:16]}...)"
+            )

@@ -38,6 +38,8 @@ COPY_CHUNK = 10_000
 
 
 _GENERIC_PLANS = render("jobs/generic_plans.sql.j2").encode()
+_BEGIN = render("jobs/begin.sql.j2").encode()
+_COMMIT = render("jobs/commit.sql.j2").encode()
 
 
 def _row_to_job(row: dict[str, Any]) -> Job:
@@ -190,12 +192,12 @@ class Oban:
         try:
             with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:
-                    cur.execute(b"BEGIN")
+                    cur.execute(_BEGIN)
                     cur.execute(_GENERIC_PLANS)
                 cur.execute(lock.sql, lock.params)
                 found.execute(lookup.sql, lookup.params)
                 if own_transaction:
-                    cur.execute(b"COMMIT")
+                    cur.execute(_COMMIT)
                 row = found.fetchone()
         except BaseException:
             if own_transaction and pg.info.transaction_status != pq.TransactionStatus.IDLE:

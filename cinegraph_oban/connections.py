@@ -15,6 +15,7 @@ import psycopg
 from psycopg import pq
 
 from cinegraph_oban.errors import CinegraphObanError
+from cinegraph_oban.templates import render
 
 __all__ = ["atomic", "to_psycopg"]
 
@@ -57,6 +58,6 @@ def atomic(conn: psycopg.Connection[Any]) -> Iterator[None]:
     if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
         # psycopg would wrap an idle non-autocommit connection in BEGIN ... COMMIT; open the
         # caller's transaction first so that ours becomes a savepoint inside it.
-        conn.execute("SELECT 1")
+        conn.execute(render("jobs/open_transaction.sql.j2").encode())
     with conn.transaction():
         yield

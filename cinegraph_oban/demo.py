@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +24,7 @@ from cinegraph_oban.errors import DatabaseUnavailableError
 from cinegraph_oban.job import Job
 from cinegraph_oban.sample_data import import_args
 from cinegraph_oban.schema import LATEST_VERSION, install
+from cinegraph_oban.templates import render
 from cinegraph_oban.throwaway import local_server
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
 
@@ -64,13 +64,13 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
         try:
             yield conn, prefix, f"database {conn.info.dbname!r} on {conn.info.host}, schema {prefix}"
         finally:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prefix)))
+            conn.execute(render("demo/drop_schema.sql.j2", prefix=prefix).encode())
             conn.close()
         return
     console.print("No database configured: starting a throwaway local PostgreSQL ...")
     with local_server() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE cinegraph_demo")
+            admin.execute(render("demo/create_database.sql.j2", database="cinegraph_demo").encode())
         with psycopg.connect(server.dsn("cinegraph_demo"), autocommit=True) as conn:
             yield conn, "public", f"throwaway PostgreSQL on 127.0.0.1:{server.port} (removed afterwards)"
 
@@ -124,11 +124,7 @@ def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Con
                 f"ids {inserted[0].id}..{inserted[-1].id} in input order, one notification per queue."
             )
 
-        rows = conn.execute(
-            sql.SQL("SELECT state::text, count(*) FROM {}.oban_jobs GROUP BY 1 ORDER BY 1").format(
-                sql.Identifier(prefix)
-            )
-        ).fetchall()
+        rows = conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode()).fetchall()
         result.by_state = {str(state): int(count) for state, count in rows}
         result.next_up = engine.peek_jobs(conn, "tmdb", 8, prefix=prefix)
         _show_next(console, result)

@@ -1,0 +1,596 @@
+"""RemoveRedundantImportTables: retire `failed_imdb_lookups` and `skipped_imports` without losing a row.
+
+`up`, in order, each step safe to re-run after a crash at any point:
+
+1. preflight (read-only): the Oban schema; each legacy table's exact shape (a different shape is
+   refused with a precise diff); row counts; a warning when a table was written to recently.
+2. export: both tables streamed to `<export_dir>/<table>.jsonl.gz` (the JSON PostgreSQL writes
+   for each row) with `manifest.json` (row counts, SHA-256), written atomically.
+3. backfill: set-based batches, in id order, each one statement: every legacy row becomes one
+   archival `Cinegraph.Workers.TMDbDetailsWorker` job in a final state whose meta holds the row
+   (the meta contract). A re-run resumes after the highest legacy id archived. `oban_jobs` only
+   ever sees INSERTs.
+4. verify: every legacy row against the row its archival job maps back to, whole rows compared;
+   any difference stops the migration before anything is dropped.
+5. drop: one short transaction with a `lock_timeout` (retried): lock the legacy tables, archive
+   rows written since, check the counts, drop both tables, optionally create the compat views
+   and audit log, and record the Ecto migration in `schema_migrations` under Ecto's own lock.
+
+`down` recreates both tables exactly as the original Ecto migrations made them and restores
+every row from the archival jobs (or from an export, when Oban's Pruner has removed jobs),
+resets the id sequences, removes the archival jobs and the `schema_migrations` row.
+
+A session-level advisory lock lets only one migrator run at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from cinegraph_oban.errors import (
+    DatabaseUnavailableError,
+    LockNotAcquiredError,
+    UnsupportedSchemaError,
+    VerificationError,
+)
+from cinegraph_oban.schema import detect
+from cinegraph_oban.templates import render, render_statements
+from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.workers import TMDB_DETAILS_WORKER
+
+__all__ = [
+    "DEFAULT_VERSION",
+    "EXPECTED_COLUMNS",
+    "LEGACY_TABLES",
+    "Finding",
+    "MigrationSummary",
+    "RemoveRedundantImportTables",
+    "create_legacy_tables",
+]
+
+#: The Ecto migration version recorded in schema_migrations (configurable).
+DEFAULT_VERSION = 20251125000000
+LEGACY_TABLES = ("failed_imdb_lookups", "skipped_imports")
+CRASH_VARIABLE = "CINEGRAPH_OBAN_CRASH_AT"
+RECENT_WRITE = timedelta(minutes=15)
+
+#: column -> (type, NOT NULL, default), as the original Ecto migrations created them.
+EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool, str | None]]] = {
+    "failed_imdb_lookups": {
+        "id": ("bigint", True, "nextval('{seq}'::regclass)"),
+        "imdb_id": ("character varying(255)", True, None),
+        "title": ("character varying(255)", False, None),
+        "year": ("integer", False, None),
+        "source": ("character varying(255)", True, None),
+        "source_key": ("character varying(255)", False, None),
+        "reason": ("character varying(255)", True, None),
+        "metadata": ("jsonb", False, "'{}'::jsonb"),
+        "retry_count": ("integer", False, "0"),
+        "last_retry_at": ("timestamp(0) without time zone", False, None),
+        "inserted_at": ("timestamp(0) without time zone", True, None),
+        "updated_at": ("timestamp(0) without time zone", True, None),
+    },
+    "skipped_imports": {
+        "id": ("bigint", True, "nextval('{seq}'::regclass)"),
+        "tmdb_id": ("integer", True, None),
+        "title": ("character varying(255)", False, None),
+        "reason": ("character varying(255)", False, None),
+        "criteria_failed": ("jsonb", False, None),
+        "checked_at": ("timestamp without time zone", False, "now()"),
+        "inserted_at": ("timestamp without time zone", True, None),
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One kind of difference verify found in one table."""
+
+    table: str
+    kind: str
+    rows: int
+    example_ids: tuple[int, ...]
+
+    def __str__(self) -> str:
+        ids = ", ".join(map(str, self.example_ids))
+        return (
+            f"{self.table}: {self.rows} {self.kind} (ids {ids}{', ...' if self.rows > len(self.example_ids) else ''})"
+        )
+
+
+@dataclass
+class MigrationSummary:
+    """What a command did, for the CLI and for tests."""
+
+    action: str
+    rows: dict[str, int] = field(default_factory=dict)
+    archived: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    export: str | None = None
+    lock_held_seconds: float | None = None
+    seconds: float = 0.0
+    already_done: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "findings"}
+        data["findings"] = [_finding_dict(f) for f in self.findings]
+        return data
+
+
+def _finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "table": finding.table,
+        "kind": finding.kind,
+        "rows": finding.rows,
+        "example_ids": list(finding.example_ids),
+    }
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: `CINEGRAPH_OBAN_CRASH_AT=<name>` kills the process here."""
+    if os.environ.get(CRASH_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") -> None:
+    """Create both legacy tables exactly as the original Ecto migrations did."""
+    for table in LEGACY_TABLES:
+        for statement in render_statements(f"legacy/create_{table}.sql.j2", schema=schema):
+            conn.execute(statement.encode())
+
+
+class RemoveRedundantImportTables:
+    """The migration, bound to one database, Oban prefix and schema of the legacy tables."""
+
+    name = "RemoveRedundantImportTables"
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        prefix: str = "public",
+        schema: str = "public",
+        version: int = DEFAULT_VERSION,
+        batch_size: int = 50_000,
+        export_dir: str | Path = "cinegraph-oban-export",
+        compat_views: bool = False,
+        audit_log: bool = False,
+        lock_timeout_ms: int = 2_000,
+        retries: int = 5,
+        progress: Progress | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.prefix = prefix
+        self.schema = schema
+        self.version = version
+        self.batch_size = batch_size
+        self.export_dir = Path(export_dir)
+        self.compat_views = compat_views
+        self.audit_log = audit_log
+        self.lock_timeout_ms = lock_timeout_ms
+        self.retries = retries
+        self.progress = progress or (lambda step, done, total: None)
+        self.worker = TMDB_DETAILS_WORKER.name
+
+    # Rendering
+
+    def _ctx(self, **extra: Any) -> dict[str, Any]:
+        return {"prefix": self.prefix, "schema": self.schema, "worker": self.worker, **extra}
+
+    def _sql(self, name: str, **extra: Any) -> bytes:
+        return render(f"migration/{name}.sql.j2", **self._ctx(**extra)).encode()
+
+    def plan(self) -> list[tuple[str, list[str]]]:
+        """Every statement `up` runs, step by step, without touching the database."""
+        steps: list[tuple[str, list[str]]] = []
+        steps.append(("lock: one migrator at a time", [self._text("migration_lock")]))
+        steps.append(
+            (
+                "preflight (read-only)",
+                [self._text("legacy_columns")] + [self._text("legacy_stats", table=t) for t in LEGACY_TABLES],
+            )
+        )
+        steps.append(("export", [self._text("export_rows", table=t) for t in LEGACY_TABLES]))
+        backfill = []
+        for table in LEGACY_TABLES:
+            backfill += [self._text("archived_progress", table=table), self._text("backfill", table=table)]
+        steps.append(("backfill (repeated per batch)", backfill))
+        steps.append(("verify (read-only)", [self._text("verify", table=t) for t in LEGACY_TABLES]))
+        drop = ["BEGIN;", self._text("lock_timeout", timeout_ms=self.lock_timeout_ms), self._text("lock_legacy_tables")]
+        drop += [self._text("backfill", table=t) for t in LEGACY_TABLES]
+        drop += [self._text("legacy_stats", table=t) for t in LEGACY_TABLES]
+        drop += [self._text("archived_progress", table=t) for t in LEGACY_TABLES]
+        if self.audit_log:
+            drop += [s for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
+        drop.append(self._text("drop_legacy_tables"))
+        if self.compat_views:
+            drop += render_statements("migration/create_compat_views.sql.j2", **self._ctx())
+        drop += [self._text("lock_schema_migrations"), self._text("record_migration"), "COMMIT;"]
+        steps.append(("drop and record (one transaction)", drop))
+        steps.append(("unlock", [self._text("migration_unlock")]))
+        return steps
+
+    def _text(self, name: str, **extra: Any) -> str:
+        text = render(f"migration/{name}.sql.j2", **self._ctx(**extra))
+        return text if text.rstrip().endswith(";") else text.rstrip() + ";"
+
+    # Connections and the migration lock
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            conn = psycopg.connect(self.database_url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot connect to the database: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+        try:
+            locked = conn.execute(self._sql("migration_lock")).fetchone()
+            if not locked or not locked[0]:
+                raise LockNotAcquiredError(
+                    "another RemoveRedundantImportTables migrator is running on this database (its advisory "
+                    "lock is held); wait for it to finish, or find it in pg_locks (locktype = 'advisory')"
+                )
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(self._sql("migration_unlock"))
+        finally:
+            conn.close()
+
+    # State
+
+    def _kind(self, conn: psycopg.Connection[Any], name: str) -> str | None:
+        row = conn.execute(self._sql("relation_kind"), {"schema": self.schema, "name": name}).fetchone()
+        return row[0] if row else None
+
+    def _recorded(self, conn: psycopg.Connection[Any]) -> bool | None:
+        exists = conn.execute(self._sql("schema_migrations_exists"), {"schema": self.schema}).fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute(self._sql("migration_recorded"), {"version": self.version}).fetchone()
+        return bool(row and row[0])
+
+    def _stats(self, conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(self._sql("legacy_stats", table=table))
+            row = cur.fetchone()
+        assert row is not None
+        return row
+
+    def _archived(self, conn: psycopg.Connection[Any], table: str) -> tuple[int, int]:
+        row = conn.execute(self._sql("archived_progress", table=table)).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def status(self) -> dict[str, Any]:
+        """Where the migration stands, read-only (no lock taken)."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            detect(conn, self.prefix)
+            out: dict[str, Any] = {"version": self.version, "recorded": self._recorded(conn), "tables": {}}
+            for table in LEGACY_TABLES:
+                kind = self._kind(conn, table)
+                archived, last_id = self._archived(conn, table)
+                entry: dict[str, Any] = {
+                    "present": {"r": "table", "v": "compat view"}.get(kind or "", "absent"),
+                    "archived_jobs": archived,
+                    "last_archived_id": last_id,
+                }
+                if kind == "r":
+                    entry["rows"] = self._stats(conn, table)["rows"]
+                out["tables"][table] = entry
+        manifest = self.export_dir / "manifest.json"
+        out["export"] = str(manifest) if manifest.exists() else None
+        if all(t["present"] == "table" for t in out["tables"].values()):
+            out["state"] = "pending"
+        elif all(t["present"] != "table" for t in out["tables"].values()) and out["recorded"] is not False:
+            out["state"] = "migrated"
+        else:
+            out["state"] = "inconsistent"
+        return out
+
+    # Preflight
+
+    def _preflight(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
+        oban = detect(conn, self.prefix)
+        missing_states = {"discarded", "completed"} - set(oban.states)
+        if missing_states:
+            raise UnsupportedSchemaError(f"{self.prefix}.oban_job_state lacks {sorted(missing_states)}")
+        problems: list[str] = []
+        for table in LEGACY_TABLES:
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(self._sql("legacy_columns"), {"schema": self.schema, "table": table})
+                found = {r["name"]: (r["type"], r["not_null"], r["default_value"]) for r in cur.fetchall()}
+            seq = f"{table}_id_seq" if self.schema == "public" else f"{self.schema}.{table}_id_seq"
+            expected = {
+                name: (typ, notnull, default.replace("{seq}", seq) if default else None)
+                for name, (typ, notnull, default) in EXPECTED_COLUMNS[table].items()
+            }
+            for name in expected.keys() - found.keys():
+                problems.append(f"{table}.{name}: missing (expected {expected[name][0]})")
+            for name in found.keys() - expected.keys():
+                problems.append(f"{table}.{name}: unexpected column of type {found[name][0]}")
+            for name in expected.keys() & found.keys():
+                if found[name][:2] != expected[name][:2]:
+                    problems.append(
+                        f"{table}.{name}: {found[name][0]}{' NOT NULL' if found[name][1] else ''}, expected "
+                        f"{expected[name][0]}{' NOT NULL' if expected[name][1] else ''}"
+                    )
+            stats = self._stats(conn, table)
+            summary.rows[table] = int(stats["rows"])
+            last_write = stats["last_write"]
+            if last_write is not None and utc_now() - last_write < RECENT_WRITE:
+                summary.warnings.append(
+                    f"{table} was written to at {last_write:%Y-%m-%d %H:%M:%S} UTC: the old worker may still be "
+                    "running; rows it writes before the drop are archived too, rows after it fail"
+                )
+        if problems:
+            raise VerificationError(
+                "the legacy tables do not have the shape the original Ecto migrations gave them, so this "
+                "migration would not carry them exactly; nothing was changed:\n  " + "\n  ".join(problems)
+            )
+
+    # Export
+
+    def export(self, conn: psycopg.Connection[Any] | None = None) -> dict[str, Any]:
+        """Stream both tables to compressed JSON Lines with a manifest; returns the manifest."""
+        if conn is None:
+            with psycopg.connect(self.database_url, autocommit=True) as own:
+                return self.export(own)
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        manifest: dict[str, Any] = {
+            "migration": self.name,
+            "created_at": utc_now().isoformat() + "Z",
+            "database": conn.info.dbname,
+            "schema": self.schema,
+            "tables": {},
+        }
+        for table in LEGACY_TABLES:
+            final = self.export_dir / f"{table}.jsonl.gz"
+            partial = final.with_name(final.name + ".partial")
+            rows = 0
+            total = self._stats(conn, table)["rows"]
+            with gzip.open(partial, "wt", encoding="utf-8") as out, conn.cursor() as cur:
+                for (line,) in cur.stream(self._sql("export_rows", table=table)):
+                    out.write(line + "\n")
+                    rows += 1
+                    if rows % 10_000 == 0:
+                        self.progress(f"export {table}", rows, total)
+            self.progress(f"export {table}", rows, total)
+            digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+            os.replace(partial, final)
+            manifest["tables"][table] = {"file": final.name, "rows": rows, "sha256": digest}
+        temp = self.export_dir / "manifest.json.partial"
+        temp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(temp, self.export_dir / "manifest.json")
+        return manifest
+
+    # Backfill and verify
+
+    def _backfill(self, conn: psycopg.Connection[Any], table: str, total: int, now: datetime, *, batch: int) -> int:
+        archived, last_id = self._archived(conn, table)
+        batches = 0
+        while True:
+            row = conn.execute(
+                self._sql("backfill", table=table),
+                {"after": last_id, "batch": batch, "total": total, "now": now},
+            ).fetchone()
+            assert row is not None
+            count, batch_last = int(row[0]), row[1]
+            if count == 0:
+                return archived
+            archived += count
+            last_id = int(batch_last)
+            batches += 1
+            self.progress(f"backfill {table}", archived, total)
+            _crash_point(f"backfill:{table}:{batches}")
+
+    def _verify(self, conn: psycopg.Connection[Any]) -> list[Finding]:
+        findings: list[Finding] = []
+        for table in LEGACY_TABLES:
+            for kind, rows, ids in conn.execute(self._sql("verify", table=table)).fetchall():
+                findings.append(Finding(table, kind, int(rows), tuple(ids or ())))
+        return findings
+
+    # up
+
+    def up(self) -> MigrationSummary:
+        summary = MigrationSummary(action="up")
+        started = time.perf_counter()
+        with self._session() as conn:
+            kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
+            if all(k != "r" for k in kinds.values()):
+                detect(conn, self.prefix)
+                if self._recorded(conn) is False:
+                    raise VerificationError(
+                        f"the legacy tables are not there, but schema_migrations has no version {self.version}: "
+                        "they were removed some other way; nothing to do, and nothing was changed"
+                    )
+                summary.already_done = True
+                summary.notices.append("already migrated: the legacy tables are gone and the migration is recorded")
+                return summary
+            if any(k != "r" for k in kinds.values()):
+                raise VerificationError(f"only one legacy table is a table ({kinds}); restore it or migrate by hand")
+            self._preflight(conn, summary)
+            self.export(conn)
+            summary.export = str(self.export_dir / "manifest.json")
+            _crash_point("after-export")
+            now = utc_now()
+            for table in LEGACY_TABLES:
+                summary.archived[table] = self._backfill(conn, table, summary.rows[table], now, batch=self.batch_size)
+            _crash_point("after-backfill")
+            summary.findings = self._verify(conn)
+            if summary.findings:
+                raise VerificationError(
+                    "verify found differences; nothing was dropped:\n  " + "\n  ".join(map(str, summary.findings))
+                )
+            summary.lock_held_seconds = self._drop(conn, summary, now)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _drop(self, conn: psycopg.Connection[Any], summary: MigrationSummary, now: datetime) -> float:
+        for attempt in range(self.retries + 1):
+            try:
+                return self._drop_once(conn, summary, now)
+            except pg_errors.LockNotAvailable:
+                if attempt == self.retries:
+                    raise LockNotAcquiredError(
+                        f"could not lock the legacy tables within {self.lock_timeout_ms} ms, {self.retries + 1} "
+                        "times: long transactions hold them. Nothing was dropped; run `migrate up` again (it "
+                        "resumes) when they are done"
+                    ) from None
+                summary.warnings.append(f"lock timeout on attempt {attempt + 1}; retrying")
+                time.sleep(min(2**attempt * 0.5, 10))
+        raise AssertionError("unreachable")
+
+    def _drop_once(self, conn: psycopg.Connection[Any], summary: MigrationSummary, now: datetime) -> float:
+        with conn.transaction():
+            conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms))
+            conn.execute(self._sql("lock_legacy_tables"))
+            locked_at = time.perf_counter()
+            for table in LEGACY_TABLES:
+                before = summary.rows[table]
+                stats = self._stats(conn, table)
+                summary.rows[table] = int(stats["rows"])
+                archived = self._backfill(conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000))
+                summary.archived[table] = archived
+                if archived != summary.rows[table]:
+                    raise VerificationError(
+                        f"{table}: {summary.rows[table]} rows but {archived} archival jobs after the final catch-up "
+                        f"({before} rows at preflight); nothing was dropped"
+                    )
+            if self.audit_log:
+                for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
+                    conn.execute(statement.encode())
+            conn.execute(self._sql("drop_legacy_tables"))
+            if self.compat_views:
+                for statement in render_statements("migration/create_compat_views.sql.j2", **self._ctx()):
+                    conn.execute(statement.encode())
+            if self._recorded(conn) is None:
+                summary.notices.append(
+                    f"{self.schema}.schema_migrations does not exist: the migration is not recorded for Ecto"
+                )
+            else:
+                conn.execute(self._sql("lock_schema_migrations"))
+                conn.execute(self._sql("record_migration"), {"version": self.version})
+            _crash_point("before-commit")
+            held = time.perf_counter() - locked_at
+        return held
+
+    # verify (read-only)
+
+    def verify(self) -> MigrationSummary:
+        """Compare every legacy row with its archival job (both must exist: between backfill and drop)."""
+        summary = MigrationSummary(action="verify")
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            detect(conn, self.prefix)
+            if any(self._kind(conn, t) != "r" for t in LEGACY_TABLES):
+                summary.notices.append("the legacy tables are gone: compare the archival jobs with the export instead")
+                return summary
+            summary.findings = self._verify(conn)
+        return summary
+
+    # down
+
+    def down(self, from_export: str | Path | None = None) -> MigrationSummary:
+        summary = MigrationSummary(action="down")
+        started = time.perf_counter()
+        with self._session() as conn:
+            detect(conn, self.prefix)
+            kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
+            if any(k == "r" for k in kinds.values()):
+                raise VerificationError(
+                    f"the legacy tables are already there ({', '.join(t for t, k in kinds.items() if k == 'r')}); "
+                    "nothing to roll back"
+                )
+            exported = self._read_export(Path(from_export)) if from_export else None
+            expected: dict[str, int] = {}
+            for table in LEGACY_TABLES:
+                archived, _ = self._archived(conn, table)
+                summary.archived[table] = archived
+                expected[table] = self._expected_rows(conn, table, exported)
+                if exported is None and archived != expected[table]:
+                    raise VerificationError(
+                        f"{table}: only {archived} of its {expected[table]} rows still have an archival job (Oban's "
+                        "Pruner removes finished jobs after max_age); nothing was restored. Restore from the export: "
+                        "`cinegraph-oban migrate down --from-export <dir>`"
+                    )
+            with conn.transaction():
+                for statement in render_statements("migration/drop_compat_views.sql.j2", **self._ctx()):
+                    conn.execute(statement.encode())
+                create_legacy_tables(conn, self.schema)
+                for table in LEGACY_TABLES:
+                    if exported is None:
+                        conn.execute(self._sql("restore_from_jobs", table=table))
+                    else:
+                        for chunk in _chunks(exported[table], 10_000):
+                            conn.execute(self._sql("restore_from_export", table=table), {"lines": chunk})
+                    conn.execute(self._sql("reset_sequence", table=table), {"schema": self.schema, "table": table})
+                    summary.rows[table] = int(self._stats(conn, table)["rows"])
+                    if summary.rows[table] != expected[table]:
+                        raise VerificationError(
+                            f"{table}: restored {summary.rows[table]} rows, expected {expected[table]}; rolled back"
+                        )
+                    conn.execute(self._sql("delete_archived_jobs", table=table))
+                if self._audit_log_is_ours(conn):
+                    conn.execute(self._sql("drop_audit_log"))
+                if self._recorded(conn) is not None:
+                    conn.execute(self._sql("forget_migration"), {"version": self.version})
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _expected_rows(self, conn: psycopg.Connection[Any], table: str, exported: dict[str, list[str]] | None) -> int:
+        if exported is not None:
+            return len(exported[table])
+        row = conn.execute(render("migration/expected_rows.sql.j2", **self._ctx(table=table)).encode()).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _audit_log_is_ours(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(self._sql("audit_log_comment"), {"schema": self.schema}).fetchone()
+        return bool(row and row[0] and "cinegraph_oban" in row[0])
+
+    def _read_export(self, directory: Path) -> dict[str, list[str]]:
+        manifest_path = directory / "manifest.json"
+        if not manifest_path.exists():
+            raise VerificationError(f"no manifest.json in {directory}: not an export made by `cinegraph-oban export`")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        lines: dict[str, list[str]] = {}
+        for table in LEGACY_TABLES:
+            entry = manifest["tables"][table]
+            path = directory / entry["file"]
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != entry["sha256"]:
+                raise VerificationError(
+                    f"{path}: SHA-256 {digest} differs from the manifest's {entry['sha256']}; the export is damaged"
+                )
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                lines[table] = [line.rstrip("\n") for line in handle if line.strip()]
+            if len(lines[table]) != entry["rows"]:
+                raise VerificationError(f"{path}: {len(lines[table])} rows, the manifest says {entry['rows']}")
+        return lines
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,381 @@
+"""RemoveRedundantImportTables against real PostgreSQL: round trip, crash safety, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
+
+from cinegraph_oban import (
+    FailedLookup,
+    Job,
+    LockNotAcquiredError,
+    Oban,
+    SkippedImport,
+    VerificationError,
+    install,
+    jobs,
+    read_failed_lookups,
+    read_skipped_imports,
+)
+from cinegraph_oban.migration import CRASH_VARIABLE, DEFAULT_VERSION, RemoveRedundantImportTables, create_legacy_tables
+from conftest import ObanDatabase
+from tests import strategies as s
+
+SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
+JSON_NULL = object()  # a jsonb column holding the JSON value null, not SQL NULL
+
+
+def add_failed(conn: psycopg.Connection[Any], schema: str, row: FailedLookup, metadata: Any = None) -> None:
+    value = row.metadata if metadata is None else metadata
+    conn.execute(
+        f'INSERT INTO "{schema}".failed_imdb_lookups (id, imdb_id, title, year, source, source_key, reason, metadata, '
+        "retry_count, last_retry_at, inserted_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)".encode(),
+        (
+            row.id,
+            row.imdb_id,
+            row.title,
+            row.year,
+            row.source,
+            row.source_key,
+            row.reason,
+            Jsonb(None) if value is JSON_NULL else (None if value is None else Jsonb(value)),
+            row.retry_count,
+            row.last_retry_at,
+            row.inserted_at,
+            row.updated_at,
+        ),
+    )
+
+
+def add_skipped(conn: psycopg.Connection[Any], schema: str, row: SkippedImport) -> None:
+    conn.execute(
+        f'INSERT INTO "{schema}".skipped_imports (id, tmdb_id, title, reason, criteria_failed, checked_at, inserted_at) '
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)".encode(),
+        (
+            row.id,
+            row.tmdb_id,
+            row.title,
+            row.reason,
+            None if row.criteria_failed is None else Jsonb(row.criteria_failed),
+            row.checked_at,
+            row.inserted_at,
+        ),
+    )
+
+
+def snapshot(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    """Both tables as PostgreSQL prints them (every column, types included), in id order."""
+    out: dict[str, Any] = {}
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        rows = conn.execute(f'SELECT t::text FROM "{schema}".{table} AS t ORDER BY id'.encode()).fetchall()
+        types = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (f'"{schema}".{table}',),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass "
+            "ORDER BY 1",
+            (f'"{schema}".{table}',),
+        ).fetchall()
+        out[table] = {"rows": rows, "types": types, "indexes": indexes}
+    return out
+
+
+def setup(conn: psycopg.Connection[Any], *, version: int = 14, prefix: str = "public", schema: str = "public") -> None:
+    install(conn, version, prefix)
+    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'.encode())
+    create_legacy_tables(conn, schema)
+    conn.execute(
+        f'CREATE TABLE "{schema}".schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))'.encode()
+    )
+
+
+def sample_rows(conn: psycopg.Connection[Any], schema: str = "public", count: int = 40) -> None:
+    for n in range(1, count + 1):
+        failed = FailedLookup.new(
+            f"tt{n:07d}",
+            "canonical_import",
+            title=f"Film {n}",
+            year=1900 + n,
+            source_key="1001_movies",
+            metadata={"n": n},
+        )
+        add_failed(conn, schema, _with_id(failed, n), metadata=JSON_NULL if n % 7 == 0 else None)
+        criteria = None if n % 5 == 0 else {"failed_criteria": ["votes"]}
+        add_skipped(conn, schema, _with_id(SkippedImport.new(n, title=f"Soft {n}", criteria_failed=criteria), n))
+    conn.execute(f"SELECT setval('\"{schema}\".failed_imdb_lookups_id_seq', {count})".encode())
+    conn.execute(f"SELECT setval('\"{schema}\".skipped_imports_id_seq', {count})".encode())
+
+
+def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportTables:
+    return RemoveRedundantImportTables(
+        dsn, export_dir=tmp_path / "export", batch_size=kwargs.pop("batch_size", 7), **kwargs
+    )
+
+
+def test_up_then_down_restores_both_tables_exactly(oban_any: ObanDatabase, tmp_path: Path) -> None:
+    conn = oban_any.conn
+    setup_legacy(conn, oban_any)
+    sample_rows(conn, "legacy")
+    before = snapshot(conn, "legacy")
+    other = Oban(conn, prefix=oban_any.prefix).insert(Job.new("MyApp.Mailer", {"to": "x"}))
+    m = migration(oban_any.dsn, tmp_path, prefix=oban_any.prefix, schema="legacy")
+    summary = m.up()
+    assert summary.archived == {"failed_imdb_lookups": 40, "skipped_imports": 40} and summary.findings == []
+    assert conn.execute("SELECT to_regclass('legacy.failed_imdb_lookups')").fetchone() == (None,)
+    assert conn.execute("SELECT version FROM legacy.schema_migrations").fetchall() == [(DEFAULT_VERSION,)]
+    archived = oban_any.rows("args ? 'archived_from'")
+    assert {r["state"] for r in archived if r["args"]["archived_from"] == "failed_imdb_lookups"} == {"discarded"}
+    assert {r["state"] for r in archived if r["args"]["archived_from"] == "skipped_imports"} == {"completed"}
+    assert all(r["discarded_at"] or r["completed_at"] for r in archived)
+    assert oban_any.rows(f"id = {other.id}")[0]["meta"] == {}, "other jobs are untouched"
+    m.down()
+    assert snapshot(conn, "legacy") == before
+    assert oban_any.count("args ? 'archived_from'") == 0
+    assert conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (0,)
+    assert conn.execute("SELECT nextval('legacy.failed_imdb_lookups_id_seq')").fetchone() == (41,)
+
+
+def setup_legacy(conn: psycopg.Connection[Any], db: ObanDatabase) -> None:
+    conn.execute("CREATE SCHEMA legacy")
+    create_legacy_tables(conn, "legacy")
+    conn.execute("CREATE TABLE legacy.schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))")
+
+
+@settings(max_examples=15)
+@given(
+    failed=st.lists(s.failed_lookups(with_id=False), max_size=8),
+    skipped=st.lists(s.skipped_imports(with_id=False), max_size=8),
+)
+def test_round_trip_for_any_legacy_content(
+    db_dsn: str, tmp_path_factory: Any, failed: list[FailedLookup], skipped: list[SkippedImport]
+) -> None:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS rt CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS rtjobs CASCADE")
+        setup(conn, prefix="rtjobs", schema="rt")
+        for n, row in enumerate(failed, start=1):
+            add_failed(conn, "rt", _with_id(row, n))
+        for n, row in enumerate(skipped, start=1):
+            add_skipped(conn, "rt", _with_id(row, n))
+        before = snapshot(conn, "rt")
+        m = migration(db_dsn, tmp_path_factory.mktemp("rt"), prefix="rtjobs", schema="rt", batch_size=3)
+        m.up()
+        # The typed readers give back exactly the legacy rows (multiset over all columns).
+        got_failed = list(read_failed_lookups(conn, jobs("rtjobs").args(archived_from="failed_imdb_lookups")))
+        got_skipped = list(read_skipped_imports(conn, jobs("rtjobs").args(archived_from="skipped_imports")))
+
+        def normalised(value: Any) -> Any:
+            return None if value is None else conn.execute("SELECT %s::jsonb", (Jsonb(value),)).fetchone()[0]  # type: ignore[index]
+
+        expected_failed = [_with_id(r, n) for n, r in enumerate(failed, start=1)]
+        expected_failed = [replace(r, metadata=normalised(r.metadata)) for r in expected_failed]
+        expected_skipped = [_with_id(r, n) for n, r in enumerate(skipped, start=1)]
+        expected_skipped = [replace(r, criteria_failed=normalised(r.criteria_failed)) for r in expected_skipped]
+        assert sorted(got_failed, key=lambda r: r.id or 0) == expected_failed
+        assert sorted(got_skipped, key=lambda r: r.id or 0) == expected_skipped
+        m.down()
+        assert snapshot(conn, "rt") == before
+
+
+def _with_id(row: Any, n: int) -> Any:
+    from dataclasses import replace
+
+    return replace(row, id=n)
+
+
+def test_a_second_migrator_is_refused(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    with psycopg.connect(oban.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended('cinegraph_oban.RemoveRedundantImportTables', 0))")
+        with pytest.raises(LockNotAcquiredError, match="another RemoveRedundantImportTables migrator"):
+            migration(oban.dsn, tmp_path, schema="legacy").up()
+    assert oban.conn.execute("SELECT to_regclass('legacy.failed_imdb_lookups')").fetchone() != (None,)
+
+
+def test_a_different_shape_is_refused_with_a_diff(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    oban.conn.execute("ALTER TABLE legacy.failed_imdb_lookups ALTER COLUMN year TYPE bigint")
+    oban.conn.execute("ALTER TABLE legacy.skipped_imports ADD COLUMN note text")
+    with pytest.raises(VerificationError) as info:
+        migration(oban.dsn, tmp_path, schema="legacy").up()
+    assert "failed_imdb_lookups.year: bigint, expected integer" in str(info.value)
+    assert "skipped_imports.note: unexpected column" in str(info.value)
+    assert oban.count() == 0
+
+
+def test_verify_names_differences_and_nothing_is_dropped(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    now = __import__("cinegraph_oban.timestamps", fromlist=["utc_now"]).utc_now()
+    with psycopg.connect(oban.dsn, autocommit=True) as conn:
+        m._backfill(conn, "failed_imdb_lookups", 10, now, batch=100)
+        m._backfill(conn, "skipped_imports", 10, now, batch=100)
+    oban.conn.execute("UPDATE legacy.failed_imdb_lookups SET title = 'changed' WHERE id = 3")
+    oban.conn.execute('DELETE FROM oban_jobs WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 4}\'')
+    found = {(f.table, f.kind): f.example_ids for f in m.verify().findings}
+    assert found == {("failed_imdb_lookups", "different"): (3,), ("skipped_imports", "missing"): (4,)}
+    with pytest.raises(VerificationError, match="nothing was dropped"):
+        m.up()
+    assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (10,)
+
+
+def test_rows_written_during_up_are_archived_and_rerun_is_a_no_op(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    written = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step == "backfill failed_imdb_lookups" and not written:
+            written.append(1)
+            with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
+                add_failed(conn, "legacy", _with_id(FailedLookup.new("tt-late", "oscar_import"), 11))
+
+    m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress)
+    summary = m.up()
+    assert summary.archived["failed_imdb_lookups"] == 11
+    assert oban.count('args @> \'{"archived_from": "failed_imdb_lookups"}\'') == 11
+    again = m.up()
+    assert again.already_done and oban.count("args ? 'archived_from'") == 21
+
+
+def test_down_refuses_a_partial_set_and_restores_from_the_export(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    before = snapshot(oban.conn, "legacy")
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    oban.conn.execute('DELETE FROM oban_jobs WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 2}\'')
+    with pytest.raises(VerificationError, match=r"skipped_imports: only 9 of its 10 rows .* --from-export"):
+        m.down()
+    m.down(from_export=tmp_path / "export")
+    assert snapshot(oban.conn, "legacy") == before
+    m.up()
+    (tmp_path / "export" / "skipped_imports.jsonl.gz").write_bytes(b"broken")
+    with pytest.raises(VerificationError, match="SHA-256"):
+        m.down(from_export=tmp_path / "export")
+
+
+def test_compat_views_and_audit_log(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    before = snapshot(oban.conn, "legacy")
+    m = migration(oban.dsn, tmp_path, schema="legacy", compat_views=True, audit_log=True)
+    m.up()
+    rows = oban.conn.execute("SELECT t::text FROM legacy.failed_imdb_lookups t ORDER BY id").fetchall()
+    assert rows == before["failed_imdb_lookups"]["rows"], "the view rebuilds the rows exactly"
+    with pytest.raises(psycopg.errors.Error):
+        oban.conn.execute("INSERT INTO legacy.skipped_imports (tmdb_id, inserted_at) VALUES (1, now())")
+    assert oban.conn.execute(
+        "SELECT import_type, count(*) FROM legacy.import_audit_log GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [
+        ("failed_lookup", 10),
+        ("quality_skip", 10),
+    ]
+    m.down()
+    assert snapshot(oban.conn, "legacy") == before
+    assert oban.conn.execute("SELECT to_regclass('legacy.import_audit_log')").fetchone() == (None,)
+
+
+def test_without_schema_migrations_the_migration_is_noticed_not_recorded(oban: ObanDatabase, tmp_path: Path) -> None:
+    create_legacy_tables(oban.conn)
+    summary = migration(oban.dsn, tmp_path).up()
+    assert any("schema_migrations does not exist" in n for n in summary.notices)
+
+
+def test_plan_is_deterministic_and_touches_nothing(tmp_path: Path) -> None:
+    m = RemoveRedundantImportTables("postgresql://nobody@127.0.0.1:1/none", export_dir=tmp_path)
+    first = m.plan()
+    assert first == m.plan()
+    statements = [s for _, group in first for s in group]
+    assert all(s.rstrip().endswith(";") for s in statements)
+    assert any("DROP TABLE" in s for s in statements) and any("schema_migrations" in s for s in statements)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", CRASH_VARIABLE)}
+    full.update(env or {})
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=full, timeout=300, check=False)
+
+
+def archival_state(conn: psycopg.Connection[Any]) -> list[Any]:
+    return conn.execute(
+        "SELECT args, meta, state::text, worker, queue FROM oban_jobs WHERE args ? 'archived_from' ORDER BY args->>'archived_from', (args->>'legacy_id')::bigint"
+    ).fetchall()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["after-export", "backfill:failed_imdb_lookups:2", "backfill:skipped_imports:1", "after-backfill", "before-commit"],
+)
+def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
+    oban: ObanDatabase, tmp_path: Path, point: str
+) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 25)
+    args = [
+        "migrate",
+        "up",
+        "--yes",
+        "--json",
+        "--schema",
+        "legacy",
+        "--batch-size",
+        "10",
+        "--export-dir",
+        str(tmp_path),
+    ]
+    killed = run_cli(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    finished = run_cli(*args, "--database-url", oban.dsn)
+    assert finished.returncode == 0, finished.stderr
+    crashed_state = archival_state(oban.conn)
+    # The same migration, uninterrupted, on a copy of the legacy content.
+    oban.conn.execute("CREATE SCHEMA clean")
+    create_legacy_tables(oban.conn, "clean")
+    sample_rows(oban.conn, "clean", 25)
+    oban.conn.execute("CREATE SCHEMA cleanjobs")
+    install(oban.conn, 14, "cleanjobs")
+    clean = run_cli(
+        "migrate",
+        "up",
+        "--yes",
+        "--json",
+        "--schema",
+        "clean",
+        "--prefix",
+        "cleanjobs",
+        "--export-dir",
+        str(tmp_path / "c"),
+        "--database-url",
+        oban.dsn,
+    )
+    assert clean.returncode == 0, clean.stderr
+    clean_state = oban.conn.execute(
+        "SELECT args, meta, state::text, worker, queue FROM cleanjobs.oban_jobs ORDER BY args->>'archived_from', (args->>'legacy_id')::bigint"
+    ).fetchall()
+
+    def comparable(rows: list[Any]) -> list[Any]:
+        out = []
+        for args_, meta, *rest in rows:
+            timeless = {k: v for k, v in meta.items() if k not in ("legacy_inserted_at", "legacy_updated_at", "checked_at")}
+            out.append((args_, timeless, *rest))
+        return out
+
+    assert comparable(crashed_state) == comparable(clean_state)
+    assert len(crashed_state) == 50
+    assert oban.conn.execute("SELECT to_regclass('legacy.failed_imdb_lookups')").fetchone() == (None,)
+    assert oban.conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (1,)

@@ -371,7 +371,9 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
     def comparable(rows: list[Any]) -> list[Any]:
         out = []
         for args_, meta, *rest in rows:
-            timeless = {k: v for k, v in meta.items() if k not in ("legacy_inserted_at", "legacy_updated_at", "checked_at")}
+            timeless = {
+                k: v for k, v in meta.items() if k not in ("legacy_inserted_at", "legacy_updated_at", "checked_at")
+            }
             out.append((args_, timeless, *rest))
         return out
 

@@ -68,7 +68,7 @@ class Bench:
 
     def record(self, workload: str, variant: str, rate: float, unit: str, note: str = "") -> None:
         self.results.append({"workload": workload, "variant": variant, "rate": rate, "unit": unit, "note": note})
-        shown = f"{rate:>10.2f}" if unit in ("x", "ms") else f"{rate:>10,.0f}"
+        shown = f"{rate:>10.2f}" if unit in ("x", "ms", "s") else f"{rate:>10,.0f}"
         print(f"  {workload:<38} {variant:<44} {shown} {unit} {note}", flush=True)
 
 
@@ -369,7 +369,36 @@ def queries(bench: Bench, conn: psycopg.Connection[Any], rows: int, repeat: int)
     create_outcome_indexes(conn, drop=True)
 
 
-# Workload 5: the official Oban for Python
+# Workload 5: the migration
+
+
+def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
+    """RemoveRedundantImportTables up (and down) with `rows` legacy rows, half in each table."""
+    import tempfile
+
+    from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables
+    from cinegraph_oban.templates import render_statements
+
+    reset(conn)
+    create_legacy_tables(conn)
+    for statement in render_statements("bench/fill_legacy_tables.sql.j2", schema="public"):
+        conn.execute(statement.encode(), {"rows": rows // 2})
+    conn.execute("VACUUM ANALYZE")
+    label = f"migrate up, {rows:,} legacy rows"
+    with tempfile.TemporaryDirectory() as export_dir:
+        migration = RemoveRedundantImportTables(bench.url, export_dir=export_dir)
+        started = time.perf_counter()
+        summary = migration.up()
+        elapsed = time.perf_counter() - started
+        bench.record(label, "whole migration (export, backfill, verify, drop)", elapsed, "s")
+        bench.record(label, "rows per second", rows / elapsed, "rows/s")
+        bench.record(label, "exclusive lock on the legacy tables held", (summary.lock_held_seconds or 0) * 1000, "ms")
+        started = time.perf_counter()
+        migration.down()
+        bench.record(label, "migrate down (restore from the archival jobs)", time.perf_counter() - started, "s")
+
+
+# Workload 6: the official Oban for Python
 
 
 def find_python312() -> str | None:
@@ -476,8 +505,8 @@ def render_markdown(results: list[dict[str, Any]], info: dict[str, str], args: a
             continue
         if r["unit"] == "x":
             rate = f"{r['rate']:.2f}x"
-        elif r["unit"] == "ms":
-            rate = f"{r['rate']:,.1f} ms"
+        elif r["unit"] in ("ms", "s"):
+            rate = f"{r['rate']:,.1f} {r['unit']}"
         else:
             rate = f"{r['rate']:,.0f} {r['unit']}"
         note = f" ({r['note']})" if r["note"] else ""
@@ -500,8 +529,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-obanpy", action="store_true")
     parser.add_argument(
-        "--only", choices=["bulk", "single", "unique", "queries"], help="run one workload (not for --record)"
+        "--only", choices=["bulk", "single", "unique", "queries", "migrate"], help="run one workload (not for --record)"
     )
+    parser.add_argument("--legacy-rows", type=int, default=1_000_000, help="legacy rows for the migration workload")
     parser.add_argument("--query-rows", type=int, default=1_000_000, help="jobs in the table the queries run on")
     parser.add_argument("--record", action="store_true", help="write the results into bench/README.md")
     args = parser.parse_args()
@@ -523,6 +553,8 @@ def main() -> None:
                 unique(bench, conn, args.rows, args.single, args.repeat)
             if args.only in (None, "queries"):
                 queries(bench, conn, args.query_rows, args.repeat)
+            if args.only in (None, "migrate"):
+                migrate(bench, conn, args.legacy_rows)
 
     finally:
         bench.drop(BENCH_DB)

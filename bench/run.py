@@ -392,6 +392,8 @@ def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
         elapsed = time.perf_counter() - started
         bench.record(label, "whole migration (export, backfill, verify, drop)", elapsed, "s")
         bench.record(label, "rows per second", rows / elapsed, "rows/s")
+        for step, seconds in summary.timings.items():
+            bench.record(label, f"step: {step}", seconds, "s")
         bench.record(label, "exclusive lock on the legacy tables held", (summary.lock_held_seconds or 0) * 1000, "ms")
         started = time.perf_counter()
         migration.down()

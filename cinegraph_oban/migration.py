@@ -127,6 +127,7 @@ class MigrationSummary:
     lock_held_seconds: float | None = None
     seconds: float = 0.0
     already_done: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "findings"}
@@ -371,12 +372,16 @@ class RemoveRedundantImportTables:
             partial = final.with_name(final.name + ".partial")
             rows = 0
             total = self._stats(conn, table)["rows"]
-            with gzip.open(partial, "wt", encoding="utf-8") as out, conn.cursor() as cur:
-                for (line,) in cur.stream(self._sql("export_rows", table=table)):
-                    out.write(line + "\n")
-                    rows += 1
-                    if rows % 10_000 == 0:
-                        self.progress(f"export {table}", rows, total)
+            with (
+                gzip.open(partial, "wt", encoding="utf-8", compresslevel=3) as out,
+                conn.transaction(),
+                conn.cursor(name=f"cinegraph_oban_export_{table}") as cur,
+            ):
+                cur.execute(self._sql("export_rows", table=table))
+                while chunk := cur.fetchmany(10_000):
+                    out.write("".join(line + "\n" for (line,) in chunk))
+                    rows += len(chunk)
+                    self.progress(f"export {table}", rows, total)
             self.progress(f"export {table}", rows, total)
             digest = hashlib.sha256(partial.read_bytes()).hexdigest()
             os.replace(partial, final)
@@ -388,8 +393,18 @@ class RemoveRedundantImportTables:
 
     # Backfill and verify
 
-    def _backfill(self, conn: psycopg.Connection[Any], table: str, total: int, now: datetime, *, batch: int) -> int:
-        archived, last_id = self._archived(conn, table)
+    def _backfill(
+        self,
+        conn: psycopg.Connection[Any],
+        table: str,
+        total: int,
+        now: datetime,
+        *,
+        batch: int,
+        start: tuple[int, int] | None = None,
+    ) -> tuple[int, int]:
+        """Archive the rows after the last archived one; returns (archival jobs, last legacy id)."""
+        archived, last_id = start if start is not None else self._archived(conn, table)
         batches = 0
         while True:
             row = conn.execute(
@@ -399,12 +414,26 @@ class RemoveRedundantImportTables:
             assert row is not None
             count, batch_last = int(row[0]), row[1]
             if count == 0:
-                return archived
+                return archived, last_id
             archived += count
             last_id = int(batch_last)
             batches += 1
             self.progress(f"backfill {table}", archived, total)
             _crash_point(f"backfill:{table}:{batches}")
+
+    def _backfill_all(self, summary: MigrationSummary, now: datetime) -> dict[str, tuple[int, int]]:
+        """Both tables at once, one connection each: they are independent, and the server has cores."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(table: str) -> tuple[int, int]:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                return self._backfill(conn, table, summary.rows[table], now, batch=self.batch_size)
+
+        with ThreadPoolExecutor(max_workers=len(LEGACY_TABLES)) as pool:
+            results = dict(zip(LEGACY_TABLES, pool.map(one, LEGACY_TABLES), strict=True))
+        for table, (archived, _) in results.items():
+            summary.archived[table] = archived
+        return results
 
     def _verify(self, conn: psycopg.Connection[Any]) -> list[Finding]:
         findings: list[Finding] = []
@@ -432,27 +461,44 @@ class RemoveRedundantImportTables:
                 return summary
             if any(k != "r" for k in kinds.values()):
                 raise VerificationError(f"only one legacy table is a table ({kinds}); restore it or migrate by hand")
+            mark = time.perf_counter()
+
+            def lap(step: str) -> None:
+                nonlocal mark
+                summary.timings[step] = time.perf_counter() - mark
+                mark = time.perf_counter()
+
             self._preflight(conn, summary)
+            lap("preflight")
             self.export(conn)
             summary.export = str(self.export_dir / "manifest.json")
+            lap("export")
             _crash_point("after-export")
             now = utc_now()
-            for table in LEGACY_TABLES:
-                summary.archived[table] = self._backfill(conn, table, summary.rows[table], now, batch=self.batch_size)
+            progress = self._backfill_all(summary, now)
+            lap("backfill")
             _crash_point("after-backfill")
             summary.findings = self._verify(conn)
+            lap("verify")
             if summary.findings:
                 raise VerificationError(
                     "verify found differences; nothing was dropped:\n  " + "\n  ".join(map(str, summary.findings))
                 )
-            summary.lock_held_seconds = self._drop(conn, summary, now)
+            summary.lock_held_seconds = self._drop(conn, summary, now, progress)
+            lap("drop")
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _drop(self, conn: psycopg.Connection[Any], summary: MigrationSummary, now: datetime) -> float:
+    def _drop(
+        self,
+        conn: psycopg.Connection[Any],
+        summary: MigrationSummary,
+        now: datetime,
+        progress: dict[str, tuple[int, int]],
+    ) -> float:
         for attempt in range(self.retries + 1):
             try:
-                return self._drop_once(conn, summary, now)
+                return self._drop_once(conn, summary, now, progress)
             except pg_errors.LockNotAvailable:
                 if attempt == self.retries:
                     raise LockNotAcquiredError(
@@ -464,16 +510,25 @@ class RemoveRedundantImportTables:
                 time.sleep(min(2**attempt * 0.5, 10))
         raise AssertionError("unreachable")
 
-    def _drop_once(self, conn: psycopg.Connection[Any], summary: MigrationSummary, now: datetime) -> float:
+    def _drop_once(
+        self,
+        conn: psycopg.Connection[Any],
+        summary: MigrationSummary,
+        now: datetime,
+        progress: dict[str, tuple[int, int]],
+    ) -> float:
         with conn.transaction():
             conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms))
             conn.execute(self._sql("lock_legacy_tables"))
             locked_at = time.perf_counter()
             for table in LEGACY_TABLES:
                 before = summary.rows[table]
-                stats = self._stats(conn, table)
-                summary.rows[table] = int(stats["rows"])
-                archived = self._backfill(conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000))
+                summary.rows[table] = int(self._stats(conn, table)["rows"])
+                # Only rows written since the backfill are left: archived from where it stopped,
+                # counted from what it archived (no need to count the archival jobs again here).
+                archived, _ = self._backfill(
+                    conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000), start=progress[table]
+                )
                 summary.archived[table] = archived
                 if archived != summary.rows[table]:
                     raise VerificationError(

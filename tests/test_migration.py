@@ -381,3 +381,36 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
     assert len(crashed_state) == 50
     assert oban.conn.execute("SELECT to_regclass('legacy.failed_imdb_lookups')").fetchone() == (None,)
     assert oban.conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (1,)
+
+
+def test_jobs_inserted_and_run_by_other_sessions_during_up_are_untouched(oban: ObanDatabase, tmp_path: Path) -> None:
+    from cinegraph_oban import engine
+
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 30)
+    touched: list[int] = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step.startswith("backfill") and len(touched) < 6:
+            with psycopg.connect(oban.dsn, autocommit=True) as other:  # the application, working meanwhile
+                client = Oban(other)
+                job = client.insert(
+                    Job.new(
+                        "Cinegraph.Workers.TMDbDetailsWorker",
+                        {"tmdb_id": 10_000 + len(touched)},
+                        meta={"import_type": "full"},
+                    )
+                )
+                claimed = [j for j in engine.fetch_jobs(other, "tmdb", 10) if j.id == job.id]
+                if claimed and len(touched) % 2 == 0:
+                    engine.complete_job(other, claimed[0])
+                touched.append(job.id or 0)
+
+    m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress, batch_size=5)
+    summary = m.up()
+    assert touched and summary.archived == {"failed_imdb_lookups": 30, "skipped_imports": 30}
+    rows = {r["id"]: r for r in oban.rows(f"id IN ({', '.join(map(str, touched))})")}
+    for job_id in touched:
+        row = rows[job_id]
+        assert row["meta"] == {"import_type": "full"} and "archived_from" not in row["args"]
+        assert row["state"] in ("completed", "executing")

@@ -1,31 +1,41 @@
-"""`cinegraph-oban demo`: the main job, told as a story a new user can watch.
+"""`cinegraph-oban demo`: the design document's whole story, told on realistic data.
 
-With a database URL it works inside a scratch schema (an Oban prefix) of that database and drops
-it afterwards; without one it starts a throwaway local PostgreSQL and removes it afterwards.
+With a database URL it works inside a scratch schema of that database (the Oban prefix and the
+legacy tables both live there) and drops it afterwards; without one it starts a throwaway local
+PostgreSQL and removes it afterwards. The story: install Oban V14 and the two legacy tables with
+realistic rows, enqueue import jobs, run them the way the new worker code does (outcomes merged
+into job meta), plan and run the migration with progress bars, query failed lookups and soft
+imports next to the design document's SQL, roll back, and check the tables came back identical.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cinegraph_oban import engine
 from cinegraph_oban.client import Oban
 from cinegraph_oban.errors import DatabaseUnavailableError
 from cinegraph_oban.job import Job
+from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables
+from cinegraph_oban.outcomes import record_failed_lookup, record_skipped_import
+from cinegraph_oban.queries import failed_lookups, quality_skipped_imports, read_failed_lookups, read_skipped_imports
+from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.sample_data import import_args
 from cinegraph_oban.schema import LATEST_VERSION, install
 from cinegraph_oban.templates import render
-from cinegraph_oban.throwaway import local_server
+from cinegraph_oban.timestamps import utc_now
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
 
 __all__ = ["DemoResult", "run_demo"]
@@ -35,112 +45,279 @@ WORKER = TMDB_DETAILS_WORKER.name
 
 @dataclass
 class DemoResult:
-    """What the demo did, for the summary and for tests."""
+    """What the demo did and proved, for the summary and for tests."""
 
     where: str = ""
     prefix: str = "public"
     inserted: int = 0
     conflicts: int = 0
+    legacy_rows: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
     by_state: dict[str, int] = field(default_factory=dict)
     next_up: list[Job] = field(default_factory=list)
+    migrated: dict[str, int] = field(default_factory=dict)
+    failures_found: int = 0
+    soft_found: int = 0
+    forms_agree: bool = False
+    restored_identical: bool = False
     seconds: float = 0.0
 
 
 @contextlib.contextmanager
-def _database(database_url: str | None, console: Console) -> Iterator[tuple[psycopg.Connection[Any], str, str]]:
-    """(connection, prefix, description): a scratch prefix of the given database, or a throwaway server."""
+def _database(database_url: str | None, console: Console) -> Iterator[tuple[psycopg.Connection[Any], str, str, str]]:
+    """(connection, schema, URL, description): a scratch schema of the given database, or a throwaway server."""
     if database_url:
-        prefix = f"cinegraph_oban_demo_{uuid.uuid4().hex[:8]}"
+        schema = f"cinegraph_oban_demo_{uuid.uuid4().hex[:8]}"
         try:
             conn = psycopg.connect(database_url, autocommit=True)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(
-                f"cannot connect to the database given by --database-url/DATABASE_URL: "
+                "cannot connect to the database given by --database-url/DATABASE_URL: "
                 f"{str(exc).strip().splitlines()[0]}"
             ) from exc
         console.print(
-            f"Using the given database, inside a scratch schema [bold]{prefix}[/] that is dropped afterwards."
+            f"Using the given database, inside a scratch schema [bold]{schema}[/] that is dropped afterwards."
         )
         try:
-            yield conn, prefix, f"database {conn.info.dbname!r} on {conn.info.host}, schema {prefix}"
+            yield conn, schema, database_url, f"database {conn.info.dbname!r} on {conn.info.host}, schema {schema}"
         finally:
-            conn.execute(render("demo/drop_schema.sql.j2", prefix=prefix).encode())
+            conn.execute(render("demo/drop_schema.sql.j2", prefix=schema).encode())
             conn.close()
         return
     console.print("No database configured: starting a throwaway local PostgreSQL ...")
+    from cinegraph_oban.throwaway import local_server
+
     with local_server() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
             admin.execute(render("demo/create_database.sql.j2", database="cinegraph_demo").encode())
-        with psycopg.connect(server.dsn("cinegraph_demo"), autocommit=True) as conn:
-            yield conn, "public", f"throwaway PostgreSQL on 127.0.0.1:{server.port} (removed afterwards)"
+        url = server.dsn("cinegraph_demo")
+        with psycopg.connect(url, autocommit=True) as conn:
+            yield conn, "public", url, f"a throwaway PostgreSQL on 127.0.0.1:{server.port} (removed afterwards)"
+
+
+def _snapshot(conn: psycopg.Connection[Any], schema: str) -> list[Any]:
+    return [
+        conn.execute(render("demo/table_rows.sql.j2", schema=schema, table=t).encode()).fetchall()
+        for t in ("failed_imdb_lookups", "skipped_imports")
+    ]
+
+
+def _legacy_content(conn: psycopg.Connection[Any], schema: str, rows: int) -> dict[str, int]:
+    """Realistic rows as the old worker wrote them: lookups with no TMDb match, soft imports."""
+    failed = skipped = 0
+    for n, args in enumerate(import_args(rows, seed=2025), start=1):
+        stamp = utc_now().replace(microsecond=0)
+        if "imdb_id" in args:
+            failed += 1
+            record = FailedLookup(
+                id=failed,
+                imdb_id=args["imdb_id"],
+                title=args["title"],
+                year=args["year"],
+                source=args["source"],
+                source_key=args["source_key"],
+                reason="no_tmdb_match",
+                metadata=args["metadata"],
+                retry_count=n % 3,
+                inserted_at=stamp,
+                updated_at=stamp,
+            )
+            conn.execute(render("demo/insert_failed_lookup.sql.j2", schema=schema).encode(), _params(record))
+        else:
+            skipped += 1
+            analysis = {"tmdb_id": args["tmdb_id"], "failed_criteria": ["votes", "popularity"][: 1 + n % 2]}
+            analysis["missing_data"] = {"poster": n % 2 == 0, "votes": True, "popularity": False, "release_date": False}
+            record_s = SkippedImport(
+                id=skipped,
+                tmdb_id=args["tmdb_id"],
+                title=f"Movie {args['tmdb_id']}",
+                criteria_failed=analysis,
+                checked_at=utc_now(),
+                inserted_at=utc_now(),
+            )
+            conn.execute(render("demo/insert_skipped_import.sql.j2", schema=schema).encode(), _params(record_s))
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        conn.execute(render("demo/reset_sequence.sql.j2", schema=schema, table=table).encode())
+    return {"failed_imdb_lookups": failed, "skipped_imports": skipped}
+
+
+def _params(record: Any) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    values = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "table"}
+    for name in ("metadata", "criteria_failed"):
+        if name in values and values[name] is not None:
+            values[name] = Jsonb(values[name])
+    return values
 
 
 def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Console | None = None) -> DemoResult:
-    """Install Oban, enqueue a realistic batch of import jobs, show what Oban claims next, clean up."""
+    """Tell the whole story; everything the demo makes is removed at the end."""
     console = console or Console()
     result = DemoResult()
     started = time.perf_counter()
-    with _database(database_url, console) as (conn, prefix, where):
-        result.where, result.prefix = where, prefix
-        install(conn, LATEST_VERSION, prefix)
+    with _database(database_url, console) as (conn, schema, url, where), tempfile.TemporaryDirectory() as export_dir:
+        result.where, result.prefix = where, schema
+        install(conn, LATEST_VERSION, schema)
+        create_legacy_tables(conn, schema)
+        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode())
+        result.legacy_rows = _legacy_content(conn, schema, 3_000)
+        console.rule("1. Oban V14 and the two legacy tables")
         console.print(
-            f"Installed the Oban schema at version {LATEST_VERSION} (as Oban.Migration.up/1 does) "
-            f"under prefix {prefix!r}."
+            f"Installed the Oban schema at version {LATEST_VERSION} (as Oban.Migration.up/1 does) and the legacy "
+            f"tables with {result.legacy_rows['failed_imdb_lookups']:,} failed lookups and "
+            f"{result.legacy_rows['skipped_imports']:,} skipped imports, written as the old worker wrote them."
         )
 
-        with Oban(conn, prefix=prefix) as oban:
-            first = oban.insert(
-                Job.new(
-                    WORKER,
-                    {"imdb_id": "tt0111161", "source": "canonical_import", "source_key": "1001_movies"},
-                    meta={"import_type": "canonical", "source_list": "1001_movies"},
-                )
-            )
-            again = oban.insert(
-                Job.new(WORKER, {"imdb_id": "tt0111161", "source": "canonical_import", "source_key": "1001_movies"})
-            )
+        console.rule("2. Enqueue import jobs from Python")
+        with Oban(conn, prefix=schema) as oban:
+            args0 = {"imdb_id": "tt0111161", "source": "canonical_import", "source_key": "1001_movies"}
+            first = oban.insert(Job.new(WORKER, args0, meta={"import_type": "canonical", "source_list": "1001_movies"}))
+            again = oban.insert(Job.new(WORKER, args0))
             result.conflicts += int(again.conflict)
             console.print(
-                f"insert: job {first.id} in queue {first.queue!r} (max_attempts {first.max_attempts}, from the "
-                f"worker's own options); the same args again -> conflict={again.conflict}, job {again.id}."
+                f"insert: job {first.id} in queue {first.queue!r} with max_attempts {first.max_attempts} (the worker's "
+                f"own options); the same args again -> conflict={again.conflict}, job {again.id}."
             )
             batch = [
                 Job.new(
                     WORKER,
                     args,
-                    meta={"import_type": "canonical" if args.get("source") == "canonical_import" else "bulk"},
+                    meta={"import_type": "canonical", "source_list": "1001_movies"}
+                    if args.get("source") == "canonical_import"
+                    else {},
                     priority=0 if args.get("source") == "canonical_import" else 2,
                     schedule_in=3600 if n % 10 == 9 else None,
                     unique=False,
                 )
-                for n, args in enumerate(import_args(jobs))
+                for n, args in enumerate(import_args(jobs, seed=77))
             ]
             t0 = time.perf_counter()
             inserted = oban.insert_all(batch)
             elapsed = time.perf_counter() - t0
             result.inserted = len(inserted) + 1
             console.print(
-                f"insert_all: {len(inserted):,} jobs in {elapsed:.2f} s ({len(inserted) / elapsed:,.0f} jobs/s), "
-                f"ids {inserted[0].id}..{inserted[-1].id} in input order, one notification per queue."
+                f"insert_all: {len(inserted):,} jobs in {elapsed:.2f} s ({len(inserted) / elapsed:,.0f} jobs/s), ids "
+                f"{inserted.ids[0]}..{inserted.ids[-1]} in input order, one notification per queue, all or nothing."
             )
-
-        rows = conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode()).fetchall()
-        result.by_state = {str(state): int(count) for state, count in rows}
-        result.next_up = engine.peek_jobs(conn, "tmdb", 8, prefix=prefix)
+        result.next_up = engine.peek_jobs(conn, "tmdb", 5, prefix=schema)
         _show_next(console, result)
+
+        console.rule("3. The worker runs them and records outcomes in meta (merged, never replaced)")
+        result.outcomes = _run_worker(conn, schema)
+        console.print(
+            f"{result.outcomes['no_tmdb_match']:,} lookups found no TMDb match (cancelled, meta merged), "
+            f"{result.outcomes['soft']:,} soft imports and {result.outcomes['full']:,} full imports (completed)."
+        )
+
+        console.rule("4. The migration: RemoveRedundantImportTables")
+        migration = RemoveRedundantImportTables(url, prefix=schema, schema=schema, export_dir=Path(export_dir))
+        steps = migration.plan()
+        console.print(
+            f"migrate plan: {sum(len(s) for _, s in steps)} statements in {len(steps)} steps: "
+            + "; ".join(name for name, _ in steps)
+        )
+        before = _snapshot(conn, schema)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as bars:
+            tasks: dict[str, Any] = {}
+
+            def progress(step: str, done: int, total: int) -> None:
+                if step not in tasks:
+                    tasks[step] = bars.add_task(step, total=max(total, 1))
+                bars.update(tasks[step], completed=done, total=max(total, done, 1))
+
+            migration.progress = progress
+            summary = migration.up()
+        result.migrated = summary.archived
+        console.print(
+            f"migrate up: exported, archived {sum(summary.archived.values()):,} rows as Oban jobs, verified every row, "
+            f"dropped both tables (locked for {(summary.lock_held_seconds or 0) * 1000:.0f} ms) and recorded version "
+            f"{migration.version} in schema_migrations."
+        )
+
+        console.rule("5. The questions the old debug scripts answered, now from job meta")
+        result.failures_found = len(list(read_failed_lookups(conn, failed_lookups(prefix=schema))))
+        result.soft_found = len(list(read_skipped_imports(conn, quality_skipped_imports(prefix=schema))))
+        document = _count(conn, failed_lookups(prefix=schema, form="document"))
+        containment = _count(conn, failed_lookups(prefix=schema))
+        result.forms_agree = document == containment == result.failures_found
+        table = Table(title="failed lookups: the design document's form next to the default")
+        table.add_column("form")
+        table.add_column("WHERE")
+        table.add_column("jobs")
+        table.add_row("document (->>)", failed_lookups(prefix=schema, form="document").where_sql(), str(document))
+        table.add_row("default (@>, GIN index)", failed_lookups(prefix=schema).where_sql(), str(containment))
+        console.print(table)
+        console.print(f"failures: {result.failures_found:,} (archived + new); soft imports: {result.soft_found:,}.")
+
+        console.rule("6. Roll back")
+        migration.progress = lambda step, done, total: None
+        migration.down()
+        result.restored_identical = _snapshot(conn, schema) == before
+        console.print(
+            f"migrate down: both tables recreated and refilled; identical to before: {result.restored_identical}."
+        )
     result.seconds = time.perf_counter() - started
+    console.rule("Proven")
     console.print(
-        f"[bold green]Done[/] in {result.seconds:.1f} s: {result.inserted:,} jobs written to {result.where}; "
-        f"{sum(result.by_state.values()):,} rows by state {dict(Counter(result.by_state))}; "
-        "everything the demo made is gone."
+        f"[bold green]Done[/] in {result.seconds:.1f} s on {result.where}: {result.inserted:,} jobs enqueued "
+        "from Python "
+        f"(unique conflict detected: {result.conflicts == 1}); outcomes merged into meta; "
+        f"{sum(result.migrated.values()):,} legacy rows migrated into job meta and verified; the document's query and "
+        f"the GIN-served one agree: {result.forms_agree}; rollback identical: {result.restored_identical}. "
+        "Everything the demo made is gone."
     )
     return result
 
 
+def _count(conn: psycopg.Connection[Any], query: Any) -> int:
+    from cinegraph_oban.queries import read_jobs
+
+    return sum(1 for _ in read_jobs(conn, query))
+
+
+def _run_worker(conn: psycopg.Connection[Any], prefix: str) -> dict[str, int]:
+    """Claim every available job with Oban's own fetch and finish it as the new worker code does."""
+    counts = {"no_tmdb_match": 0, "soft": 0, "full": 0}
+    while claimed := engine.fetch_jobs(conn, "tmdb", 500, prefix=prefix):
+        for job in claimed:
+            assert job.id is not None
+            if "imdb_id" in job.args and job.id % 4 == 0:
+                a = job.args
+                record = FailedLookup.new(
+                    a["imdb_id"],
+                    a.get("source", "unknown"),
+                    title=a.get("title"),
+                    year=a.get("year"),
+                    source_key=a.get("source_key"),
+                    metadata=a.get("metadata"),
+                )
+                record_failed_lookup(conn, job.id, record, prefix=prefix)
+                engine.cancel_job(conn, job, "no_tmdb_match", prefix=prefix)
+                counts["no_tmdb_match"] += 1
+            elif "tmdb_id" in job.args and job.id % 3 == 0:
+                record_skipped_import(
+                    conn,
+                    job.id,
+                    SkippedImport.new(
+                        job.args["tmdb_id"], title="A soft import", criteria_failed={"failed_criteria": ["votes"]}
+                    ),
+                    prefix=prefix,
+                )
+                engine.complete_job(conn, job, prefix=prefix)
+                counts["soft"] += 1
+            else:
+                engine.complete_job(conn, job, prefix=prefix)
+                counts["full"] += 1
+    return counts
+
+
 def _show_next(console: Console, result: DemoResult) -> None:
     table = Table(title="What Oban's producer for queue 'tmdb' would claim next (priority, scheduled_at, id)")
-    for column in ("id", "priority", "state", "scheduled_at", "args"):
+    for column in ("id", "priority", "state", "args"):
         table.add_column(column)
     for job in result.next_up:
-        table.add_row(str(job.id), str(job.priority), job.state, f"{job.scheduled_at:%H:%M:%S.%f}", job.args_json[:70])
+        table.add_row(str(job.id), str(job.priority), job.state, job.args_json[:60])
     console.print(table)

@@ -34,6 +34,8 @@ def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_con
     result = run("demo", "--jobs", "300", env={"DATABASE_URL": db_dsn})
     assert result.returncode == 0, result.stderr
     assert "conflict=True" in result.stdout and "Done" in result.stdout
+    assert "rollback identical: True" in " ".join(result.stdout.split())
+    assert "GIN-served one agree: True" in " ".join(result.stdout.split())
     schemas = db_conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cinegraph_oban_demo%'").fetchall()  # type: ignore[attr-defined]
     assert schemas == []
 

@@ -340,8 +340,3 @@ def _from_job(record: type[Any], row: dict[str, Any], defaults: dict[str, Any]) 
 def read_jobs(conn: Any, query: JobQuery) -> Iterable[dict[str, Any]]:
     """Stream the rows a query selects, as dicts."""
     return _rows(conn, query)
-
-
-def execute_psycopg(conn: psycopg.Connection[Any], query: JobQuery) -> list[dict[str, Any]]:
-    """Run a query on a psycopg connection and return all rows."""
-    return list(_rows(conn, query))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -354,8 +354,3 @@ def from_meta(meta: Mapping[str, Any]) -> Record:
 def merge_meta(existing: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, Any]:
     """`Map.merge(existing || %{}, patch)`: every existing key stays, the patch wins on a clash."""
     return {**(existing or {}), **patch}
-
-
-RECORD_FIELDS: dict[type[_Record], tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls)) for cls in (FailedLookup, SkippedImport)
-}

@@ -10,7 +10,6 @@ from typing import Any, Literal
 from cinegraph_oban.errors import Problem
 
 __all__ = [
-    "FINAL_STATES",
     "JOB_STATES",
     "REPLACEABLE_FIELDS",
     "UNIQUE_FIELDS",
@@ -28,7 +27,6 @@ JOB_STATES: tuple[str, ...] = (
     "discarded",
     "cancelled",
 )
-FINAL_STATES: tuple[str, ...] = ("completed", "discarded", "cancelled")
 UNIQUE_FIELDS: tuple[str, ...] = ("args", "meta", "queue", "worker")
 UNIQUE_TIMESTAMPS: tuple[str, ...] = ("inserted_at", "scheduled_at")
 #: Fields `replace` may overwrite on a unique conflict (Oban's `@replace_options`).

@@ -381,7 +381,7 @@ def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
 
     reset(conn)
     create_legacy_tables(conn)
-    for statement in render_statements("bench/fill_legacy_tables.sql.j2", schema="public"):
+    for statement in render_statements("legacy/sample_rows.sql.j2", schema="public"):
         conn.execute(statement.encode(), {"rows": rows // 2})
     conn.execute("VACUUM ANALYZE")
     label = f"migrate up, {rows:,} legacy rows"

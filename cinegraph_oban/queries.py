@@ -185,6 +185,10 @@ class JobQuery:
         """Jobs whose meta contains `value`, nested objects and keys that are not identifiers included."""
         return self._with(*_map_filter(self.table.c.meta, value, "contains"))
 
+    def args_contains(self, value: Mapping[str, Any]) -> JobQuery:
+        """Jobs whose args contain `value`."""
+        return self._with(*_map_filter(self.table.c.args, value, "contains"))
+
     def args(self, form: Form = "contains", /, **pairs: Any) -> JobQuery:
         return self._with(*_map_filter(self.table.c.args, pairs, form))
 

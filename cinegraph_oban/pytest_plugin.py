@@ -1,0 +1,100 @@
+"""The pytest plugin (entry point `pytest11`): Oban test databases for any Python test suite.
+
+    @pytest.mark.oban(version=14, prefix="public", legacy_tables=True, legacy_rows=50)
+    def test_enqueues(oban_database):
+        oban_database.oban.insert(Job.new("Cinegraph.Workers.TMDbDetailsWorker", {"tmdb_id": 1}))
+        assert_enqueued(oban_database.conn, worker="Cinegraph.Workers.TMDbDetailsWorker", args={"tmdb_id": 1})
+
+`oban_database` is a fresh database per test with the Oban schema at the marker's version and
+prefix (default 14, `public`), made the way Elixir Oban's migrations make it; with
+`legacy_tables=True` it also has `failed_imdb_lookups`, `skipped_imports` (with `legacy_rows`
+realistic rows each) and Ecto's `schema_migrations`. The server is `--cinegraph-oban-dsn`, else
+`CINEGRAPH_OBAN_TEST_DSN`, else postgresql://postgres@127.0.0.1:5432/postgres. The database is
+dropped after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from cinegraph_oban.client import Oban
+from cinegraph_oban.schema import LATEST_VERSION, install
+from cinegraph_oban.templates import render
+
+__all__ = ["ObanTestDatabase"]
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class ObanTestDatabase:
+    """A fresh database with the Oban schema: its URL, an autocommit connection and a client."""
+
+    dsn: str
+    conn: psycopg.Connection[Any]
+    prefix: str
+    version: int
+    oban: Oban
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cinegraph-oban")
+    group.addoption(
+        "--cinegraph-oban-dsn",
+        default=None,
+        help="PostgreSQL server for oban_database fixtures (default: CINEGRAPH_OBAN_TEST_DSN or 127.0.0.1:5432)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "oban(version=14, prefix='public', legacy_tables=False, legacy_rows=0): the oban_database fixture's layout",
+    )
+
+
+def _server(config: pytest.Config) -> str:
+    return str(config.getoption("--cinegraph-oban-dsn") or os.environ.get("CINEGRAPH_OBAN_TEST_DSN") or DEFAULT_SERVER)
+
+
+@pytest.fixture
+def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
+    """A fresh database with the Oban schema (see the module docstring for the `oban` marker)."""
+    marker = request.node.get_closest_marker("oban")
+    options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    version = int(options.get("version", LATEST_VERSION))
+    prefix = str(options.get("prefix", "public"))
+    server = _server(request.config)
+    name = f"cinegraph_oban_test_{uuid.uuid4().hex[:12]}"
+    info = psycopg.conninfo.conninfo_to_dict(server)
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(render("demo/create_database.sql.j2", database=name).encode())
+    info["dbname"] = name
+    dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            install(conn, version, prefix)
+            if options.get("legacy_tables"):
+                _legacy(conn, int(options.get("legacy_rows", 0)))
+            yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=Oban(conn, prefix=prefix))
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(render("testing/drop_database.sql.j2", database=name).encode())
+
+
+def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:
+    from cinegraph_oban.migration import create_legacy_tables
+    from cinegraph_oban.templates import render_statements
+
+    create_legacy_tables(conn)
+    conn.execute(render("demo/create_schema_migrations.sql.j2", schema="public").encode())
+    if rows:
+        for statement in render_statements("legacy/sample_rows.sql.j2", schema="public"):
+            conn.execute(statement.encode(), {"rows": rows})

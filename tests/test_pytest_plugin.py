@@ -1,0 +1,48 @@
+"""The pytest plugin, used the way another project's test suite would use it (pytester)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ObanDatabase
+
+pytest_plugins = ["pytester"]
+
+
+def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDatabase) -> None:
+    server = oban.dsn.rsplit("/", 1)[0] + "/postgres"
+    pytester.makepyfile(
+        """
+        import pytest
+        from cinegraph_oban import Job
+        from cinegraph_oban.testing import all_enqueued, assert_enqueued, refute_enqueued
+
+        W = "Cinegraph.Workers.TMDbDetailsWorker"
+
+        def test_default_layout(oban_database):
+            assert oban_database.version == 14 and oban_database.prefix == "public"
+            oban_database.oban.insert(Job.new(W, {"tmdb_id": 278}, meta={"import_type": "canonical"}))
+            assert_enqueued(oban_database.conn, worker="Elixir." + W, args={"tmdb_id": 278}, meta={"import_type": "canonical"})
+            refute_enqueued(oban_database.conn, worker=W, args={"tmdb_id": 1})
+            assert [j.args for j in all_enqueued(oban_database.conn, queue="tmdb")] == [{"tmdb_id": 278}]
+
+        @pytest.mark.oban(version=11, prefix="jobs", legacy_tables=True, legacy_rows=25)
+        def test_marker_layout(oban_database):
+            assert oban_database.oban.schema().version == 11
+            count = oban_database.conn.execute("SELECT count(*) FROM failed_imdb_lookups").fetchone()[0]
+            assert count == 25
+
+        def test_failing_assertion_explains(oban_database):
+            with pytest.raises(AssertionError, match="expected a job enqueued with worker='X.Y'"):
+                assert_enqueued(oban_database.conn, worker="X.Y")
+
+        def test_each_test_gets_a_fresh_database(oban_database):
+            assert all_enqueued(oban_database.conn) == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}")
+    result.assert_outcomes(passed=4)
+    leftovers = oban.conn.execute(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'cinegraph_oban_test_%'"
+    ).fetchone()
+    assert leftovers == (0,)

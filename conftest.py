@@ -73,8 +73,11 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-postgresql_noproc_server = factories.postgresql_noproc(**_dsn_params())
-postgresql_own_proc = factories.postgresql_proc()
+# A database name of its own per test session, so that two runs against one server (two
+# developers, CI beside a developer) never share or drop each other's databases.
+SESSION_DBNAME = f"cinegraph_oban_tests_{os.getpid()}"
+postgresql_noproc_server = factories.postgresql_noproc(dbname=SESSION_DBNAME, **_dsn_params())
+postgresql_own_proc = factories.postgresql_proc(dbname=SESSION_DBNAME)
 
 
 def _server_mode(config: pytest.Config) -> str:
@@ -99,7 +102,9 @@ def oban_db_server(request: pytest.FixtureRequest) -> Iterator[Any]:
         from cinegraph_oban.throwaway import local_server
 
         with local_server() as server:
-            executor = NoopExecutor(host=server.host, port=server.port, user=server.user, options="", dbname="tests")
+            executor = NoopExecutor(
+                host=server.host, port=server.port, user=server.user, options="", dbname=SESSION_DBNAME
+            )
             with DatabaseJanitor(
                 user=executor.user,
                 host=executor.host,

@@ -47,6 +47,16 @@ class ObanTestDatabase:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cinegraph-oban")
     group.addoption(
+        "--cinegraph-oban-verify",
+        metavar="DATABASE_URL",
+        default=None,
+        help="also collect the read-only migration checks (cinegraph-oban migrate verify) against this database",
+    )
+    group.addoption("--cinegraph-oban-prefix", default="public", help="Oban prefix for --cinegraph-oban-verify")
+    group.addoption(
+        "--cinegraph-oban-export-dir", default="cinegraph-oban-export", help="export archive for the checks"
+    )
+    group.addoption(
         "--cinegraph-oban-dsn",
         default=None,
         help="PostgreSQL server for oban_database fixtures (default: CINEGRAPH_OBAN_TEST_DSN or 127.0.0.1:5432)",
@@ -58,6 +68,37 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "oban(version=14, prefix='public', legacy_tables=False, legacy_rows=0): the oban_database fixture's layout",
     )
+
+
+class VerifyItem(pytest.Item):
+    """One read-only check of `migrate verify`, as a test a release pipeline can gate on."""
+
+    def __init__(self, *, check: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check = check
+
+    def runtest(self) -> None:
+        from cinegraph_oban.migration import RemoveRedundantImportTables
+
+        config = self.config
+        migration = RemoveRedundantImportTables(
+            str(config.getoption("--cinegraph-oban-verify")),
+            prefix=str(config.getoption("--cinegraph-oban-prefix")),
+            export_dir=str(config.getoption("--cinegraph-oban-export-dir")),
+        )
+        summary = migration.verify()
+        findings = [f for f in summary.findings if (f.table == "oban_jobs") == (self.check == "new worker meta")]
+        if findings:
+            raise AssertionError("\n".join(str(f) for f in findings))
+
+    def reportinfo(self) -> tuple[str, int, str]:
+        return "cinegraph-oban verify", 0, f"cinegraph-oban verify: {self.check}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--cinegraph-oban-verify"):
+        for check in ("legacy rows and archival jobs", "new worker meta"):
+            items.append(VerifyItem.from_parent(session, name=f"cinegraph_oban_verify[{check}]", check=check))
 
 
 def _server(config: pytest.Config) -> str:
@@ -72,7 +113,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
     version = int(options.get("version", LATEST_VERSION))
     prefix = str(options.get("prefix", "public"))
     server = _server(request.config)
-    name = f"cinegraph_oban_test_{uuid.uuid4().hex[:12]}"
+    name = f"cinegraph_oban_fixture_{uuid.uuid4().hex[:12]}"
     info = psycopg.conninfo.conninfo_to_dict(server)
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(render("demo/create_database.sql.j2", database=name).encode())

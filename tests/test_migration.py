@@ -32,6 +32,8 @@ from cinegraph_oban.migration import CRASH_VARIABLE, DEFAULT_VERSION, RemoveRedu
 from conftest import ObanDatabase
 from tests import strategies as s
 
+pytest_plugins = ["pytester"]
+
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 JSON_NULL = object()  # a jsonb column holding the JSON value null, not SQL NULL
 
@@ -414,3 +416,57 @@ def test_jobs_inserted_and_run_by_other_sessions_during_up_are_untouched(oban: O
         row = rows[job_id]
         assert row["meta"] == {"import_type": "full"} and "archived_from" not in row["args"]
         assert row["state"] in ("completed", "executing")
+
+
+def test_live_checks_before_after_and_for_the_new_worker(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 12)
+    oban.conn.execute("UPDATE legacy.skipped_imports SET checked_at = '10000-01-01' WHERE id = 5")
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    before = {(f.table, f.kind): f.example_ids for f in m.verify().findings}
+    assert before == {("skipped_imports", "time outside years 1..9999 (unreadable in Python)"): (5,)}
+    oban.conn.execute("UPDATE legacy.skipped_imports SET checked_at = '2025-01-01' WHERE id = 5")
+    m.up()
+    assert m.verify().findings == []
+    oban.conn.execute(
+        'UPDATE oban_jobs SET meta = meta || \'{"title": "tampered"}\' WHERE args @> \'{"archived_from": "failed_imdb_lookups", "legacy_id": 3}\''
+    )
+    oban.conn.execute('DELETE FROM oban_jobs WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 7}\'')
+    job = oban.client().insert(
+        Job.new("Cinegraph.Workers.TMDbDetailsWorker", {"tmdb_id": 1}, meta={"failure_reason": "no_tmdb_match"})
+    )
+    after = {(f.table, f.kind): f.example_ids for f in m.verify().findings}
+    assert after == {
+        ("failed_imdb_lookups", "different"): (3,),
+        ("skipped_imports", "missing"): (7,),
+        ("oban_jobs", "failed lookup without imdb_id"): (job.id,),
+        ("oban_jobs", "failed lookup without source"): (job.id,),
+    }
+    result = run_cli(
+        "migrate",
+        "verify",
+        "--database-url",
+        oban.dsn,
+        "--schema",
+        "legacy",
+        "--export-dir",
+        str(tmp_path / "export"),
+        "--json",
+    )
+    assert result.returncode == 1 and "tampered" not in result.stderr and '"kind": "different"' in result.stdout
+
+
+def test_verify_as_pytest_items(oban: ObanDatabase, tmp_path: Path, pytester: pytest.Pytester) -> None:
+    oban.client().insert(
+        Job.new(
+            "Cinegraph.Workers.TMDbDetailsWorker",
+            {"tmdb_id": 1},
+            meta={"failure_reason": "no_tmdb_match", "imdb_id": "tt1"},
+        )
+    )
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--cinegraph-oban-verify={oban.dsn}", f"--cinegraph-oban-export-dir={tmp_path}"
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*failed lookup without source*"])

@@ -43,6 +43,6 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}")
     result.assert_outcomes(passed=4)
     leftovers = oban.conn.execute(
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'cinegraph_oban_test_%'"
+        "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'cinegraph_oban_fixture_')"
     ).fetchone()
     assert leftovers == (0,)

@@ -5,7 +5,8 @@ The public API is re-exported here; everything else may change.
 
 from __future__ import annotations
 
-from cinegraph_oban.client import Oban
+from cinegraph_oban.async_client import AsyncOban
+from cinegraph_oban.client import InsertedJobs, Oban
 from cinegraph_oban.errors import (
     CinegraphObanError,
     DatabaseUnavailableError,
@@ -41,9 +42,11 @@ __all__ = [
     "JOB_STATES",
     "LATEST_VERSION",
     "TMDB_DETAILS_WORKER",
+    "AsyncOban",
     "CinegraphObanError",
     "DatabaseUnavailableError",
     "FailedLookup",
+    "InsertedJobs",
     "Job",
     "JobNotFoundError",
     "JobQuery",

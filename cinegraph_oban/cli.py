@@ -647,3 +647,69 @@ def export_command(database_url: str, prefix: str, schema: str, version: int, ex
             click.echo(
                 f"{table}: {entry['rows']} rows -> {export_dir / entry['file']} (sha256 {entry['sha256'][:16]}...)"
             )
+
+
+@main.command("jobs")
+@database_url_option(required=True)
+@prefix_option
+@json_option
+@click.option("--worker", help="Worker module (an Elixir. prefix is dropped).")
+@click.option("--state", "states", multiple=True, help="Job state; repeat for several.")
+@click.option("--queue", help="Queue name.")
+@click.option("--meta", "meta_pairs", multiple=True, help="key=value that meta must contain; repeat for several.")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows, newest first (0: all).")
+@friendly_errors
+def jobs_command(
+    database_url: str,
+    prefix: str,
+    as_json: bool,
+    worker: str | None,
+    states: tuple[str, ...],
+    queue: str | None,
+    meta_pairs: tuple[str, ...],
+    limit: int,
+) -> None:
+    """List jobs by worker, state, queue and meta (containment, served by Oban's GIN index)."""
+    from cinegraph_oban.queries import jobs, read_jobs
+
+    query = jobs(prefix)
+    if worker:
+        query = query.worker(worker)
+    if states:
+        try:
+            query = query.states(*states)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--state") from exc
+    if queue:
+        query = query.queue(queue)
+    pairs: dict[str, str] = {}
+    for pair in meta_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--meta")
+        pairs[key] = value
+    if pairs:
+        query = query.meta_contains(pairs)
+    query = query.order_by(query.table.c.id.desc()).limit(limit or None)
+    with Oban.connect(database_url, prefix=prefix) as oban:
+        oban.schema()
+        rows = list(read_jobs(oban.connection, query))
+    shown = [
+        {
+            "id": r["id"],
+            "state": r["state"],
+            "queue": r["queue"],
+            "worker": r["worker"],
+            "args": r["args"],
+            "meta": r["meta"],
+            "attempt": r["attempt"],
+            "inserted_at": r["inserted_at"].isoformat(),
+        }
+        for r in rows
+    ]
+    _emit(
+        shown,
+        ["id", "state", "queue", "worker", "args", "meta", "attempt", "inserted_at"],
+        "json" if as_json else "table",
+        "Jobs",
+    )

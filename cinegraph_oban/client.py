@@ -22,11 +22,10 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
-from cinegraph_oban.connections import atomic, to_psycopg
+from cinegraph_oban.connections import atomic, redact_dsn, to_psycopg
 from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect
-from cinegraph_oban.templates import render
 from cinegraph_oban.workers import WorkerRegistry
 
 __all__ = ["InsertedJobs", "Oban"]
@@ -35,11 +34,6 @@ __all__ = ["InsertedJobs", "Oban"]
 COPY_THRESHOLD = 500
 #: Jobs per COPY chunk: bounds the memory a large, streamed insert_all holds beyond its result.
 COPY_CHUNK = 10_000
-
-
-_GENERIC_PLANS = render("jobs/generic_plans.sql.j2").encode()
-_BEGIN = render("jobs/begin.sql.j2").encode()
-_COMMIT = render("jobs/commit.sql.j2").encode()
 
 
 def _row_to_job(row: dict[str, Any]) -> Job:
@@ -126,7 +120,7 @@ class Oban:
             conn = psycopg.connect(dsn, autocommit=True, **connect_kwargs)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(
-                f"cannot connect to {_redact(dsn)}: {str(exc).strip().splitlines()[0]}; "
+                f"cannot connect to {redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}; "
                 "check the URL, that PostgreSQL is running, and the credentials"
             ) from exc
         return cls(conn, prefix=prefix, registry=registry, owns_connection=True)
@@ -189,15 +183,16 @@ class Oban:
         # lookup and COMMIT go out in one pipeline: one round trip, and the lookup's snapshot is
         # still taken after the lock is granted, because it is a statement of its own.
         own_transaction = pg.autocommit
+        begin, generic_plans, commit = statements.transaction_sql()
         try:
             with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:
-                    cur.execute(_BEGIN)
-                    cur.execute(_GENERIC_PLANS)
+                    cur.execute(begin)
+                    cur.execute(generic_plans)
                 cur.execute(lock.sql, lock.params)
                 found.execute(lookup.sql, lookup.params)
                 if own_transaction:
-                    cur.execute(_COMMIT)
+                    cur.execute(commit)
                 row = found.fetchone()
         except BaseException:
             if own_transaction and pg.info.transaction_status != pq.TransactionStatus.IDLE:
@@ -272,13 +267,3 @@ class Oban:
             if notify is not None:
                 cur.execute(notify.sql, notify.params)
         return InsertedJobs(jobs, ids, nows, nows)
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for error messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "the given database URL"
-    info.pop("password", None)
-    return " ".join(f"{k}={v}" for k, v in info.items()) or "the default database"

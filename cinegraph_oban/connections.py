@@ -7,8 +7,8 @@ committed here, and the caller's own commit or rollback decides for our rows too
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -17,7 +17,17 @@ from psycopg import pq
 from cinegraph_oban.errors import CinegraphObanError
 from cinegraph_oban.templates import render
 
-__all__ = ["atomic", "to_psycopg"]
+__all__ = ["async_atomic", "atomic", "redact_dsn", "to_async_psycopg", "to_psycopg"]
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for error messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the given database URL"
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items()) or "the default database"
 
 
 def to_psycopg(conn: Any) -> psycopg.Connection[Any]:
@@ -60,4 +70,40 @@ def atomic(conn: psycopg.Connection[Any]) -> Iterator[None]:
         # caller's transaction first so that ours becomes a savepoint inside it.
         conn.execute(render("jobs/open_transaction.sql.j2").encode())
     with conn.transaction():
+        yield
+
+
+async def to_async_psycopg(conn: Any) -> psycopg.AsyncConnection[Any]:
+    """The psycopg AsyncConnection behind `conn` (SQLAlchemy AsyncConnection or AsyncSession too)."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        AsyncConnection = AsyncSession = None  # type: ignore[assignment,misc]
+    if AsyncSession is not None and isinstance(conn, AsyncSession):
+        conn = await conn.connection()
+    if AsyncConnection is not None and isinstance(conn, AsyncConnection):
+        if not conn.in_transaction():
+            await conn.begin()
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, psycopg.AsyncConnection):
+            return driver
+        raise CinegraphObanError(
+            f"conn= needs psycopg 3 underneath, but this SQLAlchemy engine uses {type(driver).__module__}; "
+            "create the engine with a postgresql+psycopg:// URL"
+        )
+    raise CinegraphObanError(
+        "conn= takes a psycopg.AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession; "
+        f"got {type(conn).__name__}"
+    )
+
+
+@asynccontextmanager
+async def async_atomic(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """`atomic` for async connections: a transaction of its own, or a savepoint in the caller's."""
+    if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        await conn.execute(render("jobs/open_transaction.sql.j2").encode())
+    async with conn.transaction():
         yield

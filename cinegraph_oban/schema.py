@@ -164,13 +164,22 @@ class ObanSchema:
 def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanSchema:
     """Read the Oban installation under `prefix`, or say clearly why it cannot be used."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(render("schema/detect.sql.j2").encode(), {"prefix": prefix})
+        cur.execute(detect_sql(), {"prefix": prefix})
         row = cur.fetchone()
     assert row is not None
+    return schema_from_catalog(row, prefix, conn.info.dbname)
+
+
+def detect_sql() -> bytes:
+    return render("schema/detect.sql.j2").encode()
+
+
+def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSchema:
+    """The ObanSchema a `schema/detect` row describes (shared by the sync and async clients)."""
     if not row["table_exists"]:
         raise UnsupportedSchemaError(
             f"no Oban jobs table: {prefix}.oban_jobs does not exist in database "
-            f"{conn.info.dbname!r}. Run Oban's migrations (Oban.Migration.up(version: 14)), "
+            f"{dbname!r}. Run Oban's migrations (Oban.Migration.up(version: 14)), "
             f"`cinegraph-oban schema install`, or pass the right --prefix"
         )
     comment = row["version_comment"]

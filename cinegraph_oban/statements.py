@@ -76,6 +76,16 @@ def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
 
 
 @cache
+def transaction_sql() -> tuple[bytes, bytes, bytes]:
+    """BEGIN, the generic-plan setting for the unique insert, and COMMIT."""
+    return (
+        render("jobs/begin.sql.j2").encode(),
+        render("jobs/generic_plans.sql.j2").encode(),
+        render("jobs/commit.sql.j2").encode(),
+    )
+
+
+@cache
 def _insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
     return render("jobs/insert_job.sql.j2", prefix=prefix, scheduled=scheduled, notify=notify).encode()
 

@@ -131,3 +131,31 @@ def test_failures_and_skipped_as_table_json_and_csv(oban: ObanDatabase) -> None:
     assert csv_out[1].startswith("278,Shawshank,quality_criteria,")
     bad = run("failures", "--database-url", oban.dsn, "--since", "yesterday")
     assert bad.returncode == 2 and "duration like 7d" in bad.stderr
+
+
+def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
+    _outcomes(oban)
+    listed = json.loads(
+        run(
+            "jobs", "--database-url", oban.dsn, "--json", "--state", "cancelled", "--meta", "source=oscar_import"
+        ).stdout
+    )
+    assert [r["args"]["imdb_id"] for r in listed] == ["tt1"]
+    assert (
+        len(
+            json.loads(
+                run(
+                    "jobs",
+                    "--database-url",
+                    oban.dsn,
+                    "--json",
+                    "--worker",
+                    "Elixir.Cinegraph.Workers.TMDbDetailsWorker",
+                ).stdout
+            )
+        )
+        == 4
+    )
+    bad = run("jobs", "--database-url", oban.dsn, "--state", "sleeping")
+    assert bad.returncode == 2 and "unknown job states" in bad.stderr
+    assert "Jobs" in run("jobs", "--database-url", oban.dsn).stdout

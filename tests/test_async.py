@@ -1,0 +1,119 @@
+"""AsyncOban: the same behaviour as the sync client, on async connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from cinegraph_oban import AsyncOban, Job, Oban, UnsupportedSchemaError, ValidationError
+from cinegraph_oban import client as client_module
+from conftest import ObanDatabase
+
+TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_insert_writes_the_same_row_as_the_sync_client(oban_any: ObanDatabase) -> None:
+    job = Job.new(
+        TMDB, {"imdb_id": "tt1", "source": "oscar_import"}, meta={"import_type": "canonical"}, tags=["A"], unique=False
+    )
+
+    async def go() -> Job:
+        async with await AsyncOban.connect(oban_any.dsn, prefix=oban_any.prefix) as oban:
+            return await oban.insert(job)
+
+    stored = run(go())
+    synced = Oban(oban_any.conn, prefix=oban_any.prefix).insert(job)
+    a, b = oban_any.rows(f"id = {stored.id}")[0], oban_any.rows(f"id = {synced.id}")[0]
+    for row in (a, b):
+        for column in ("id", "inserted_at", "scheduled_at"):
+            row.pop(column)
+    assert a == b
+    assert stored.queue == "tmdb" and stored.max_attempts == 5
+
+
+def test_unique_and_schema_errors(oban_any: ObanDatabase) -> None:
+    async def go() -> tuple[Job, Job]:
+        async with await AsyncOban.connect(oban_any.dsn, prefix=oban_any.prefix) as oban:
+            first = await oban.insert(Job.new(TMDB, {"imdb_id": "tt9", "source": "x"}))
+            again = await oban.insert(Job.new(TMDB, {"imdb_id": "tt9", "source": "y"}))
+            if oban_any.version < 14:
+                with pytest.raises(UnsupportedSchemaError):
+                    await oban.insert(Job.new(TMDB, {"n": 1}, state="suspended", unique=False))
+            return first, again
+
+    first, again = run(go())
+    assert again.conflict and again.id == first.id and oban_any.count() == 1
+
+
+async def agen(n: int) -> AsyncIterator[Job]:
+    for i in range(n):
+        yield Job.new(TMDB, {"tmdb_id": i}, queue="tmdb" if i % 2 else "imports", unique=False)
+
+
+@pytest.mark.parametrize("size", [7, client_module.COPY_THRESHOLD + 3])
+def test_insert_all_lists_and_async_iterables_in_order(oban: ObanDatabase, size: int) -> None:
+    async def go() -> tuple[Any, Any]:
+        async with await AsyncOban.connect(oban.dsn) as client:
+            from_list = await client.insert_all([Job.new(TMDB, {"tmdb_id": i}, unique=False) for i in range(size)])
+            from_agen = await client.insert_all(agen(size))
+            return from_list, from_agen
+
+    from_list, from_agen = run(go())
+    assert [j.args["tmdb_id"] for j in from_list] == list(range(size)) == [j.args["tmdb_id"] for j in from_agen]
+    assert from_list.ids == sorted(from_list.ids) and oban.count() == 2 * size
+
+
+def test_all_or_nothing_and_the_callers_transaction(oban: ObanDatabase) -> None:
+    bad = Job.new(TMDB, {"n": -1}, unique=False)
+    object.__setattr__(bad, "queue", "")
+
+    async def go() -> None:
+        conn = await psycopg.AsyncConnection.connect(oban.dsn)
+        client = AsyncOban()
+        async with conn:
+            kept = await client.insert(Job.new(TMDB, {"n": 0}, unique=False), conn=conn)
+            with pytest.raises(psycopg.errors.CheckViolation):
+                await client.insert_all(
+                    [*[Job.new(TMDB, {"n": i}, unique=False) for i in range(1, 600)], bad], conn=conn
+                )
+            await conn.commit()
+            assert kept.id is not None
+            await client.insert(Job.new(TMDB, {"n": 99}, unique=False), conn=conn)
+            await conn.rollback()
+
+    run(go())
+    assert [r["args"] for r in oban.rows()] == [{"n": 0}]
+
+
+def test_sqlalchemy_async_connection_and_session(oban: ObanDatabase) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    async def go() -> None:
+        engine = create_async_engine(oban.dsn.replace("postgresql://", "postgresql+psycopg://"))
+        client = AsyncOban()
+        async with engine.connect() as conn:
+            await client.insert(Job.new(TMDB, {"n": 1}, unique=False), conn=conn)
+            await conn.rollback()
+        async with engine.connect() as conn:
+            await client.insert_all([Job.new(TMDB, {"n": 2}, unique=False)], conn=conn)
+            await conn.commit()
+        async with AsyncSession(engine) as session:
+            await client.insert(Job.new(TMDB, {"n": 3}, unique=False), conn=session)
+            await session.commit()
+        await engine.dispose()
+
+    run(go())
+    assert sorted(r["args"]["n"] for r in oban.rows()) == [2, 3]
+
+
+def test_validation_still_happens_before_anything_is_sent() -> None:
+    with pytest.raises(ValidationError):
+        Job.new("Mailer")

@@ -12,7 +12,6 @@ the same SQL templates), the job model, schema parsing and `InsertedJobs`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from datetime import datetime
 from itertools import islice
 from typing import Any
 
@@ -22,7 +21,7 @@ from psycopg.copy import AsyncQueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
-from cinegraph_oban.client import COPY_CHUNK, COPY_THRESHOLD, InsertedJobs
+from cinegraph_oban.client import COPY_CHUNK, COPY_THRESHOLD, BulkInsert, InsertedJobs, check_small_batch
 from cinegraph_oban.connections import async_atomic, redact_dsn, to_async_psycopg
 from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
 from cinegraph_oban.job import Job
@@ -148,48 +147,31 @@ class AsyncOban:
         if not first:
             return InsertedJobs([], [], [], [])
         if len(first) < COPY_THRESHOLD:
-            for index, job in enumerate(first):
-                schema.check_job(job, where=f"job #{index}")
-            statement = statements.insert_all_statement(first, schema)
+            statement = check_small_batch(schema, first)
             async with pg.cursor() as cur:
                 await cur.execute(statement.sql, statement.params)
                 rows = await cur.fetchall()
-            return InsertedJobs(first, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+            return InsertedJobs.from_rows(first, rows)
         rest = _chunks(_after(first, chunks), COPY_CHUNK)
         return await self._copy_all(pg, schema, rest)
 
     async def _copy_all(
         self, pg: psycopg.AsyncConnection[Any], schema: ObanSchema, chunks: AsyncIterator[list[Job]]
     ) -> InsertedJobs:
-        jobs: list[Job] = []
-        ids: list[int] = []
-        nows: list[datetime] = []
-        queues: dict[str, None] = {}
+        bulk = BulkInsert(schema)
         async with async_atomic(pg), pg.cursor() as cur:
             async for chunk in chunks:
-                for index, job in enumerate(chunk, start=len(jobs)):
-                    schema.check_job(job, where=f"job #{index}")
-                    if job.state == "available":
-                        queues[job.queue] = None
-                reserve = statements.reserve_ids_statement(len(chunk), schema)
+                reserve = bulk.check(chunk)
                 await cur.execute(reserve.sql, reserve.params)
-                reserved = await cur.fetchall()
-                now = reserved[0][1]
-                chunk_ids = [row[0] for row in reserved]
-                scheduled = any(job.scheduled_at is not None for job in chunk)
-                row_now = now if scheduled else None
-                copy_sql = statements.copy_statement(schema, scheduled=scheduled)
+                copy_sql, types, rows = bulk.copy(chunk, await cur.fetchall())
                 async with cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur)) as copy:
-                    copy.set_types(statements.copy_types(schema, scheduled=scheduled))
-                    for job, job_id in zip(chunk, chunk_ids, strict=True):
-                        await copy.write_row(statements.copy_row(job, job_id, row_now))
-                jobs.extend(chunk)
-                ids.extend(chunk_ids)
-                nows.extend([now] * len(chunk))
-            notify = statements.notify_statement(queues, schema)
+                    copy.set_types(types)
+                    for row in rows:
+                        await copy.write_row(row)
+            notify = bulk.notify()
             if notify is not None:
                 await cur.execute(notify.sql, notify.params)
-        return InsertedJobs(jobs, ids, nows, nows)
+        return bulk.result()
 
 
 async def _after(first: list[Job], chunks: AsyncIterator[list[Job]]) -> AsyncIterator[Job]:

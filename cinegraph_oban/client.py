@@ -61,6 +61,11 @@ class InsertedJobs(Sequence[Job]):
         self._inserted_at = inserted_at
         self._scheduled_at = scheduled_at
 
+    @classmethod
+    def from_rows(cls, jobs: list[Job], rows: list[tuple[Any, ...]]) -> InsertedJobs:
+        """From the (id, inserted_at, scheduled_at) rows of the one-statement path."""
+        return cls(jobs, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
     def __len__(self) -> int:
         return len(self._jobs)
 
@@ -87,6 +92,58 @@ class InsertedJobs(Sequence[Job]):
 
     def __repr__(self) -> str:
         return f"<InsertedJobs: {len(self)} jobs, ids {self.ids[:1]}..{self.ids[-1:]}>"
+
+
+class BulkInsert:
+    """The bookkeeping of one streamed COPY insert_all, shared by the sync and async clients:
+    checking each chunk against the schema, the COPY of a chunk with its reserved ids, the
+    notifications, and the result."""
+
+    def __init__(self, schema: ObanSchema) -> None:
+        self.schema = schema
+        self.jobs: list[Job] = []
+        self.ids: list[int] = []
+        self.nows: list[datetime] = []
+        self.queues: dict[str, None] = {}
+
+    def check(self, chunk: list[Job]) -> statements.Statement:
+        """Raise if a job of the chunk does not fit; the statement that reserves its ids."""
+        for index, job in enumerate(chunk, start=len(self.jobs)):
+            self.schema.check_job(job, where=f"job #{index}")
+            if job.state == "available":
+                self.queues[job.queue] = None
+        return statements.reserve_ids_statement(len(chunk), self.schema)
+
+    def copy(
+        self, chunk: list[Job], reserved: list[tuple[Any, ...]]
+    ) -> tuple[bytes, list[str], Iterator[tuple[Any, ...]]]:
+        """(COPY statement, column types, rows) for a chunk and its reserved (id, now) rows."""
+        now = reserved[0][1]
+        chunk_ids = [row[0] for row in reserved]
+        scheduled = any(job.scheduled_at is not None for job in chunk)
+        row_now = now if scheduled else None
+        self.jobs.extend(chunk)
+        self.ids.extend(chunk_ids)
+        self.nows.extend([now] * len(chunk))
+        rows = (statements.copy_row(job, job_id, row_now) for job, job_id in zip(chunk, chunk_ids, strict=True))
+        return (
+            statements.copy_statement(self.schema, scheduled=scheduled),
+            statements.copy_types(self.schema, scheduled=scheduled),
+            rows,
+        )
+
+    def notify(self) -> statements.Statement | None:
+        return statements.notify_statement(self.queues, self.schema)
+
+    def result(self) -> InsertedJobs:
+        return InsertedJobs(self.jobs, self.ids, self.nows, self.nows)
+
+
+def check_small_batch(schema: ObanSchema, jobs: list[Job]) -> statements.Statement:
+    """Raise if a job does not fit; the one statement that inserts a small batch."""
+    for index, job in enumerate(jobs):
+        schema.check_job(job, where=f"job #{index}")
+    return statements.insert_all_statement(jobs, schema)
 
 
 class Oban:
@@ -216,13 +273,11 @@ class Oban:
         if not first:
             return InsertedJobs([], [], [], [])
         if len(first) < COPY_THRESHOLD:
-            for index, job in enumerate(first):
-                schema.check_job(job, where=f"job #{index}")
-            statement = statements.insert_all_statement(first, schema)
+            statement = check_small_batch(schema, first)
             with pg.cursor() as cur:
                 cur.execute(statement.sql, statement.params)
                 rows = cur.fetchall()
-            return InsertedJobs(first, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+            return InsertedJobs.from_rows(first, rows)
         return self._copy_all(pg, schema, first, iterator)
 
     def _copy_all(
@@ -232,38 +287,21 @@ class Oban:
         first: list[Job],
         rest: Iterator[Job],
     ) -> InsertedJobs:
-        jobs: list[Job] = []
-        ids: list[int] = []
-        nows: list[datetime] = []
-        queues: dict[str, None] = {}
+        bulk = BulkInsert(schema)
         chunk = first
         with atomic(pg), pg.cursor() as cur:
             while chunk:
-                offset = len(jobs)
-                for index, job in enumerate(chunk, start=offset):
-                    schema.check_job(job, where=f"job #{index}")
-                    if job.state == "available":
-                        queues[job.queue] = None
-                reserve = statements.reserve_ids_statement(len(chunk), schema)
+                reserve = bulk.check(chunk)
                 cur.execute(reserve.sql, reserve.params)
-                reserved = cur.fetchall()
-                now = reserved[0][1]
-                chunk_ids = [row[0] for row in reserved]
-                scheduled = any(job.scheduled_at is not None for job in chunk)
-                row_now = now if scheduled else None
+                copy_sql, types, rows = bulk.copy(chunk, cur.fetchall())
                 # The queued writer sends from a thread of its own, so building the next rows
                 # overlaps with the server indexing the previous ones.
-                with cur.copy(
-                    statements.copy_statement(schema, scheduled=scheduled), writer=QueuedLibpqWriter(cur)
-                ) as copy:
-                    copy.set_types(statements.copy_types(schema, scheduled=scheduled))
-                    for job, job_id in zip(chunk, chunk_ids, strict=True):
-                        copy.write_row(statements.copy_row(job, job_id, row_now))
-                jobs.extend(chunk)
-                ids.extend(chunk_ids)
-                nows.extend([now] * len(chunk))
+                with cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row(row)
                 chunk = list(islice(rest, COPY_CHUNK))
-            notify = statements.notify_statement(queues, schema)
+            notify = bulk.notify()
             if notify is not None:
                 cur.execute(notify.sql, notify.params)
-        return InsertedJobs(jobs, ids, nows, nows)
+        return bulk.result()

@@ -28,7 +28,7 @@ from cinegraph_oban import engine
 from cinegraph_oban.client import Oban
 from cinegraph_oban.errors import DatabaseUnavailableError
 from cinegraph_oban.job import Job
-from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables
+from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from cinegraph_oban.outcomes import record_failed_lookup, record_skipped_import
 from cinegraph_oban.queries import failed_lookups, quality_skipped_imports, read_failed_lookups, read_skipped_imports
 from cinegraph_oban.records import FailedLookup, SkippedImport
@@ -122,7 +122,7 @@ def _legacy_content(conn: psycopg.Connection[Any], schema: str, rows: int) -> di
                 inserted_at=stamp,
                 updated_at=stamp,
             )
-            conn.execute(render("demo/insert_failed_lookup.sql.j2", schema=schema).encode(), _params(record))
+            insert_legacy_row(conn, schema, record)
         else:
             skipped += 1
             analysis = {"tmdb_id": args["tmdb_id"], "failed_criteria": ["votes", "popularity"][: 1 + n % 2]}
@@ -135,20 +135,10 @@ def _legacy_content(conn: psycopg.Connection[Any], schema: str, rows: int) -> di
                 checked_at=utc_now(),
                 inserted_at=utc_now(),
             )
-            conn.execute(render("demo/insert_skipped_import.sql.j2", schema=schema).encode(), _params(record_s))
+            insert_legacy_row(conn, schema, record_s)
     for table in ("failed_imdb_lookups", "skipped_imports"):
         conn.execute(render("demo/reset_sequence.sql.j2", schema=schema, table=table).encode())
     return {"failed_imdb_lookups": failed, "skipped_imports": skipped}
-
-
-def _params(record: Any) -> dict[str, Any]:
-    from psycopg.types.json import Jsonb
-
-    values = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "table"}
-    for name in ("metadata", "criteria_failed"):
-        if name in values and values[name] is not None:
-            values[name] = Jsonb(values[name])
-    return values
 
 
 def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Console | None = None) -> DemoResult:

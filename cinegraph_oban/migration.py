@@ -41,6 +41,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from cinegraph_oban.errors import (
     DatabaseUnavailableError,
@@ -48,6 +49,7 @@ from cinegraph_oban.errors import (
     UnsupportedSchemaError,
     VerificationError,
 )
+from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.schema import detect
 from cinegraph_oban.templates import render, render_statements
 from cinegraph_oban.timestamps import utc_now
@@ -61,6 +63,7 @@ __all__ = [
     "MigrationSummary",
     "RemoveRedundantImportTables",
     "create_legacy_tables",
+    "insert_legacy_row",
 ]
 
 #: The Ecto migration version recorded in schema_migrations (configurable).
@@ -158,6 +161,23 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
     for table in LEGACY_TABLES:
         for statement in render_statements(f"legacy/create_{table}.sql.j2", schema=schema):
             conn.execute(statement.encode())
+
+
+def insert_legacy_row(
+    conn: psycopg.Connection[Any], schema: str, record: FailedLookup | SkippedImport, *, json_null: bool = False
+) -> None:
+    """Write one row the way the old worker did, id included. A None metadata/criteria_failed is
+    SQL NULL, or the jsonb value null with `json_null=True`."""
+    values = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "table"}
+    for name in ("metadata", "criteria_failed"):
+        if name in values and (values[name] is not None or json_null):
+            values[name] = Jsonb(values[name])
+    template = (
+        "legacy/insert_failed_lookup.sql.j2"
+        if isinstance(record, FailedLookup)
+        else "legacy/insert_skipped_import.sql.j2"
+    )
+    conn.execute(render(template, schema=schema).encode(), values)
 
 
 class RemoveRedundantImportTables:

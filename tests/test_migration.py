@@ -28,52 +28,19 @@ from cinegraph_oban import (
     read_failed_lookups,
     read_skipped_imports,
 )
-from cinegraph_oban.migration import CRASH_VARIABLE, DEFAULT_VERSION, RemoveRedundantImportTables, create_legacy_tables
+from cinegraph_oban.migration import (
+    CRASH_VARIABLE,
+    DEFAULT_VERSION,
+    RemoveRedundantImportTables,
+    create_legacy_tables,
+    insert_legacy_row,
+)
 from conftest import ObanDatabase
 from tests import strategies as s
 
 pytest_plugins = ["pytester"]
 
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
-JSON_NULL = object()  # a jsonb column holding the JSON value null, not SQL NULL
-
-
-def add_failed(conn: psycopg.Connection[Any], schema: str, row: FailedLookup, metadata: Any = None) -> None:
-    value = row.metadata if metadata is None else metadata
-    conn.execute(
-        f'INSERT INTO "{schema}".failed_imdb_lookups (id, imdb_id, title, year, source, source_key, reason, metadata, '
-        "retry_count, last_retry_at, inserted_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)".encode(),
-        (
-            row.id,
-            row.imdb_id,
-            row.title,
-            row.year,
-            row.source,
-            row.source_key,
-            row.reason,
-            Jsonb(None) if value is JSON_NULL else (None if value is None else Jsonb(value)),
-            row.retry_count,
-            row.last_retry_at,
-            row.inserted_at,
-            row.updated_at,
-        ),
-    )
-
-
-def add_skipped(conn: psycopg.Connection[Any], schema: str, row: SkippedImport) -> None:
-    conn.execute(
-        f'INSERT INTO "{schema}".skipped_imports (id, tmdb_id, title, reason, criteria_failed, checked_at, inserted_at) '
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)".encode(),
-        (
-            row.id,
-            row.tmdb_id,
-            row.title,
-            row.reason,
-            None if row.criteria_failed is None else Jsonb(row.criteria_failed),
-            row.checked_at,
-            row.inserted_at,
-        ),
-    )
 
 
 def snapshot(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
@@ -114,9 +81,12 @@ def sample_rows(conn: psycopg.Connection[Any], schema: str = "public", count: in
             source_key="1001_movies",
             metadata={"n": n},
         )
-        add_failed(conn, schema, _with_id(failed, n), metadata=JSON_NULL if n % 7 == 0 else None)
+        json_null = n % 7 == 0  # every seventh holds the jsonb value null, not SQL NULL
+        insert_legacy_row(
+            conn, schema, _with_id(replace(failed, metadata=None) if json_null else failed, n), json_null=json_null
+        )
         criteria = None if n % 5 == 0 else {"failed_criteria": ["votes"]}
-        add_skipped(conn, schema, _with_id(SkippedImport.new(n, title=f"Soft {n}", criteria_failed=criteria), n))
+        insert_legacy_row(conn, schema, _with_id(SkippedImport.new(n, title=f"Soft {n}", criteria_failed=criteria), n))
     conn.execute(f"SELECT setval('\"{schema}\".failed_imdb_lookups_id_seq', {count})".encode())
     conn.execute(f"SELECT setval('\"{schema}\".skipped_imports_id_seq', {count})".encode())
 
@@ -169,9 +139,9 @@ def test_round_trip_for_any_legacy_content(
         conn.execute("DROP SCHEMA IF EXISTS rtjobs CASCADE")
         setup(conn, prefix="rtjobs", schema="rt")
         for n, row in enumerate(failed, start=1):
-            add_failed(conn, "rt", _with_id(row, n))
+            insert_legacy_row(conn, "rt", _with_id(row, n))
         for n, row in enumerate(skipped, start=1):
-            add_skipped(conn, "rt", _with_id(row, n))
+            insert_legacy_row(conn, "rt", _with_id(row, n))
         before = snapshot(conn, "rt")
         m = migration(db_dsn, tmp_path_factory.mktemp("rt"), prefix="rtjobs", schema="rt", batch_size=3)
         m.up()
@@ -244,7 +214,7 @@ def test_rows_written_during_up_are_archived_and_rerun_is_a_no_op(oban: ObanData
         if step == "backfill failed_imdb_lookups" and not written:
             written.append(1)
             with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
-                add_failed(conn, "legacy", _with_id(FailedLookup.new("tt-late", "oscar_import"), 11))
+                insert_legacy_row(conn, "legacy", _with_id(FailedLookup.new("tt-late", "oscar_import"), 11))
 
     m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress)
     summary = m.up()

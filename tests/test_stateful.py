@@ -28,7 +28,7 @@ from cinegraph_oban import (
     record_failed_lookup,
     record_skipped_import,
 )
-from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables
+from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from tests import strategies as s
 
 TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
@@ -68,43 +68,14 @@ class ImportLifecycle(RuleBasedStateMachine):
         row = replace(
             record, id=len(self.legacy_failed) + 1, metadata={"k": 1} if record.metadata is None else record.metadata
         )
-        self.conn.execute(
-            "INSERT INTO sm.failed_imdb_lookups (id, imdb_id, title, year, source, source_key, reason, metadata, retry_count, "
-            "last_retry_at, inserted_at, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            (
-                row.id,
-                row.imdb_id,
-                row.title,
-                row.year,
-                row.source,
-                row.source_key,
-                row.reason,
-                psycopg.types.json.Jsonb(row.metadata),
-                row.retry_count,
-                row.last_retry_at,
-                row.inserted_at,
-                row.updated_at,
-            ),
-        )
+        insert_legacy_row(self.conn, "sm", row)
         self.legacy_failed[row.id or 0] = replace(row, metadata=self._normalised(row.metadata))
 
     @precondition(lambda self: not self.migrated)
     @rule(record=s.skipped_imports(with_id=False))
     def old_worker_writes_a_skipped_import(self, record: SkippedImport) -> None:
         row = replace(record, id=len(self.legacy_skipped) + 1)
-        self.conn.execute(
-            "INSERT INTO sm.skipped_imports (id, tmdb_id, title, reason, criteria_failed, checked_at, inserted_at) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-            (
-                row.id,
-                row.tmdb_id,
-                row.title,
-                row.reason,
-                None if row.criteria_failed is None else psycopg.types.json.Jsonb(row.criteria_failed),
-                row.checked_at,
-                row.inserted_at,
-            ),
-        )
+        insert_legacy_row(self.conn, "sm", row)
         self.legacy_skipped[row.id or 0] = replace(row, criteria_failed=self._normalised(row.criteria_failed))
 
     def _normalised(self, value: Any) -> Any:

@@ -252,19 +252,21 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
         label, "ratio: unique / no unique", median_rate(default["unique"]) / median_rate(default["no unique"]), "x"
     )
 
-    # Opt-in tuning, measured: GIN without the pending list (inserts update the index directly).
-    conn.execute("ALTER INDEX oban_jobs_args_index SET (fastupdate = off)")
-    conn.execute("ALTER INDEX oban_jobs_meta_index SET (fastupdate = off)")
+    # Opt-in tuning of Oban's indexes, measured: a short GIN pending list (64 kB instead of the
+    # 4 MB default), so every search scans little of it and inserts merge it more often.
+    conn.execute("ALTER INDEX oban_jobs_args_index SET (gin_pending_list_limit = 64)")
+    conn.execute("ALTER INDEX oban_jobs_meta_index SET (gin_pending_list_limit = 64)")
     tuned: dict[str, list[float]] = {"no unique": [], "unique": [], "elixir": []}
     for n in range(repeat * 2):
         cycle(tuned, elixir=False, unique_first=n % 2 == 0)
-    conn.execute("ALTER INDEX oban_jobs_args_index RESET (fastupdate)")
-    conn.execute("ALTER INDEX oban_jobs_meta_index RESET (fastupdate)")
-    bench.record(label, "with fastupdate=off: Oban.insert, no unique", median_rate(tuned["no unique"]), "jobs/s")
-    bench.record(label, "with fastupdate=off: Oban.insert, unique", median_rate(tuned["unique"]), "jobs/s")
+    conn.execute("ALTER INDEX oban_jobs_args_index RESET (gin_pending_list_limit)")
+    conn.execute("ALTER INDEX oban_jobs_meta_index RESET (gin_pending_list_limit)")
+    tuned_label = "with gin_pending_list_limit=64kB"
+    bench.record(label, f"{tuned_label}: Oban.insert, no unique", median_rate(tuned["no unique"]), "jobs/s")
+    bench.record(label, f"{tuned_label}: Oban.insert, unique", median_rate(tuned["unique"]), "jobs/s")
     bench.record(
         label,
-        "with fastupdate=off: ratio unique / no unique",
+        f"{tuned_label}: ratio unique / no unique",
         median_rate(tuned["unique"]) / median_rate(tuned["no unique"]),
         "x",
     )

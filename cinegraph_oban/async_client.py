@@ -120,12 +120,11 @@ class AsyncOban:
             return job.stored(row[0], row[1], row[2])
         lock, lookup = statements.unique_statements(job, schema)
         own_transaction = pg.autocommit
-        begin, generic_plans, commit = statements.transaction_sql()
+        begin, commit = statements.transaction_sql()
         try:
             async with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:
                     await cur.execute(begin)
-                    await cur.execute(generic_plans)
                 await cur.execute(lock.sql, lock.params)
                 await found.execute(lookup.sql, lookup.params)
                 if own_transaction:

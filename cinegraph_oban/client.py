@@ -240,12 +240,11 @@ class Oban:
         # lookup and COMMIT go out in one pipeline: one round trip, and the lookup's snapshot is
         # still taken after the lock is granted, because it is a statement of its own.
         own_transaction = pg.autocommit
-        begin, generic_plans, commit = statements.transaction_sql()
+        begin, commit = statements.transaction_sql()
         try:
             with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:
                     cur.execute(begin)
-                    cur.execute(generic_plans)
                 cur.execute(lock.sql, lock.params)
                 found.execute(lookup.sql, lookup.params)
                 if own_transaction:

@@ -76,13 +76,9 @@ def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
 
 
 @cache
-def transaction_sql() -> tuple[bytes, bytes, bytes]:
-    """BEGIN, the generic-plan setting for the unique insert, and COMMIT."""
-    return (
-        render("jobs/begin.sql.j2").encode(),
-        render("jobs/generic_plans.sql.j2").encode(),
-        render("jobs/commit.sql.j2").encode(),
-    )
+def transaction_sql() -> tuple[bytes, bytes]:
+    """BEGIN and COMMIT, for the unique insert on an autocommit connection."""
+    return render("jobs/begin.sql.j2").encode(), render("jobs/commit.sql.j2").encode()
 
 
 @cache

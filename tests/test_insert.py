@@ -414,3 +414,25 @@ def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "oban_jobs_args_index" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_unique_lookup_settles_on_the_prepared_generic_plan(oban: ObanDatabase) -> None:
+    # A custom plan for the lookup costs more to make than the lookup costs to run; the args
+    # are read through a sub-select so that PostgreSQL switches to the generic plan after its
+    # five custom ones, on the caller's connection too, without any setting.
+    client = Oban(oban.conn)
+    client.insert_all(
+        Job.new(TMDB, {"imdb_id": f"tt{i:07d}", "source": "canonical_import"}, unique=False) for i in range(20_000)
+    )
+    oban.conn.execute("VACUUM ANALYZE oban_jobs")
+    for i in range(20):
+        client.insert(Job.new(TMDB, {"imdb_id": f"tt9{i:06d}", "source": "canonical_import"}))
+    with oban.conn.transaction():
+        rows = oban.conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%candidates%'"
+        ).fetchall()
+    assert len(rows) == 1, rows
+    generic, custom = rows[0]
+    # psycopg prepares the statement after its first few runs; PostgreSQL then makes five
+    # custom plans and, when they cost no less than the generic one, only the generic plan.
+    assert custom == 5 and generic >= 5, rows

@@ -18,14 +18,15 @@ from typing import Any, TypeVar
 import click
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cinegraph_oban import __version__
 from cinegraph_oban.client import Oban
 from cinegraph_oban.errors import CinegraphObanError
+from cinegraph_oban.health import Health, health
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
-from cinegraph_oban.templates import render
 
 __all__ = ["main"]
 
@@ -104,10 +105,10 @@ def schema() -> None:
 @json_option
 @friendly_errors
 def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
-    """The detected Oban version, states, column types and indexes."""
+    """The detected Oban version, states, column types and indexes, and the table's health."""
     with Oban.connect(database_url, prefix=prefix) as oban:
         found = oban.schema()
-        count = oban.connection.execute(render("jobs/count.sql.j2", prefix=prefix).encode()).fetchone()
+        checked = health(oban.connection, prefix)
     info = {
         "prefix": found.prefix,
         "version": found.version,
@@ -118,15 +119,44 @@ def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
         "max_priority": found.max_priority,
         "indexes": list(found.indexes),
         "check_constraints": list(found.check_constraints),
-        "jobs": count[0] if count else 0,
+        "jobs": sum(checked.jobs_by_state.values()),
     }
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps({**info, "health": checked.to_dict()}, indent=2))
         return
+    console = Console()
     table = Table(title=f"Oban schema under prefix {prefix!r}", show_header=False)
     for key, value in info.items():
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
-    Console().print(table)
+    console.print(table)
+    console.print(_health_table(checked))
+    if not checked.pending_lists_measured:
+        console.print("GIN pending lists: not measured (CREATE EXTENSION pgstattuple to see them)")
+    for warning in checked.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    if not checked.warnings:
+        console.print("no warnings")
+
+
+def _health_table(h: Health) -> Table:
+    table = Table(title=f"{h.prefix}.oban_jobs health", show_header=False)
+    table.add_row("jobs by state", ", ".join(f"{state} {n:,}" for state, n in h.jobs_by_state.items()) or "none")
+    table.add_row("live / dead row versions", f"{h.live_rows:,} / {h.dead_rows:,}")
+    table.add_row("last vacuum / analyze", f"{h.last_vacuum or 'never'} / {h.last_analyze or 'never'}")
+    table.add_row("size (table / with indexes)", f"{h.table_bytes / 2**20:,.1f} MiB / {h.total_bytes / 2**20:,.1f} MiB")
+    for gin in h.gin_indexes:
+        pending = (
+            f"{gin.pending_tuples:,} rows in {gin.pending_pages:,} pages pending"
+            if gin.pending_pages is not None
+            else "pending list not measured"
+        )
+        limit = f", gin_pending_list_limit {gin.pending_limit_kb} kB" if gin.pending_limit_kb is not None else ""
+        table.add_row(gin.index, f"{gin.bytes / 2**20:,.1f} MiB, fastupdate {gin.fastupdate}{limit}, {pending}")
+    for queue in h.queues:
+        table.add_row(
+            f"queue {queue.queue}", f"{queue.available:,} available, oldest waiting {queue.oldest_wait_seconds:,.0f} s"
+        )
+    return table
 
 
 @schema.command("install")

@@ -137,6 +137,14 @@ class ObanSchema:
                 f"migrate Oban to version 14 or use another state"
             )
         problems: list[Problem] = []
+        if job.id is not None:
+            problems.append(
+                Problem(
+                    "id",
+                    f"this job is already stored (id {job.id}): inserting it again would write a second "
+                    "row, past its uniqueness check; build a new one with Job.new(...)",
+                )
+            )
         if job.priority > self.max_priority:
             problems.append(
                 Problem(

@@ -436,3 +436,15 @@ def test_unique_lookup_settles_on_the_prepared_generic_plan(oban: ObanDatabase) 
     # psycopg prepares the statement after its first few runs; PostgreSQL then makes five
     # custom plans and, when they cost no less than the generic one, only the generic plan.
     assert custom == 5 and generic >= 5, rows
+
+
+def test_a_stored_job_is_not_inserted_again(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    stored = client.insert(Job.new(TMDB, {"imdb_id": "tt0111161", "source": "canonical_import"}))
+    for again in (lambda: client.insert(stored), lambda: client.insert_all([stored])):
+        with pytest.raises(ValidationError, match=rf"id: this job is already stored \(id {stored.id}\)"):
+            again()
+    many = client.insert_all([Job.new(TMDB, {"tmdb_id": n}, unique=False) for n in range(600)])
+    with pytest.raises(ValidationError, match="job #599"):
+        client.insert_all([Job.new(TMDB, {"tmdb_id": n}, unique=False) for n in range(599)] + [many[0]])
+    assert oban.count() == 601, "nothing was written twice"

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -44,6 +44,15 @@ settings.register_profile(
     deadline=None,
     max_examples=1_000,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+# Mutation testing (docs/mutation-testing.md): the same fixed examples as `ci`, but a failing
+# example is reported as found instead of shrunk; shrinking a mutant's failure is what made a
+# run of a few seconds take minutes.
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    print_blob=False,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

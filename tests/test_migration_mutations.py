@@ -1,0 +1,377 @@
+"""The migration's SQL against its contract, row by row (the checks the SQL-template mutation tester,
+tests/mutation/sql_mutants.py, showed were missing): the archival jobs hold exactly the Python meta
+contract, verify and the live checks report every kind of difference, and nothing that is not an
+archival job is counted, compared, restored or deleted."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cinegraph_oban import FailedLookup, Job, SkippedImport, install, to_meta
+from cinegraph_oban.migration import DEFAULT_VERSION, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.workers import TMDB_DETAILS_WORKER
+from conftest import ObanDatabase
+from tests.test_migration import migration, sample_rows, setup_legacy, snapshot
+
+WORKER = TMDB_DETAILS_WORKER.name
+FAILED = [
+    FailedLookup(
+        id=1,
+        imdb_id="tt0111161",
+        source="canonical_import",
+        reason="no_tmdb_match",
+        title="The Shawshank Redemption",
+        year=1994,
+        source_key="1001_movies",
+        metadata={"list_position": 7},
+        retry_count=2,
+        last_retry_at=datetime(2025, 8, 5, 10, 0, 1),
+        inserted_at=datetime(2025, 8, 4, 9, 30),
+        updated_at=datetime(2025, 8, 4, 9, 30, 2),
+    ),
+    FailedLookup(
+        id=2,
+        imdb_id="tt0068646",
+        source="oscar_import",
+        reason="tmdb_error",
+        metadata=None,
+        retry_count=None,
+        inserted_at=datetime(2025, 8, 4, 9, 31),
+        updated_at=datetime(2025, 8, 4, 9, 31),
+    ),
+]
+SKIPPED = [
+    SkippedImport(
+        id=1,
+        tmdb_id=278,
+        title="The Shawshank Redemption",
+        reason="quality_criteria",
+        criteria_failed={"failed_criteria": ["votes"]},
+        checked_at=datetime(2025, 8, 3, 12, 53, 42, 123456),
+        inserted_at=datetime(2025, 8, 3, 12, 53, 42, 5),
+    ),
+    SkippedImport(id=2, tmdb_id=238, reason=None, criteria_failed=None, inserted_at=datetime(2025, 8, 3, 12, 53, 42)),
+]
+
+
+def legacy_rows(conn: psycopg.Connection[Any]) -> None:
+    for record in [*FAILED, *SKIPPED][::-1]:  # the table's physical order is not its id order
+        insert_legacy_row(conn, "legacy", record)
+
+
+def archival_jobs(db: ObanDatabase, table: str) -> list[dict[str, Any]]:
+    return db.rows(f'args @> \'{{"archived_from": "{table}"}}\'')
+
+
+def test_archival_jobs_hold_the_python_meta_contract_exactly(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    legacy_rows(oban.conn)
+    started = utc_now()
+    migration(oban.dsn, tmp_path, schema="legacy").up()
+    finished = utc_now()
+    for table, records, state in (
+        ("failed_imdb_lookups", FAILED, "discarded"),
+        ("skipped_imports", SKIPPED, "completed"),
+    ):
+        jobs = sorted(archival_jobs(oban, table), key=lambda j: j["args"]["legacy_id"])
+        # The SQL writes, key for key and to the character, what records.to_meta writes.
+        assert [j["meta"] for j in jobs] == [to_meta(r) for r in records]
+        for job, record in zip(jobs, records, strict=True):
+            assert job["args"] == {"archived_from": table, "legacy_id": record.id, "legacy_rows": len(records)}
+            assert (job["state"], job["queue"], job["worker"]) == (state, TMDB_DETAILS_WORKER.queue, WORKER)
+            assert (job["attempt"], job["max_attempts"]) == (1, TMDB_DETAILS_WORKER.max_attempts)
+            assert job["tags"] == ["legacy-import-archive"]
+            # The job finished at migration time, so Oban's Pruner counts its max_age from now.
+            finished_at = job[f"{state}_at"]
+            assert started <= finished_at <= finished
+            assert job["scheduled_at"] == job["attempted_at"] == finished_at
+            assert job["completed_at" if state == "discarded" else "discarded_at"] is None
+
+
+def test_the_export_lists_rows_in_id_order_and_names_sql_null_jsonb(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    for n, metadata in ((3, {"a": 1}), (1, None), (2, None)):  # written out of id order
+        row = replace(FAILED[1], id=n, imdb_id=f"tt{n}", metadata=metadata)
+        insert_legacy_row(oban.conn, "legacy", row, json_null=n == 2)
+    insert_legacy_row(oban.conn, "legacy", SkippedImport(tmdb_id=5, inserted_at=datetime(2025, 1, 1), id=4))
+    insert_legacy_row(
+        oban.conn, "legacy", SkippedImport(tmdb_id=6, inserted_at=datetime(2025, 1, 1), id=5), json_null=True
+    )
+    migration(oban.dsn, tmp_path, schema="legacy").up()
+    lines: dict[str, list[Any]] = {}
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        with gzip.open(tmp_path / "export" / f"{table}.jsonl.gz", "rt") as export:
+            lines[table] = [json.loads(line) for line in export]
+    assert [(e["row"]["id"], e["sql_nulls"]) for e in lines["failed_imdb_lookups"]] == [
+        (1, ["metadata"]),
+        (2, []),
+        (3, []),
+    ]
+    assert [(e["row"]["id"], e["sql_nulls"]) for e in lines["skipped_imports"]] == [(4, ["criteria_failed"]), (5, [])]
+
+
+def test_verify_reports_each_kind_of_difference_in_order(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 25)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    with psycopg.connect(oban.dsn, autocommit=True) as conn:
+        for table in ("failed_imdb_lookups", "skipped_imports"):
+            m._backfill(conn, table, 25, utc_now(), batch=100)
+    oban.conn.execute("UPDATE legacy.failed_imdb_lookups SET retry_count = 9 WHERE id > 2")  # 23 rows differ
+    oban.conn.execute("DELETE FROM legacy.failed_imdb_lookups WHERE id = 1")  # its job is now orphaned
+    oban.conn.execute(
+        "INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, attempt, completed_at) "
+        "SELECT state, queue, worker, args, meta, tags, max_attempts, attempt, completed_at FROM oban_jobs "
+        'WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 5}\''
+    )
+    oban.conn.execute('DELETE FROM oban_jobs WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 7}\'')
+    findings = [(f.table, f.kind, f.rows, f.example_ids) for f in m.verify().findings]
+    assert findings == [
+        ("failed_imdb_lookups", "different", 23, tuple(range(3, 23))),  # the first 20 ids, of 23
+        ("failed_imdb_lookups", "orphaned", 1, (1,)),
+        ("skipped_imports", "duplicated", 1, (5,)),
+        ("skipped_imports", "missing", 1, (7,)),
+    ]
+
+
+def test_verify_before_up_names_times_python_cannot_read(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 4)
+    conn = oban.conn
+    conn.execute("UPDATE legacy.skipped_imports SET checked_at = '9999-12-31 23:59:59.999999' WHERE id = 1")
+    conn.execute("UPDATE legacy.skipped_imports SET inserted_at = '0001-01-01 00:00:00' WHERE id = 2")
+    conn.execute("UPDATE legacy.failed_imdb_lookups SET last_retry_at = '0001-12-31 23:59:59 BC' WHERE id = 3")
+    conn.execute("UPDATE legacy.failed_imdb_lookups SET updated_at = '10000-01-01' WHERE id = 4")
+    findings = [
+        (f.table, f.kind, f.example_ids) for f in migration(oban.dsn, tmp_path, schema="legacy").verify().findings
+    ]
+    kind = "time outside years 1..9999 (unreadable in Python)"
+    # A BC date also loses its era in the meta's ISO text.
+    assert findings == [("failed_imdb_lookups", kind, (3, 4)), ("failed_imdb_lookups", "would not round-trip", (3,))]
+
+
+def test_live_checks_name_new_worker_outcomes_missing_a_contract_key(oban: ObanDatabase, tmp_path: Path) -> None:
+    client = oban.client()
+    tmdb_ids = count(1)
+
+    def job(meta: dict[str, Any], state: str, worker: str = WORKER, **args: Any) -> int:
+        inserted = client.insert(Job.new(worker, {"tmdb_id": next(tmdb_ids), **args}, meta=meta))
+        oban.conn.execute("UPDATE oban_jobs SET state = %s WHERE id = %s", (state, inserted.id))
+        return int(inserted.id or 0)
+
+    complete = {"failure_reason": "no_tmdb_match", "imdb_id": "tt1", "source": "canonical_import"}
+    soft = {"import_type": "soft", "tmdb_id": 1, "reason": "quality_criteria", "quality_criteria_failed": {}}
+    job(complete, "discarded")  # fine
+    job(soft, "completed")  # fine
+    no_source = [job({k: v for k, v in complete.items() if k != "source"}, "cancelled") for _ in range(21)]
+    no_imdb_id = job({k: v for k, v in complete.items() if k != "imdb_id"}, "discarded")
+    completed_failure = job(complete, "completed")
+    bare_soft = job({"import_type": "soft"}, "completed")
+    job({"import_type": "soft"}, "executing")  # no outcome yet
+    job({"failure_reason": "no_tmdb_match"}, "discarded", worker="MyApp.OtherWorker")  # not the worker
+    job({"failure_reason": "no_tmdb_match"}, "discarded", archived_from="failed_imdb_lookups")  # an archival job
+    old = job({"failure_reason": "no_tmdb_match"}, "discarded")
+    oban.conn.execute("UPDATE oban_jobs SET inserted_at = inserted_at - interval '8 days' WHERE id = %s", (old,))
+    findings = [(f.kind, f.rows, f.example_ids) for f in migration(oban.dsn, tmp_path).verify().findings]
+    assert findings == [
+        ("failed lookup in state completed (expected cancelled or discarded)", 1, (completed_failure,)),
+        ("failed lookup without imdb_id", 1, (no_imdb_id,)),
+        ("failed lookup without source", 21, tuple(no_source[:20])),
+        ("soft import without quality_criteria_failed", 1, (bare_soft,)),
+        ("soft import without reason", 1, (bare_soft,)),
+        ("soft import without tmdb_id", 1, (bare_soft,)),
+    ]
+
+
+def test_jobs_that_only_look_archival_are_never_counted_compared_or_deleted(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 5)
+    before = snapshot(oban.conn, "legacy")
+    foreign = oban.client().insert(
+        Job.new("MyApp.ArchiveWorker", {"archived_from": "failed_imdb_lookups", "legacy_id": 1, "legacy_rows": 99})
+    )
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    summary = m.up()
+    assert summary.archived == {"failed_imdb_lookups": 5, "skipped_imports": 5}
+    assert m.status()["tables"]["failed_imdb_lookups"]["archived_jobs"] == 5
+    assert m.verify().findings == []
+    m.down()
+    assert snapshot(oban.conn, "legacy") == before
+    assert oban.rows("args ? 'archived_from'") == oban.rows(f"id = {foreign.id}")
+
+
+def test_preflight_warns_about_recent_writes_to_either_column(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    # A column added and dropped again leaves the table in its original shape.
+    oban.conn.execute("ALTER TABLE legacy.skipped_imports ADD COLUMN note text")
+    oban.conn.execute("ALTER TABLE legacy.skipped_imports DROP COLUMN note")
+    long_ago, now = datetime(2025, 1, 1), utc_now().replace(microsecond=0)
+    insert_legacy_row(oban.conn, "legacy", FailedLookup("tt1", "x", "no_tmdb_match", long_ago, now, id=1))
+    insert_legacy_row(oban.conn, "legacy", SkippedImport(tmdb_id=1, inserted_at=now, checked_at=long_ago, id=1))
+    summary = migration(oban.dsn, tmp_path, schema="legacy").up()
+    assert [w.split(" was written to at ")[0] for w in summary.warnings] == ["failed_imdb_lookups", "skipped_imports"]
+    # Only old rows: no warning (another schema, with its own Oban prefix).
+    oban.conn.execute("CREATE SCHEMA quiet")
+    create_legacy_tables(oban.conn, "quiet")
+    install(oban.conn, 14, "quietjobs")
+    quiet = migration(oban.dsn, tmp_path / "quiet", schema="quiet", prefix="quietjobs")
+    insert_legacy_row(oban.conn, "quiet", FailedLookup("tt1", "x", "no_tmdb_match", long_ago, long_ago, id=1))
+    assert quiet.up().warnings == []
+
+
+def test_down_of_empty_tables_starts_their_ids_at_one(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    m.down()
+    assert oban.conn.execute("SELECT nextval('legacy.failed_imdb_lookups_id_seq')").fetchone() == (1,)
+    assert oban.conn.execute("SELECT nextval('legacy.skipped_imports_id_seq')").fetchone() == (1,)
+
+
+def test_recording_for_ecto_is_utc_to_the_second_and_tolerates_an_existing_row(
+    oban: ObanDatabase, tmp_path: Path
+) -> None:
+    setup_legacy(oban.conn, oban)
+    # The migration's own sessions run in another zone; Ecto's inserted_at is still naive UTC.
+    oban.conn.execute(f"ALTER DATABASE \"{oban.conn.info.dbname}\" SET timezone = 'America/New_York'".encode())
+    started = utc_now().replace(microsecond=0)
+    migration(oban.dsn, tmp_path, schema="legacy").up()
+    [(version, inserted_at)] = oban.conn.execute("SELECT version, inserted_at FROM legacy.schema_migrations").fetchall()
+    assert (
+        version == DEFAULT_VERSION
+        and started <= inserted_at <= utc_now() + timedelta(seconds=1)
+        and inserted_at.microsecond == 0
+    )
+    # Marked as run by hand, yet the tables are still there: up migrates and keeps the one row.
+    m = migration(oban.dsn, tmp_path / "again", schema="legacy")
+    m.down()
+    oban.conn.execute("INSERT INTO legacy.schema_migrations VALUES (%s, '2025-01-01')", (DEFAULT_VERSION,))
+    m.up()
+    assert oban.conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (1,)
+
+
+def test_compat_views_rebuild_both_tables_with_their_column_types(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    legacy_rows(oban.conn)
+    before = snapshot(oban.conn, "legacy")
+    migration(oban.dsn, tmp_path, schema="legacy", compat_views=True).up()
+    after = snapshot(oban.conn, "legacy")
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        assert after[table]["rows"] == before[table]["rows"]
+        assert [t[:2] for t in after[table]["types"]] == [t[:2] for t in before[table]["types"]]
+
+
+def test_the_audit_log_keeps_every_row_in_the_shape_ecto_gives_it(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    legacy_rows(oban.conn)
+    # Each legacy row as its JSON, failed lookups first, each table in id order; skipped_imports'
+    # microsecond times cut to the audit log's timestamp(0).
+    expected = oban.conn.execute(
+        "SELECT * FROM (SELECT 'failed_lookup', to_jsonb(f), f.inserted_at, f.updated_at, f.id "
+        "FROM legacy.failed_imdb_lookups f UNION ALL SELECT 'quality_skip', to_jsonb(s), "
+        "date_trunc('second', s.inserted_at), date_trunc('second', s.inserted_at), s.id "
+        "FROM legacy.skipped_imports s) AS rows ORDER BY 1, 5"
+    ).fetchall()
+    migration(oban.dsn, tmp_path, schema="legacy", audit_log=True).up()
+    conn = oban.conn
+    got = conn.execute("SELECT import_type, details, inserted_at, updated_at FROM legacy.import_audit_log ORDER BY id")
+    assert got.fetchall() == [row[:4] for row in expected]
+    columns = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull, pg_get_expr(adbin, adrelid) FROM pg_attribute "
+        "LEFT JOIN pg_attrdef ON adrelid = attrelid AND adnum = attnum "
+        "WHERE attrelid = 'legacy.import_audit_log'::regclass AND attnum > 0 ORDER BY attnum"
+    ).fetchall()
+    assert columns == [
+        ("id", "bigint", True, "nextval('legacy.import_audit_log_id_seq'::regclass)"),
+        ("import_type", "character varying(255)", True, None),
+        ("details", "jsonb", True, "'{}'::jsonb"),
+        ("inserted_at", "timestamp(0) without time zone", True, None),
+        ("updated_at", "timestamp(0) without time zone", True, None),
+    ]
+
+
+def test_rows_written_during_up_come_back_with_down(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    written: list[int] = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step == "backfill failed_imdb_lookups" and not written:
+            written.append(11)
+            with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
+                insert_legacy_row(conn, "legacy", replace(FailedLookup.new("tt-late", "oscar_import"), id=11))
+
+    m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress)
+    m.up()
+    m.down()
+    assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (11,)
+
+
+#: One change per column, each to its own row: verify compares whole rows, every column.
+COLUMN_CHANGES = {
+    "failed_imdb_lookups": [
+        "imdb_id = 'tt-other'",
+        "title = 'Other'",
+        "year = year + 1",
+        "source = 'other_import'",
+        "source_key = 'other'",
+        "reason = 'other'",
+        """metadata = '{"other": 1}'""",
+        "retry_count = 7",
+        "last_retry_at = '2020-01-01'",
+        "inserted_at = inserted_at - interval '1 day'",
+        "updated_at = updated_at - interval '1 day'",
+    ],
+    "skipped_imports": [
+        "tmdb_id = tmdb_id + 1000",
+        "title = 'Other'",
+        "reason = 'other'",
+        "criteria_failed = '[]'",
+        "checked_at = '2020-01-01'",
+        "inserted_at = inserted_at - interval '1 microsecond'",
+    ],
+}
+
+
+def test_verify_notices_a_change_in_any_single_column(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 12)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    with psycopg.connect(oban.dsn, autocommit=True) as conn:
+        for table in COLUMN_CHANGES:
+            m._backfill(conn, table, 12, utc_now(), batch=100)
+    for table, changes in COLUMN_CHANGES.items():
+        for legacy_id, change in enumerate(changes, start=1):
+            oban.conn.execute(f"UPDATE legacy.{table} SET {change} WHERE id = {legacy_id}".encode())
+    findings = [(f.table, f.kind, f.example_ids) for f in m.verify().findings]
+    assert findings == [
+        ("failed_imdb_lookups", "different", tuple(range(1, 12))),
+        ("skipped_imports", "different", tuple(range(1, 7))),
+    ]
+
+
+def test_verify_after_up_compares_the_export_with_the_archival_jobs(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 25)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    assert m.verify().findings == []
+    oban.conn.execute(
+        """UPDATE oban_jobs SET meta = meta || '{"title": "tampered"}' """
+        """WHERE args @> '{"archived_from": "failed_imdb_lookups"}' AND (args->>'legacy_id')::int % 2 = 0"""
+    )
+    oban.conn.execute("""DELETE FROM oban_jobs WHERE args @> '{"archived_from": "skipped_imports", "legacy_id": 3}'""")
+    findings = [(f.table, f.kind, f.rows, f.example_ids) for f in m.verify().findings]
+    assert findings == [
+        ("failed_imdb_lookups", "different", 12, tuple(range(2, 25, 2))),
+        ("skipped_imports", "missing", 1, (3,)),
+    ]

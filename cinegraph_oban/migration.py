@@ -246,6 +246,7 @@ class RemoveRedundantImportTables:
         drop += [self._text("backfill", table=t) for t in LEGACY_TABLES]
         drop += [self._text("legacy_stats", table=t) for t in LEGACY_TABLES]
         drop += [self._text("archived_progress", table=t) for t in LEGACY_TABLES]
+        drop += [self._text("final_count", table=t) for t in LEGACY_TABLES]
         if self.audit_log:
             drop += [s for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
         drop.append(self._text("drop_legacy_tables"))
@@ -579,7 +580,7 @@ class RemoveRedundantImportTables:
                 summary.rows[table] = int(self._stats(conn, table)["rows"])
                 # Only rows written since the backfill are left: archived from where it stopped,
                 # counted from what it archived (no need to count the archival jobs again here).
-                archived, _ = self._backfill(
+                archived, last_id = self._backfill(
                     conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000), start=progress[table]
                 )
                 summary.archived[table] = archived
@@ -588,6 +589,8 @@ class RemoveRedundantImportTables:
                         f"{table}: {summary.rows[table]} rows but {archived} archival jobs after the final catch-up "
                         f"({before} rows at preflight); nothing was dropped"
                     )
+                if summary.rows[table] != before:
+                    conn.execute(self._sql("final_count", table=table), {"total": archived, "last_id": last_id})
             if self.audit_log:
                 for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
                     conn.execute(statement.encode())

@@ -9,20 +9,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import psycopg
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cinegraph_oban import __version__
 from cinegraph_oban.client import Oban
+from cinegraph_oban.connections import DatabaseUrlError, connect, normalize_dsn
 from cinegraph_oban.errors import CinegraphObanError
 from cinegraph_oban.health import Health, health
 from cinegraph_oban.job import Job
@@ -35,8 +38,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -59,12 +62,94 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    """A usage error as one line: the message and where the help is."""
+    message = " ".join(exc.format_message().split())
+    path = exc.ctx.command_path if exc.ctx is not None else "cinegraph-oban"
+    return f"{message} (see {path} --help)"
+
+
+class _Command(click.Command):
+    """A command whose usage errors know the command (for the `see ... --help` hint)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
+class _Group(click.Group):
+    """A group whose commands are `_Command`s and whose own usage errors know the group."""
+
+    command_class = _Command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
+class _Cli(_Group):
+    """The command group, printing every usage error as one line instead of click's Usage block."""
+
+    group_class = _Group
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(_usage_line(exc), exc.exit_code)
+        except click.ClickException as exc:
+            _fail(" ".join(exc.format_message().split()), exc.exit_code)
+        except click.Abort:
+            err_console.print()  # end the prompt's line
+            _fail("aborted; nothing was changed", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _database_url(required: bool) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            if required:
+                raise click.UsageError("no database given: pass --database-url or set DATABASE_URL", ctx=ctx)
+            return None
+        try:
+            return normalize_dsn(value)
+        except DatabaseUrlError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
+
+    return callback
+
+
 def database_url_option(required: bool) -> Callable[[F], F]:
+    """`--database-url URL`, or DATABASE_URL; Ecto and SQLAlchemy URLs are read as PostgreSQL's own."""
     return click.option(
         "--database-url",
         envvar="DATABASE_URL",
-        required=required,
-        help="PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1/cinegraph (or set DATABASE_URL).",
+        show_envvar=True,
+        metavar="URL",
+        callback=_database_url(required),
+        help="PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1/cinegraph; ecto://, postgres:// and "
+        "postgresql+psycopg:// URLs and libpq key=value work too."
+        + ("" if required else " Without one, a throwaway local PostgreSQL is started."),
     )
 
 
@@ -72,7 +157,7 @@ prefix_option = click.option("--prefix", default="public", show_default=True, he
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cinegraph-oban")
 def main() -> None:
     """Write Oban jobs from Python, record import outcomes in job meta, and retire Cinegraph's
@@ -170,12 +255,99 @@ def _health_table(h: Health) -> Table:
     show_default=True,
     help="Oban schema version to migrate up to.",
 )
+@click.option(
+    "--legacy-tables",
+    is_flag=True,
+    help="Also create Cinegraph's failed_imdb_lookups and skipped_imports (as the original Ecto migrations made "
+    "them) with sample rows, and schema_migrations: a scratch database to try `migrate` on.",
+)
+@click.option(
+    "--legacy-rows",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Sample rows in each legacy table (with --legacy-tables).",
+)
+@click.option("--schema", "legacy_schema", default="public", show_default=True, help="Schema of the legacy tables.")
 @friendly_errors
-def schema_install(database_url: str, prefix: str, version: int) -> None:
-    """Create or upgrade the Oban schema, as Oban.Migration.up(version: N) does."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+def schema_install(
+    database_url: str,
+    prefix: str,
+    version: int,
+    legacy_tables: bool,
+    legacy_rows: int,
+    legacy_schema: str,
+) -> None:
+    """Create or upgrade the Oban schema, as Oban.Migration.up(version: N) does.
+
+    With --legacy-tables, also Cinegraph's two legacy import tables with realistic rows, to try
+    `cinegraph-oban migrate` on a scratch database.
+    """
+    ctx = click.get_current_context()
+    if not legacy_tables:
+        for name, option in (("legacy_rows", "--legacy-rows"), ("legacy_schema", "--schema")):
+            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+                raise click.UsageError(f"{option} only applies with --legacy-tables", ctx=ctx)
+    with connect(database_url, autocommit=True) as conn:
+        if legacy_tables:
+            existing = _legacy_kinds(conn, legacy_schema)
+            if existing:
+                found_text = ", ".join(f"{t} ({kind})" for t, kind in existing.items())
+                _fail(
+                    f"the legacy tables already exist under schema {legacy_schema!r}: {found_text}; nothing was "
+                    "changed (drop them, or use another --schema)"
+                )
         found = install(conn, version, prefix)
-    click.echo(f"Oban schema under {prefix!r}: version {found} -> {version}")
+        if found > version:
+            click.echo(
+                f"Oban schema under {prefix!r} is already at version {found} (newer than {version}); nothing to do"
+            )
+        elif found == version:
+            click.echo(f"Oban schema under {prefix!r} is already at version {found}; nothing to do")
+        elif found == 0:
+            click.echo(f"Oban schema under {prefix!r}: installed version {version}")
+        else:
+            click.echo(f"Oban schema under {prefix!r}: upgraded from version {found} to {version}")
+        if legacy_tables:
+            _create_legacy_sample(conn, legacy_schema, legacy_rows)
+            click.echo(
+                f"legacy tables under {legacy_schema!r}: failed_imdb_lookups and skipped_imports with "
+                f"{legacy_rows:,} rows each, and {legacy_schema}.schema_migrations; next: cinegraph-oban migrate plan"
+                + ("" if legacy_schema == "public" else f" --schema {legacy_schema}")
+                + ("" if prefix == "public" else f" --prefix {prefix}")
+            )
+
+
+_RELATION_KINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "p": "a table", "f": "a foreign table"}
+
+
+def _legacy_kinds(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
+    """The legacy names that exist under `schema`, with what each is."""
+    from cinegraph_oban.migration import LEGACY_TABLES
+    from cinegraph_oban.templates import render
+
+    found: dict[str, str] = {}
+    for table in LEGACY_TABLES:
+        row = conn.execute(
+            render("migration/relation_kind.sql.j2").encode(), {"schema": schema, "name": table}
+        ).fetchone()
+        if row and row[0]:
+            found[table] = _RELATION_KINDS.get(row[0], f"relkind {row[0]}")
+    return found
+
+
+def _create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int) -> None:
+    """Both legacy tables as the Ecto migrations made them, `rows` sample rows each, and schema_migrations."""
+    from cinegraph_oban.migration import create_legacy_tables
+    from cinegraph_oban.templates import render, render_statements
+
+    with conn.transaction():
+        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode())
+        create_legacy_tables(conn, schema)
+        for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
+            conn.execute(statement.encode(), {"rows": rows})
+        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode())
 
 
 def _load_json_object(text: str, what: str) -> dict[str, Any]:
@@ -201,7 +373,8 @@ def _load_json_object(text: str, what: str) -> dict[str, Any]:
     "--file",
     "jobs_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON Lines file, one job per line: {worker, args, meta, queue, priority, ...}; inserted all or nothing.",
+    help="JSON Lines file, one job per line: {worker, args, meta, queue, priority, ...}; inserted all or nothing "
+    "as one bulk insert, like Oban's insert_all: uniqueness is NOT applied. Not with --worker, --args, --meta.",
 )
 @json_option
 @friendly_errors
@@ -217,13 +390,38 @@ def enqueue(
     jobs_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Enqueue one job, or a JSON Lines file of jobs."""
+    """Enqueue one job (the worker's unique options apply), or a JSON Lines file of jobs (a bulk
+    insert: no uniqueness, like Oban's insert_all)."""
     if jobs_file is not None:
-        jobs = list(_read_jobs_file(jobs_file))
+        ctx = click.get_current_context()
+        options = {
+            "worker": "--worker",
+            "args_text": "--args",
+            "meta_text": "--meta",
+            "queue": "--queue",
+            "priority": "--priority",
+            "schedule_in": "--schedule-in",
+        }
+        given = [flag for name, flag in options.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(
+                f"--file cannot be combined with {', '.join(given)}: each line of the file gives its own job", ctx=ctx
+            )
+        jobs = _read_jobs_file(jobs_file)
         with Oban.connect(database_url, prefix=prefix) as oban:
             inserted = oban.insert_all(jobs)
-        summary = {"inserted": len(inserted), "first_id": inserted[0].id if inserted else None}
-        click.echo(json.dumps(summary) if as_json else f"inserted {len(inserted)} jobs from {jobs_file}")
+        summary = {
+            "inserted": len(inserted),
+            "first_id": inserted[0].id if inserted else None,
+            "unique_applied": False,
+        }
+        if as_json:
+            click.echo(json.dumps(summary))
+        else:
+            click.echo(
+                f"inserted {len(inserted)} jobs from {jobs_file} as one bulk insert "
+                "(uniqueness is not applied to --file, as with Oban's insert_all)"
+            )
         return
     if not worker:
         raise click.UsageError("give --worker (and --args), or --file with JSON Lines")
@@ -239,43 +437,73 @@ def enqueue(
         stored = oban.insert(job)
     if as_json:
         click.echo(
-            json.dumps({"id": stored.id, "state": stored.state, "queue": stored.queue, "conflict": stored.conflict})
+            json.dumps(
+                {
+                    "id": stored.id,
+                    "worker": stored.worker,
+                    "state": stored.state,
+                    "queue": stored.queue,
+                    "conflict": stored.conflict,
+                }
+            )
         )
     else:
         note = " (an existing unique job)" if stored.conflict else ""
-        click.echo(f"job {stored.id} {stored.state} in queue {stored.queue!r}{note}")
+        resolved = f" (resolved from {worker!r})" if stored.worker != worker else ""
+        click.echo(f"job {stored.id} {stored.state} in queue {stored.queue!r}: {stored.worker}{resolved}{note}")
 
 
 _JOB_KEYS = {"worker", "args", "meta", "queue", "priority", "max_attempts", "tags", "schedule_in", "scheduled_at"}
+#: How many bad lines of a --file are reported one by one.
+_MAX_REPORTED_LINES = 20
 
 
 def _read_jobs_file(path: Path) -> Iterator[Job]:
+    """The jobs of a JSON Lines file, streamed. After the first bad line nothing more is yielded,
+    the rest is still read, and every bad line is reported at the end (CinegraphObanError), so
+    the all-or-nothing insert rolls back and inserts nothing."""
+    problems: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
-                spec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CinegraphObanError(
-                    f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); nothing was inserted"
-                ) from exc
-            if not isinstance(spec, dict) or "worker" not in spec:
-                raise CinegraphObanError(
-                    f"{where}: each line must be a JSON object with a 'worker'; nothing was inserted"
-                )
-            unknown = sorted(set(spec) - _JOB_KEYS)
-            if unknown:
-                raise CinegraphObanError(
-                    f"{where}: unknown keys {unknown}; known: {sorted(_JOB_KEYS)}; nothing was inserted"
-                )
-            if isinstance(spec.get("scheduled_at"), str):
-                spec["scheduled_at"] = datetime.fromisoformat(spec["scheduled_at"])
-            try:
-                yield Job.new(**spec)
+                job = _job_from_line(line)
             except CinegraphObanError as exc:
-                raise CinegraphObanError(f"{where}: {exc}; nothing was inserted") from exc
+                problems.append(f"{path}:{number}: {' '.join(str(exc).split())}")
+                continue
+            if not problems:
+                yield job
+    if problems:
+        shown = problems[:_MAX_REPORTED_LINES]
+        more = len(problems) - len(shown)
+        lines = "\n  ".join(shown) + (f"\n  and {more} more" if more else "")
+        raise CinegraphObanError(
+            f"{path}: {len(problems)} bad line{'s' if len(problems) != 1 else ''}; nothing was inserted\n  {lines}"
+        )
+
+
+def _job_from_line(line: str) -> Job:
+    try:
+        spec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CinegraphObanError(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(spec, dict) or "worker" not in spec:
+        raise CinegraphObanError("each line must be a JSON object with a 'worker'")
+    unknown = sorted(set(spec) - _JOB_KEYS)
+    if unknown:
+        raise CinegraphObanError(f"unknown keys {unknown}; known: {sorted(_JOB_KEYS)}")
+    if isinstance(spec.get("scheduled_at"), str):
+        try:
+            spec["scheduled_at"] = datetime.fromisoformat(spec["scheduled_at"])
+        except ValueError as exc:
+            raise CinegraphObanError(f"scheduled_at {spec['scheduled_at']!r} is not an ISO date/time") from exc
+    try:
+        return Job.new(**spec)
+    except CinegraphObanError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise CinegraphObanError(f"not a valid job: {exc}") from exc
 
 
 def _parse_since(value: str | None) -> datetime | None:
@@ -290,7 +518,20 @@ def _parse_since(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is neither an ISO date/time nor a duration like 7d, 12h or 30m") from exc
+        raise click.BadParameter(
+            f"{value!r} is neither an ISO date/time nor a duration like 7d, 12h or 30m", param_hint="--since"
+        ) from exc
+
+
+def _compact(value: Any) -> str:
+    """A cell's text: JSON for maps and lists (compact, as Elixir and psql show them), else str()."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return str(value)
+
+
+#: Longest text put in a table cell before rich cuts it to the column's width.
+_CELL_LIMIT = 200
 
 
 def _emit(rows: list[dict[str, Any]], columns: list[str], output: str, title: str) -> None:
@@ -306,13 +547,44 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], output: str, title: st
                 {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in row.items()}
             )
     else:
-        table = Table(title=title)
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*("" if row.get(c) is None else str(row.get(c))[:60] for c in columns))
+        from rich import box
+        from rich.text import Text
+
+        texts = [[_cell_text(row.get(column)) for column in columns] for row in rows]
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        for index, column in enumerate(columns):
+            natural = max([len(column), *(len(cells[index]) for cells in texts)])
+            # Short columns (ids, states, counts) keep their width; long ones give way, cut with "…".
+            table.add_column(column, overflow="ellipsis", no_wrap=natural <= _SHORT_COLUMN)
+        for cells in texts:
+            table.add_row(*(Text(text, overflow="ellipsis", no_wrap=True) for text in cells))
         Console().print(table)
         click.echo(f"{len(rows)} rows")
+
+
+#: Columns no wider than this are never narrowed in a table.
+_SHORT_COLUMN = 12
+_ISO_FRACTION = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?$")
+
+
+def _cell_text(value: Any) -> str:
+    """A table cell: compact JSON for maps and lists, timestamps to the second, long text cut."""
+    if value is None:
+        return ""
+    text = _compact(value)
+    if isinstance(value, str):
+        match = _ISO_FRACTION.match(text)
+        if match:
+            text = f"{match[1]} {match[2]}{match[3] or ''}"
+    if len(text) > _CELL_LIMIT:
+        text = text[: _CELL_LIMIT - 1] + "…"
+    return text
+
+
+def _output_format(as_json: bool, as_csv: bool = False) -> str:
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv cannot be used together; pick one")
+    return "json" if as_json else "csv" if as_csv else "table"
 
 
 def _output_options(func: F) -> F:
@@ -350,6 +622,7 @@ def failures(
     """IMDb ids TMDb had no match for (what failed_imdb_lookups held), newest first."""
     from cinegraph_oban.queries import failed_lookups, read_failed_lookups
 
+    output = _output_format(as_json, as_csv)
     query = failed_lookups(
         prefix=prefix, states=states or ("discarded", "cancelled"), source=source, since=_parse_since(since)
     )
@@ -358,7 +631,7 @@ def failures(
         oban.schema()
         rows = [_record_row(r) for r in read_failed_lookups(oban.connection, query)]
     columns = ["imdb_id", "title", "year", "source", "source_key", "reason", "retry_count", "inserted_at", "id"]
-    _emit(rows, columns, "json" if as_json else "csv" if as_csv else "table", "Failed IMDb lookups (no TMDb match)")
+    _emit(rows, columns, output, "Failed IMDb lookups (no TMDb match)")
 
 
 @main.command()
@@ -368,13 +641,14 @@ def skipped(database_url: str, prefix: str, since: str | None, limit: int, as_js
     """Movies soft-imported for failing the quality criteria (what skipped_imports held), newest first."""
     from cinegraph_oban.queries import quality_skipped_imports, read_skipped_imports
 
+    output = _output_format(as_json, as_csv)
     query = quality_skipped_imports(prefix=prefix, since=_parse_since(since))
     query = query.order_by(query.table.c.id.desc()).limit(limit or None)
     with Oban.connect(database_url, prefix=prefix) as oban:
         oban.schema()
         rows = [_record_row(r) for r in read_skipped_imports(oban.connection, query)]
     columns = ["tmdb_id", "title", "reason", "criteria_failed", "checked_at", "inserted_at", "id"]
-    _emit(rows, columns, "json" if as_json else "csv" if as_csv else "table", "Quality-filtered (soft) imports")
+    _emit(rows, columns, output, "Quality-filtered (soft) imports")
 
 
 def _record_row(record: Any) -> dict[str, Any]:
@@ -389,18 +663,42 @@ def indexes() -> None:
     """Opt-in partial indexes that make `failures` and `skipped` read a small index."""
 
 
+def _outcome_index_state(conn: psycopg.Connection[Any], prefix: str) -> dict[str, bool]:
+    """The opt-in indexes that exist under `prefix`, each with whether it is valid."""
+    from cinegraph_oban.queries import OUTCOME_INDEXES
+    from cinegraph_oban.templates import render
+
+    rows = conn.execute(
+        render("indexes/outcome_index_state.sql.j2").encode(), {"prefix": prefix, "names": list(OUTCOME_INDEXES)}
+    ).fetchall()
+    return {str(name): bool(valid) for name, valid in rows}
+
+
 @indexes.command("create")
 @database_url_option(required=True)
 @prefix_option
 @friendly_errors
 def indexes_create(database_url: str, prefix: str) -> None:
-    """Build the indexes CONCURRENTLY (inserts go on meanwhile)."""
+    """Build the indexes CONCURRENTLY (inserts go on meanwhile); those already there are kept."""
     from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
 
     with Oban.connect(database_url, prefix=prefix) as oban:
         oban.schema()
+        before = _outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix)
-    click.echo(f"created {', '.join(OUTCOME_INDEXES)} on {prefix}.oban_jobs")
+    invalid = [name for name, valid in before.items() if not valid]
+    for name in OUTCOME_INDEXES:
+        if name not in before:
+            click.echo(f"{name}: created on {prefix}.oban_jobs")
+        elif before[name]:
+            click.echo(f"{name}: already there on {prefix}.oban_jobs")
+        else:
+            click.echo(f"{name}: already there but INVALID (an earlier build failed half-way)")
+    if invalid:
+        _fail(
+            f"{', '.join(invalid)} {'is' if len(invalid) == 1 else 'are'} INVALID and unused by PostgreSQL: run "
+            "`cinegraph-oban indexes drop`, then `cinegraph-oban indexes create` again"
+        )
 
 
 @indexes.command("drop")
@@ -412,8 +710,10 @@ def indexes_drop(database_url: str, prefix: str) -> None:
     from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
 
     with Oban.connect(database_url, prefix=prefix) as oban:
+        before = _outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix, drop=True)
-    click.echo(f"dropped {', '.join(OUTCOME_INDEXES)} from {prefix}.oban_jobs")
+    for name in OUTCOME_INDEXES:
+        click.echo(f"{name}: {'dropped' if name in before else 'was not there'}")
 
 
 def _migration(
@@ -634,42 +934,117 @@ def migrate_down(
     _print_summary(summary, as_json)
 
 
+def _export_where(export_dir: Path) -> str:
+    """The export directory as shown to the user: absolute, and whether it is the default."""
+    default = click.get_current_context().get_parameter_source("export_dir") == ParameterSource.DEFAULT
+    return f"{export_dir.resolve()}" + (" (the default --export-dir)" if default else "")
+
+
 @migrate.command("status")
 @_migration_options
 @friendly_errors
 def migrate_status(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
-    """Where the migration stands: tables, archival jobs, the schema_migrations record."""
+    """Where the migration stands: tables, archival jobs, the schema_migrations record, the export."""
     status = _migration(database_url, prefix, schema, version, export_dir).status()
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        click.echo(json.dumps({**status, "export_dir": str(export_dir)}, indent=2))
         return
-    click.echo(
-        f"state: {status['state']}; recorded in schema_migrations: {status['recorded']}; export: {status['export']}"
-    )
+    recorded = {
+        True: f"recorded in {schema}.schema_migrations (version {version})",
+        False: f"not recorded in {schema}.schema_migrations (version {version})",
+        None: f"{schema}.schema_migrations does not exist",
+    }[status["recorded"]]
+    click.echo(f"RemoveRedundantImportTables: {status['state']}; {recorded}")
+    table = Table(title=f"legacy tables under schema {schema!r}")
+    table.add_column("table", no_wrap=True)
+    for column in ("present as", "rows", "archival jobs", "last archived id"):
+        table.add_column(column, justify="right" if column != "present as" else "left")
     for name, entry in status["tables"].items():
-        click.echo(f"  {name}: {entry}")
+        table.add_row(
+            name,
+            entry["present"],
+            f"{entry['rows']:,}" if "rows" in entry else "",
+            f"{entry['archived_jobs']:,}",
+            str(entry["last_archived_id"]) if entry["last_archived_id"] else "",
+        )
+    Console().print(table)
+    if status["export"]:
+        click.echo(f"export: manifest found at {Path(status['export']).resolve()}")
+    else:
+        click.echo(f"export: no manifest.json in {_export_where(export_dir)}")
 
 
 @migrate.command("verify")
 @_migration_options
 @friendly_errors
 def migrate_verify(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
-    """Compare every legacy row with its archival job (read-only); exits 1 on any finding."""
-    summary = _migration(database_url, prefix, schema, version, export_dir).verify()
+    """Compare every legacy row with its archival job (read-only); exits 1 on any finding, and when
+    the legacy tables are gone but no export is there to compare the archival jobs with."""
+    migration = _migration(database_url, prefix, schema, version, export_dir)
+    summary = migration.verify()
+    unverified: dict[str, int] = {}
+    if not (export_dir / "manifest.json").exists():
+        status = migration.status()
+        unverified = {
+            name: int(entry["archived_jobs"])
+            for name, entry in status["tables"].items()
+            if entry["present"] != "table" and entry["archived_jobs"]
+        }
+        if unverified:
+            # The library's notice says the same at more length; the failure line below says it once.
+            summary.notices = [n for n in summary.notices if "were not compared" not in n]
     _print_summary(summary, as_json)
     if summary.findings:
         for finding in summary.findings:
-            err_console.print(f"[red]finding:[/] {finding}")
+            err_console.print(f"[red]finding:[/] {escape(str(finding))}", highlight=False, soft_wrap=True)
+    if unverified:
+        jobs_text = ", ".join(f"{n:,} for {name}" for name, n in unverified.items())
+        _fail(
+            f"nothing verified the archival jobs ({jobs_text}): the legacy tables are gone and there is no export "
+            f"in {_export_where(export_dir)}; pass --export-dir <the directory `migrate up` exported to>"
+        )
+    if summary.findings:
         sys.exit(1)
+    if not as_json:
+        click.echo("no findings")
 
 
 @main.command("export")
 @_migration_options
+@click.option("--force", is_flag=True, help="Overwrite an export already in --export-dir.")
 @friendly_errors
-def export_command(database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool) -> None:
+def export_command(
+    database_url: str, prefix: str, schema: str, version: int, export_dir: Path, as_json: bool, force: bool
+) -> None:
     """Export both legacy tables (compressed JSON Lines + manifest with SHA-256), changing nothing."""
-    with _progress_bars(not as_json) as progress:
-        manifest = _migration(database_url, prefix, schema, version, export_dir, progress=progress).export()
+    manifest_path = export_dir / "manifest.json"
+    if manifest_path.exists() and not force:
+        _fail(
+            f"{manifest_path} already exists (an earlier export); pass --force to overwrite it, or another --export-dir"
+        )
+    from cinegraph_oban.migration import LEGACY_TABLES
+
+    with connect(database_url, autocommit=True) as conn:
+        existing = _legacy_kinds(conn, schema)
+    tables = [name for name, kind in existing.items() if kind == "a table"]
+    if not tables:
+        _fail(f"no legacy tables under schema {schema!r} ({', '.join(LEGACY_TABLES)}); nothing to export")
+    if len(tables) < len(LEGACY_TABLES):
+        missing = [t for t in LEGACY_TABLES if t not in tables]
+        _fail(
+            f"only {', '.join(tables)} is a table under schema {schema!r} ({', '.join(missing)} is not); "
+            "nothing to export"
+        )
+    created = not export_dir.exists()
+    try:
+        with _progress_bars(not as_json) as progress:
+            manifest = _migration(database_url, prefix, schema, version, export_dir, progress=progress).export()
+    except BaseException:
+        if created:
+            import shutil
+
+            shutil.rmtree(export_dir, ignore_errors=True)
+        raise
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -677,12 +1052,14 @@ def export_command(database_url: str, prefix: str, schema: str, version: int, ex
             click.echo(
                 f"{table}: {entry['rows']} rows -> {export_dir / entry['file']} (sha256 {entry['sha256'][:16]}...)"
             )
+        click.echo(f"manifest: {manifest_path}")
 
 
 @main.command("jobs")
 @database_url_option(required=True)
 @prefix_option
 @json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @click.option("--worker", help="Worker module (an Elixir. prefix is dropped).")
 @click.option("--state", "states", multiple=True, help="Job state; repeat for several.")
 @click.option("--queue", help="Queue name.")
@@ -693,6 +1070,7 @@ def jobs_command(
     database_url: str,
     prefix: str,
     as_json: bool,
+    as_csv: bool,
     worker: str | None,
     states: tuple[str, ...],
     queue: str | None,
@@ -702,6 +1080,7 @@ def jobs_command(
     """List jobs by worker, state, queue and meta (containment, served by Oban's GIN index)."""
     from cinegraph_oban.queries import jobs, read_jobs
 
+    output = _output_format(as_json, as_csv)
     query = jobs(prefix)
     if worker:
         query = query.worker(worker)
@@ -740,6 +1119,6 @@ def jobs_command(
     _emit(
         shown,
         ["id", "state", "queue", "worker", "args", "meta", "attempt", "inserted_at"],
-        "json" if as_json else "table",
+        output,
         "Jobs",
     )

@@ -3,21 +3,111 @@
 `conn=` takes a psycopg 3 `Connection`, a SQLAlchemy `Connection` or an ORM `Session` on a
 `postgresql+psycopg://` engine. Work done through it joins the caller's transaction: nothing is
 committed here, and the caller's own commit or rollback decides for our rows too.
+
+A database URL may come in the forms other tools write (`normalize_dsn`): Ecto's `ecto://`,
+SQLAlchemy's `postgresql+psycopg://` and `postgresql+psycopg2://`, Heroku's `postgres://`; each
+becomes the `postgresql://` URL libpq reads.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import psycopg
 from psycopg import pq
 
-from cinegraph_oban.errors import CinegraphObanError
+from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError
 from cinegraph_oban.templates import render
 
-__all__ = ["async_atomic", "atomic", "redact_dsn", "to_async_psycopg", "to_psycopg"]
+__all__ = [
+    "ACCEPTED_DSN_FORMS",
+    "DatabaseUrlError",
+    "async_atomic",
+    "atomic",
+    "connect",
+    "normalize_dsn",
+    "redact_dsn",
+    "to_async_psycopg",
+    "to_psycopg",
+]
+
+#: What a database URL may look like, for error messages.
+ACCEPTED_DSN_FORMS = (
+    "postgresql://user@host:port/db (also postgres://, ecto://, postgresql+psycopg://, postgresql+psycopg2://) "
+    "or libpq key=value (host=... port=... dbname=... user=...)"
+)
+
+#: URL schemes that mean PostgreSQL: libpq's own two, Ecto's, and SQLAlchemy's `<dialect>+<driver>`.
+_POSTGRES_SCHEME = re.compile(r"^(?:postgres(?:ql)?(?:\+[a-z0-9_]+)?|ecto)$", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)\S*(?=@)", re.IGNORECASE)
+_KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+class DatabaseUrlError(CinegraphObanError, ValueError):
+    """A database URL that is neither a PostgreSQL URL nor a libpq key=value string."""
+
+
+def _mask_passwords(text: str) -> str:
+    """`text` with every password of a URL or key=value string in it replaced by `***`."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    return _KEY_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def normalize_dsn(dsn: str) -> str:
+    """The libpq form of a database URL written for Ecto, SQLAlchemy or Heroku.
+
+    `ecto://`, `postgres://` and `postgresql+<driver>://` become `postgresql://` (Ecto's
+    `?ssl=true` becomes `sslmode=require`); a libpq key=value string is kept. Raises
+    DatabaseUrlError, without the password in its message, for anything libpq cannot read.
+    """
+    text = dsn.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep and _POSTGRES_SCHEME.match(scheme):
+        if scheme.lower() == "ecto":
+            rest = _ecto_query(rest)
+        text = "postgresql://" + rest
+    try:
+        psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        if reason.startswith('missing "="'):
+            reason = f"unknown URL scheme {scheme!r}" if sep else "not a URL and not key=value pairs"
+        raise DatabaseUrlError(
+            f"cannot read the database URL {_mask_passwords(dsn.strip())!r}: {_mask_passwords(reason)}; "
+            f"accepted: {ACCEPTED_DSN_FORMS}"
+        ) from None
+    return text
+
+
+def _ecto_query(rest: str) -> str:
+    """Ecto's `ssl=true|false` query parameter as libpq's `sslmode`."""
+    base, sep, query = rest.partition("?")
+    if not sep:
+        return rest
+    pairs = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "ssl":
+            if value.lower() in ("true", "1"):
+                pairs.append(("sslmode", "require"))
+            continue
+        pairs.append((key, value))
+    return f"{base}?{urlencode(pairs)}" if pairs else base
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """`psycopg.connect` on the normalized URL; a failure to connect is one line without the password."""
+    url = normalize_dsn(dsn)
+    try:
+        return psycopg.connect(url, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to {redact_dsn(url)}: {_mask_passwords(str(exc).strip().splitlines()[0])}; "
+            "check the URL, that PostgreSQL is running, and the credentials"
+        ) from exc
 
 
 def redact_dsn(dsn: str) -> str:

@@ -15,11 +15,13 @@ from conftest import ObanDatabase
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     full_env.update(env or {})
     return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False, cwd=cwd
     )
 
 
@@ -67,7 +69,13 @@ def test_enqueue_one_and_a_file(oban: ObanDatabase, tmp_path: Path) -> None:
         "enqueue", "--database-url", oban.dsn, "--worker", "TMDbDetailsWorker", "--args", '{"tmdb_id": 278}', "--json"
     )
     assert one.returncode == 0, one.stderr
-    assert json.loads(one.stdout) == {"id": 1, "state": "available", "queue": "tmdb", "conflict": False}
+    assert json.loads(one.stdout) == {
+        "id": 1,
+        "worker": "Cinegraph.Workers.TMDbDetailsWorker",
+        "state": "available",
+        "queue": "tmdb",
+        "conflict": False,
+    }
     lines = [json.dumps({"worker": "MyApp.Mailer", "args": {"n": n}}) for n in range(5)]
     good = tmp_path / "jobs.jsonl"
     good.write_text("\n".join(lines) + "\n")

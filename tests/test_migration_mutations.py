@@ -145,18 +145,28 @@ def test_verify_reports_each_kind_of_difference_in_order(oban: ObanDatabase, tmp
 
 def test_verify_before_up_names_times_python_cannot_read(oban: ObanDatabase, tmp_path: Path) -> None:
     setup_legacy(oban.conn, oban)
-    sample_rows(oban.conn, "legacy", 4)
+    sample_rows(oban.conn, "legacy", 26)
     conn = oban.conn
+    # The last readable instants, on either side: not findings.
     conn.execute("UPDATE legacy.skipped_imports SET checked_at = '9999-12-31 23:59:59.999999' WHERE id = 1")
     conn.execute("UPDATE legacy.skipped_imports SET inserted_at = '0001-01-01 00:00:00' WHERE id = 2")
+    # One bound out on its own, in each column that can hold it.
+    conn.execute("UPDATE legacy.skipped_imports SET checked_at = '10000-01-01' WHERE id = 3")
+    conn.execute("UPDATE legacy.skipped_imports SET inserted_at = '0001-12-31 23:59:59 BC' WHERE id = 4")
     conn.execute("UPDATE legacy.failed_imdb_lookups SET last_retry_at = '0001-12-31 23:59:59 BC' WHERE id = 3")
-    conn.execute("UPDATE legacy.failed_imdb_lookups SET updated_at = '10000-01-01' WHERE id = 4")
+    conn.execute("UPDATE legacy.failed_imdb_lookups SET updated_at = '10000-01-01' WHERE id BETWEEN 4 AND 25")
     findings = [
-        (f.table, f.kind, f.example_ids) for f in migration(oban.dsn, tmp_path, schema="legacy").verify().findings
+        (f.table, f.kind, f.rows, f.example_ids)
+        for f in migration(oban.dsn, tmp_path, schema="legacy").verify().findings
     ]
     kind = "time outside years 1..9999 (unreadable in Python)"
-    # A BC date also loses its era in the meta's ISO text.
-    assert findings == [("failed_imdb_lookups", kind, (3, 4)), ("failed_imdb_lookups", "would not round-trip", (3,))]
+    # 23 rows, the first 20 ids named. A BC date also loses its era in the meta's ISO text.
+    assert findings == [
+        ("failed_imdb_lookups", kind, 23, tuple(range(3, 23))),
+        ("failed_imdb_lookups", "would not round-trip", 1, (3,)),
+        ("skipped_imports", kind, 2, (3, 4)),
+        ("skipped_imports", "would not round-trip", 1, (4,)),
+    ]
 
 
 def test_live_checks_name_new_worker_outcomes_missing_a_contract_key(oban: ObanDatabase, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from cinegraph_oban.client import InsertedJobs, Oban
 from cinegraph_oban.errors import (
     CinegraphObanError,
     DatabaseUnavailableError,
+    DatabaseUrlError,
     JobNotFoundError,
     LockNotAcquiredError,
     Problem,
@@ -45,6 +46,7 @@ __all__ = [
     "AsyncOban",
     "CinegraphObanError",
     "DatabaseUnavailableError",
+    "DatabaseUrlError",
     "FailedLookup",
     "InsertedJobs",
     "Job",

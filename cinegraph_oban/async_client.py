@@ -22,8 +22,8 @@ from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
 from cinegraph_oban.client import COPY_CHUNK, COPY_THRESHOLD, BulkInsert, InsertedJobs, check_small_batch
-from cinegraph_oban.connections import async_atomic, redact_dsn, to_async_psycopg
-from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
+from cinegraph_oban.connections import async_atomic, async_connect, to_async_psycopg
+from cinegraph_oban.errors import UnsupportedSchemaError
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect_sql, schema_from_catalog
 from cinegraph_oban.workers import WorkerRegistry
@@ -69,13 +69,7 @@ class AsyncOban:
     async def connect(
         cls, dsn: str, *, prefix: str = "public", registry: WorkerRegistry | None = None, **kwargs: Any
     ) -> AsyncOban:
-        try:
-            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"cannot connect to {redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}; "
-                "check the URL, that PostgreSQL is running, and the credentials"
-            ) from exc
+        conn = await async_connect(dsn, autocommit=True, **kwargs)
         return cls(conn, prefix=prefix, registry=registry, owns_connection=True)
 
     async def close(self) -> None:

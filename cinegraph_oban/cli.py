@@ -25,8 +25,8 @@ from rich.table import Table
 
 from cinegraph_oban import __version__
 from cinegraph_oban.client import Oban
-from cinegraph_oban.connections import DatabaseUrlError, connect, normalize_dsn
-from cinegraph_oban.errors import CinegraphObanError
+from cinegraph_oban.connections import connect, normalize_dsn
+from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError
 from cinegraph_oban.health import Health, health
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install

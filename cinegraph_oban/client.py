@@ -22,8 +22,8 @@ from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
-from cinegraph_oban.connections import atomic, redact_dsn, to_psycopg
-from cinegraph_oban.errors import DatabaseUnavailableError, UnsupportedSchemaError
+from cinegraph_oban.connections import atomic, connect, to_psycopg
+from cinegraph_oban.errors import UnsupportedSchemaError
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect
 from cinegraph_oban.workers import WorkerRegistry
@@ -172,14 +172,9 @@ class Oban:
         registry: WorkerRegistry | None = None,
         **connect_kwargs: Any,
     ) -> Oban:
-        """Open a connection of our own (autocommit) to the database at `dsn`."""
-        try:
-            conn = psycopg.connect(dsn, autocommit=True, **connect_kwargs)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"cannot connect to {redact_dsn(dsn)}: {str(exc).strip().splitlines()[0]}; "
-                "check the URL, that PostgreSQL is running, and the credentials"
-            ) from exc
+        """Open a connection of our own (autocommit) to the database at `dsn` (a libpq URL or
+        key=value string; `ecto://` and SQLAlchemy-style `postgresql+psycopg://` URLs are read too)."""
+        conn = connect(dsn, autocommit=True, **connect_kwargs)
         return cls(conn, prefix=prefix, registry=registry, owns_connection=True)
 
     @property

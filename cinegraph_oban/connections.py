@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import psycopg
 from psycopg import pq
 
-from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError
+from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError, DatabaseUrlError
 from cinegraph_oban.templates import render
 
 __all__ = [
@@ -45,10 +45,6 @@ ACCEPTED_DSN_FORMS = (
 _POSTGRES_SCHEME = re.compile(r"^(?:postgres(?:ql)?(?:\+[a-z0-9_]+)?|ecto)$", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)\S*(?=@)", re.IGNORECASE)
 _KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-class DatabaseUrlError(CinegraphObanError, ValueError):
-    """A database URL that is neither a PostgreSQL URL nor a libpq key=value string."""
 
 
 def _mask_passwords(text: str) -> str:
@@ -104,10 +100,24 @@ def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, **kwargs)
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(
-            f"cannot connect to {redact_dsn(url)}: {_mask_passwords(str(exc).strip().splitlines()[0])}; "
-            "check the URL, that PostgreSQL is running, and the credentials"
-        ) from exc
+        raise cannot_connect(url, exc) from exc
+
+
+async def async_connect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """The same as `connect`, for asyncio."""
+    url = normalize_dsn(dsn)
+    try:
+        return await psycopg.AsyncConnection.connect(url, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise cannot_connect(url, exc) from exc
+
+
+def cannot_connect(url: str, exc: Exception) -> DatabaseUnavailableError:
+    """The one-line error for a failed connection, without the password."""
+    return DatabaseUnavailableError(
+        f"cannot connect to {redact_dsn(url)}: {_mask_passwords(str(exc).strip().splitlines()[0])}; "
+        "check the URL, that PostgreSQL is running, and the credentials"
+    )
 
 
 def redact_dsn(dsn: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 __all__ = [
     "CinegraphObanError",
     "DatabaseUnavailableError",
+    "DatabaseUrlError",
     "JobNotFoundError",
     "LockNotAcquiredError",
     "Problem",
@@ -73,3 +74,7 @@ class LockNotAcquiredError(CinegraphObanError):
 
 class DatabaseUnavailableError(CinegraphObanError):
     """The database could not be reached, or a throwaway server could not be started."""
+
+
+class DatabaseUrlError(CinegraphObanError, ValueError):
+    """A database URL that is neither a PostgreSQL URL nor a libpq key=value string."""

@@ -43,8 +43,8 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from cinegraph_oban.connections import connect, normalize_dsn
 from cinegraph_oban.errors import (
-    DatabaseUnavailableError,
     LockNotAcquiredError,
     UnsupportedSchemaError,
     VerificationError,
@@ -202,7 +202,7 @@ class RemoveRedundantImportTables:
         retries: int = 5,
         progress: Progress | None = None,
     ) -> None:
-        self.database_url = database_url
+        self.database_url = normalize_dsn(database_url)
         self.prefix = prefix
         self.schema = schema
         self.version = version
@@ -265,12 +265,7 @@ class RemoveRedundantImportTables:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[psycopg.Connection[Any]]:
-        try:
-            conn = psycopg.connect(self.database_url, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"cannot connect to the database: {str(exc).strip().splitlines()[0]}"
-            ) from exc
+        conn = connect(self.database_url, autocommit=True)
         try:
             locked = conn.execute(self._sql("migration_lock")).fetchone()
             if not locked or not locked[0]:

@@ -117,3 +117,14 @@ def test_sqlalchemy_async_connection_and_session(oban: ObanDatabase) -> None:
 def test_validation_still_happens_before_anything_is_sent() -> None:
     with pytest.raises(ValidationError):
         Job.new("Mailer")
+
+
+def test_async_connect_reads_an_ecto_url(oban: ObanDatabase) -> None:
+    async def go() -> int:
+        client = await AsyncOban.connect("ecto" + oban.dsn[oban.dsn.index("://") :])
+        try:
+            return (await client.insert(Job.new("MyApp.Mailer", {"to": "a@b.c"}))).id or 0
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()) == 1 and oban.count() == 1

@@ -448,3 +448,18 @@ def test_a_stored_job_is_not_inserted_again(oban: ObanDatabase) -> None:
     with pytest.raises(ValidationError, match="job #599"):
         client.insert_all([Job.new(TMDB, {"tmdb_id": n}, unique=False) for n in range(599)] + [many[0]])
     assert oban.count() == 601, "nothing was written twice"
+
+
+def test_connect_reads_ecto_and_sqlalchemy_urls_and_never_shows_a_password(oban: ObanDatabase) -> None:
+    from cinegraph_oban import DatabaseUnavailableError, DatabaseUrlError
+
+    for scheme in ("ecto", "postgresql+psycopg", "postgres"):
+        url = scheme + oban.dsn[oban.dsn.index("://") :]
+        with Oban.connect(url) as client:
+            assert client.schema().version == 14
+    with pytest.raises(DatabaseUrlError, match="accepted") as unreadable:
+        Oban.connect("mysql://root:s3cret@127.0.0.1/x")
+    assert "s3cret" not in str(unreadable.value)
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect") as refused:
+        Oban.connect("postgresql://nobody:s3cret@127.0.0.1:1/none")
+    assert "s3cret" not in str(refused.value)

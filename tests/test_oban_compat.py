@@ -132,3 +132,58 @@ def test_rows_read_back_are_jobs(oban: ObanDatabase) -> None:
     job = client.insert(Job.new(TMDB, {"imdb_id": "tt0111161"}, meta={"import_type": "canonical"}, tags=["a"]))
     [claimed] = engine.fetch_jobs(oban.conn, "tmdb")
     assert replace(claimed, state=job.state, attempt=0, attempted_at=None, attempted_by=None) == job
+
+
+@given(
+    data=st.data(),
+    version=st.sampled_from([11, 12, 13, 14]),
+    path=st.sampled_from(["insert", "small", "copy"]),
+    count=st.integers(1, 4),
+)
+def test_any_valid_job_is_stored_as_oban_insert_stores_it(
+    db_dsn: str, data: st.DataObject, version: int, path: str, count: int
+) -> None:
+    """For random valid jobs, at every schema version, on every insert path: the stored row equals,
+    column for column, the row Oban.insert/2 writes for the same job (same transaction, same now())."""
+    from cinegraph_oban.schema import install, migrated_version
+    from tests import strategies as s
+    from tests.test_insert import oban_insert_reference
+
+    prefix = f"same_v{version}"
+    with psycopg.connect(db_dsn, autocommit=True) as admin:
+        if migrated_version(admin, prefix) != version:
+            install(admin, version, prefix)
+    max_priority = 3 if version == 11 else 9
+    jobs = [
+        Job.new(
+            data.draw(st.sampled_from([TMDB, "MyApp.Workers.Mailer", "Elixir.MyApp.Workers.Mailer"])),
+            data.draw(s.json_objects()),
+            meta=data.draw(s.json_objects()),
+            queue=data.draw(st.sampled_from([None, "tmdb", "mail"])),
+            priority=data.draw(st.none() | st.integers(0, max_priority)),
+            max_attempts=data.draw(st.none() | st.integers(1, 50)),
+            tags=data.draw(st.lists(st.text(max_size=12), max_size=3)),
+            schedule_in=data.draw(st.none() | st.integers(-3600, 86_400)),
+            unique=False,
+        )
+        for _ in range(count)
+    ]
+    if path == "copy":  # the COPY path starts at COPY_THRESHOLD jobs
+        jobs = (jobs * (client_module.COPY_THRESHOLD // count + 1))[: client_module.COPY_THRESHOLD]
+    db = ObanDatabase(conn=None, dsn=db_dsn, version=version, prefix=prefix)  # type: ignore[arg-type]
+    with psycopg.connect(db_dsn) as conn:  # one transaction, rolled back: both rows see the same now()
+        client = Oban(prefix=prefix)
+        if path == "insert":
+            ids = [client.insert(job, conn=conn).id for job in jobs]
+        else:
+            ids = list(client.insert_all(jobs, conn=conn).ids)
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(f"SELECT * FROM {db.table} WHERE id = ANY(%s) ORDER BY id".encode(), (ids,))
+            ours = {row.pop("id"): row for row in cur.fetchall()}
+        references = [oban_insert_reference(db, conn, job) for job in jobs[:count]]
+        conn.rollback()
+    assert len(ours) == len(jobs)
+    for n, job_id in enumerate(ids):
+        reference = dict(references[n % count])
+        reference.pop("id")
+        assert ours[job_id] == reference, (path, version, jobs[n % count])

@@ -216,7 +216,8 @@ def test_jobs_that_only_look_archival_are_never_counted_compared_or_deleted(oban
     assert m.verify().findings == []
     m.down()
     assert snapshot(oban.conn, "legacy") == before
-    assert oban.rows("args ? 'archived_from'") == oban.rows(f"id = {foreign.id}")
+    left = oban.rows("args ? 'archived_from'")
+    assert [r["id"] for r in left] == [foreign.id] and left[0]["args"]["legacy_rows"] == 99
 
 
 def test_preflight_warns_about_recent_writes_to_either_column(oban: ObanDatabase, tmp_path: Path) -> None:
@@ -320,8 +321,13 @@ def test_rows_written_during_up_come_back_with_down(oban: ObanDatabase, tmp_path
             with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
                 insert_legacy_row(conn, "legacy", replace(FailedLookup.new("tt-late", "oscar_import"), id=11))
 
+    # Another worker's job that names the same legacy row: never an archival job, never updated.
+    foreign = oban.client().insert(
+        Job.new("MyApp.ArchiveWorker", {"archived_from": "failed_imdb_lookups", "legacy_id": 11, "legacy_rows": 1})
+    )
     m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress)
     m.up()
+    assert oban.rows(f"id = {foreign.id}")[0]["args"]["legacy_rows"] == 1
     m.down()
     assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (11,)
 
@@ -385,3 +391,144 @@ def test_verify_after_up_compares_the_export_with_the_archival_jobs(oban: ObanDa
         ("failed_imdb_lookups", "different", 12, tuple(range(2, 25, 2))),
         ("skipped_imports", "missing", 1, (3,)),
     ]
+
+
+def test_status_names_the_last_archived_legacy_id(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 9)
+    oban.conn.execute("DELETE FROM legacy.skipped_imports WHERE id = 9")
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    tables = m.status()["tables"]
+    assert (tables["failed_imdb_lookups"]["archived_jobs"], tables["failed_imdb_lookups"]["last_archived_id"]) == (9, 9)
+    assert (tables["skipped_imports"]["archived_jobs"], tables["skipped_imports"]["last_archived_id"]) == (8, 8)
+
+
+def test_backfill_goes_in_id_order_batch_by_batch_whatever_the_heap_order(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    # Updated rows move to the end of the heap: a scan no longer meets them in id order.
+    oban.conn.execute("UPDATE legacy.failed_imdb_lookups SET title = title || ' (restored)' WHERE id <= 4")
+    oban.conn.execute("UPDATE legacy.skipped_imports SET title = title || ' (restored)' WHERE id <= 4")
+    before = snapshot(oban.conn, "legacy")
+    reported: list[tuple[str, int]] = []
+    m = migration(
+        oban.dsn,
+        tmp_path,
+        schema="legacy",
+        batch_size=3,
+        progress=lambda step, done, total: reported.append((step, done)) if step.startswith("backfill") else None,
+    )
+    summary = m.up()
+    assert summary.archived == {"failed_imdb_lookups": 10, "skipped_imports": 10}
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        assert [done for step, done in reported if step == f"backfill {table}"] == [3, 6, 9, 10]
+    m.down()
+    assert snapshot(oban.conn, "legacy") == before
+
+
+def test_the_recent_write_warning_looks_at_the_newest_row(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    long_ago, now = datetime(2025, 1, 1), utc_now().replace(microsecond=0)
+    insert_legacy_row(oban.conn, "legacy", FailedLookup("tt1", "x", "no_tmdb_match", long_ago, long_ago, id=1))
+    insert_legacy_row(oban.conn, "legacy", FailedLookup("tt2", "x", "no_tmdb_match", now, now, id=2))
+    summary = migration(oban.dsn, tmp_path, schema="legacy").up()
+    assert [w.split(" was written to at ")[0] for w in summary.warnings] == ["failed_imdb_lookups"]
+
+
+def test_the_first_readable_instant_is_not_a_finding_in_either_table(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 2)
+    oban.conn.execute("UPDATE legacy.failed_imdb_lookups SET inserted_at = '0001-01-01 00:00:00' WHERE id = 1")
+    oban.conn.execute("UPDATE legacy.failed_imdb_lookups SET last_retry_at = '0001-06-01 00:00:00' WHERE id = 2")
+    assert migration(oban.dsn, tmp_path, schema="legacy").verify().findings == []
+
+
+def test_down_from_the_export_keeps_ids_with_gaps_and_every_column(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 6)
+    oban.conn.execute("DELETE FROM legacy.failed_imdb_lookups WHERE id IN (1, 4)")
+    oban.conn.execute("DELETE FROM legacy.skipped_imports WHERE id IN (2, 5)")
+    oban.conn.execute(
+        "UPDATE legacy.failed_imdb_lookups SET retry_count = id + 3, last_retry_at = timestamp '2025-08-01 10:00:00' + id * interval '1 hour'"
+    )
+    before = snapshot(oban.conn, "legacy")
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    oban.conn.execute("DELETE FROM oban_jobs WHERE args ? 'archived_from'")  # Oban's Pruner took them all
+    m.down(from_export=tmp_path / "export")
+    assert snapshot(oban.conn, "legacy") == before
+
+
+#: legacy-tables.md, as documented: (column, type, NOT NULL, default) and the indexes. `down`
+#: recreates the tables from the same templates as the test bed, so only this catches a drift.
+DOCUMENTED = {
+    "failed_imdb_lookups": (
+        [
+            ("id", "bigint", True, "nextval('legacy.failed_imdb_lookups_id_seq'::regclass)"),
+            ("imdb_id", "character varying(255)", True, None),
+            ("title", "character varying(255)", False, None),
+            ("year", "integer", False, None),
+            ("source", "character varying(255)", True, None),
+            ("source_key", "character varying(255)", False, None),
+            ("reason", "character varying(255)", True, None),
+            ("metadata", "jsonb", False, "'{}'::jsonb"),
+            ("retry_count", "integer", False, "0"),
+            ("last_retry_at", "timestamp(0) without time zone", False, None),
+            ("inserted_at", "timestamp(0) without time zone", True, None),
+            ("updated_at", "timestamp(0) without time zone", True, None),
+        ],
+        {
+            "failed_imdb_lookups_pkey": "UNIQUE btree (id)",
+            "failed_imdb_lookups_imdb_id_index": "btree (imdb_id)",
+            "failed_imdb_lookups_source_index": "btree (source)",
+            "failed_imdb_lookups_reason_index": "btree (reason)",
+            "failed_imdb_lookups_imdb_id_source_source_key_index": "UNIQUE btree (imdb_id, source, source_key)",
+        },
+    ),
+    "skipped_imports": (
+        [
+            ("id", "bigint", True, "nextval('legacy.skipped_imports_id_seq'::regclass)"),
+            ("tmdb_id", "integer", True, None),
+            ("title", "character varying(255)", False, None),
+            ("reason", "character varying(255)", False, None),
+            ("criteria_failed", "jsonb", False, None),
+            ("checked_at", "timestamp without time zone", False, "now()"),
+            ("inserted_at", "timestamp without time zone", True, None),
+        ],
+        {
+            "skipped_imports_pkey": "UNIQUE btree (id)",
+            "skipped_imports_tmdb_id_index": "btree (tmdb_id)",
+            "skipped_imports_checked_at_index": "btree (checked_at)",
+        },
+    ),
+}
+
+
+def test_legacy_tables_are_created_and_restored_as_documented(oban: ObanDatabase, tmp_path: Path) -> None:
+    def shape(table: str) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+        columns = oban.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid) "
+            "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (f"legacy.{table}",),
+        ).fetchall()
+        indexes = dict(
+            oban.conn.execute(
+                "SELECT c.relname, CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END "
+                "|| split_part(pg_get_indexdef(i.indexrelid), ' USING ', 2) "
+                "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+                (f"legacy.{table}",),
+            ).fetchall()
+        )
+        return [tuple(c) for c in columns], indexes
+
+    setup_legacy(oban.conn, oban)
+    for table, (columns, indexes) in DOCUMENTED.items():
+        assert shape(table) == (columns, indexes), table
+    sample_rows(oban.conn, "legacy", 3)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    m.down()
+    for table, (columns, indexes) in DOCUMENTED.items():
+        assert shape(table) == (columns, indexes), f"{table} after down"

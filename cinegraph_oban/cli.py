@@ -982,17 +982,10 @@ def migrate_verify(database_url: str, prefix: str, schema: str, version: int, ex
     the legacy tables are gone but no export is there to compare the archival jobs with."""
     migration = _migration(database_url, prefix, schema, version, export_dir)
     summary = migration.verify()
-    unverified: dict[str, int] = {}
-    if not (export_dir / "manifest.json").exists():
-        status = migration.status()
-        unverified = {
-            name: int(entry["archived_jobs"])
-            for name, entry in status["tables"].items()
-            if entry["present"] != "table" and entry["archived_jobs"]
-        }
-        if unverified:
-            # The library's notice says the same at more length; the failure line below says it once.
-            summary.notices = [n for n in summary.notices if "were not compared" not in n]
+    unverified = summary.unverified
+    if unverified:
+        # The library's notice says the same at more length; the failure line below says it once.
+        summary.notices = [n for n in summary.notices if "were not compared" not in n]
     _print_summary(summary, as_json)
     if summary.findings:
         for finding in summary.findings:

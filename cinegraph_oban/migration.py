@@ -131,6 +131,8 @@ class MigrationSummary:
     seconds: float = 0.0
     already_done: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    #: verify: archival jobs per table that nothing was compared with (tables gone, no export).
+    unverified: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "findings"}
@@ -635,10 +637,16 @@ class RemoveRedundantImportTables:
                         summary.archived[table] = self._archived(conn, table)[0]
                         summary.findings += self._export_findings(conn, table, exported[table])
                 else:
-                    summary.notices.append(
-                        f"the legacy tables are gone and there is no export in {self.export_dir}: archival jobs "
-                        "were not compared (pass --export-dir)"
-                    )
+                    for table in absent:
+                        archived = self._archived(conn, table)[0]
+                        summary.archived[table] = archived
+                        if archived:
+                            summary.unverified[table] = archived
+                    if summary.unverified:
+                        summary.notices.append(
+                            f"the legacy tables are gone and there is no export in {self.export_dir}: archival jobs "
+                            "were not compared (pass --export-dir)"
+                        )
             rows = conn.execute(self._sql("new_worker_meta"), {"seconds": recent_seconds}).fetchall()
             summary.findings += [Finding("oban_jobs", kind, int(n), tuple(ids or ())) for kind, n, ids in rows]
         return summary

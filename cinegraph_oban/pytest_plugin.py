@@ -54,6 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--cinegraph-oban-prefix", default="public", help="Oban prefix for --cinegraph-oban-verify")
     group.addoption(
+        "--cinegraph-oban-schema", default="public", help="schema of the legacy tables for --cinegraph-oban-verify"
+    )
+    group.addoption(
         "--cinegraph-oban-export-dir", default="cinegraph-oban-export", help="export archive for the checks"
     )
     group.addoption(
@@ -84,12 +87,18 @@ class VerifyItem(pytest.Item):
         migration = RemoveRedundantImportTables(
             str(config.getoption("--cinegraph-oban-verify")),
             prefix=str(config.getoption("--cinegraph-oban-prefix")),
+            schema=str(config.getoption("--cinegraph-oban-schema")),
             export_dir=str(config.getoption("--cinegraph-oban-export-dir")),
         )
         summary = migration.verify()
         findings = [f for f in summary.findings if (f.table == "oban_jobs") == (self.check == "new worker meta")]
         if findings:
             raise AssertionError("\n".join(str(f) for f in findings))
+        if summary.unverified and self.check != "new worker meta":
+            raise AssertionError(
+                f"nothing verified the archival jobs ({summary.unverified}): the legacy tables are gone and there "
+                f"is no export in {migration.export_dir}; pass --cinegraph-oban-export-dir"
+            )
 
     def reportinfo(self) -> tuple[str, int, str]:
         return "cinegraph-oban verify", 0, f"cinegraph-oban verify: {self.check}"

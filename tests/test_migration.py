@@ -446,3 +446,36 @@ def test_verify_as_pytest_items(oban: ObanDatabase, tmp_path: Path, pytester: py
     )
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*failed lookup without source*"])
+
+
+def test_verify_items_fail_when_nothing_was_compared(
+    oban: ObanDatabase, tmp_path: Path, pytester: pytest.Pytester
+) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 3)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    summary = migration(oban.dsn, tmp_path / "elsewhere", schema="legacy").verify()
+    assert summary.unverified == {"failed_imdb_lookups": 3, "skipped_imports": 3} and summary.findings == []
+    assert m.verify().unverified == {} and m.verify().findings == []
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    for export_dir, outcomes in (
+        (tmp_path / "elsewhere", {"passed": 2, "failed": 1}),
+        (tmp_path / "export", {"passed": 3}),
+    ):
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            f"--cinegraph-oban-verify={oban.dsn}",
+            f"--cinegraph-oban-export-dir={export_dir}",
+            "--cinegraph-oban-schema=legacy",
+        )
+        result.assert_outcomes(**outcomes)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        f"--cinegraph-oban-verify={oban.dsn}",
+        f"--cinegraph-oban-export-dir={tmp_path / 'x'}",
+        "--cinegraph-oban-schema=legacy",
+    )
+    result.stdout.fnmatch_lines(["*nothing verified the archival jobs*"])

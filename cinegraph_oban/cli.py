@@ -57,6 +57,9 @@ def friendly_errors(func: F) -> F:
             _fail(f"database error: {first}")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except OSError as exc:  # files: an unwritable or full export directory, a damaged archive
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            _fail(f"{exc.strerror or exc}{where}")
         return None
 
     return wrapper  # type: ignore[return-value]

@@ -142,7 +142,7 @@ def _warnings(h: Health) -> list[str]:
             out.append(
                 f"{gin.index}: {gin.pending_tuples:,} rows ({gin.pending_pages * PAGE_BYTES // 1024:,} kB) wait in "
                 f"its GIN pending list, which every unique lookup and meta query reads; VACUUM the table, or "
-                f"ALTER INDEX {gin.index} SET (gin_pending_list_limit = 64) to keep the list short"
+                f"ALTER INDEX {h.prefix}.{gin.index} SET (gin_pending_list_limit = 64) to keep the list short"
             )
     for queue in h.queues:
         if queue.oldest_wait_seconds >= WAIT_WARNING_SECONDS:

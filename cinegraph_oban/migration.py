@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -216,6 +217,7 @@ class RemoveRedundantImportTables:
         self.retries = retries
         self.progress = progress or (lambda step, done, total: None)
         self.worker = TMDB_DETAILS_WORKER.name
+        self._stop = threading.Event()
 
     # Rendering
 
@@ -310,7 +312,7 @@ class RemoveRedundantImportTables:
 
     def status(self) -> dict[str, Any]:
         """Where the migration stands, read-only (no lock taken)."""
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
+        with connect(self.database_url, autocommit=True) as conn:
             detect(conn, self.prefix)
             out: dict[str, Any] = {"version": self.version, "recorded": self._recorded(conn), "tables": {}}
             for table in LEGACY_TABLES:
@@ -389,8 +391,12 @@ class RemoveRedundantImportTables:
             "tables": {table: files[table] for table in LEGACY_TABLES},
         }
         temp = self.export_dir / "manifest.json.partial"
-        temp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        with open(temp, "w", encoding="utf-8") as out:
+            out.write(json.dumps(manifest, indent=2) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temp, self.export_dir / "manifest.json")
+        _fsync_directory(self.export_dir)  # the renames of the data files and the manifest
         return manifest
 
     def _export_table(self, conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
@@ -431,19 +437,35 @@ class RemoveRedundantImportTables:
     def _per_table(self, work: Callable[[psycopg.Connection[Any], str], Any]) -> dict[str, Any]:
         """`work(conn, table)` for both legacy tables at once, on a connection each.
 
-        The tables are independent and the server has cores; the first error is raised after
-        both have stopped, so nothing is left running behind it. The result also names the
+        The tables are independent and the server has cores. The first error is raised after
+        both have stopped; an interrupt (Ctrl-C) in the main thread stops the workers too (their
+        queries are cancelled and the backfill stops between batches) before it goes on, so
+        nothing runs on after the migration lock is released. The result also names the
         database under `_database`.
         """
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        connections: list[psycopg.Connection[Any]] = []
 
         def one(table: str) -> tuple[Any, str]:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
+            with connect(self.database_url, autocommit=True) as conn:
+                connections.append(conn)
                 conn.execute(self._sql("bulk_session"))
                 return work(conn, table), conn.info.dbname
 
-        with ThreadPoolExecutor(max_workers=len(LEGACY_TABLES)) as pool:
-            futures = {table: pool.submit(one, table) for table in LEGACY_TABLES}
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=len(LEGACY_TABLES))
+        futures = {table: pool.submit(one, table) for table in LEGACY_TABLES}
+        try:
+            wait(futures.values())
+        except BaseException:
+            self._stop.set()
+            for conn in list(connections):
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         results: dict[str, Any] = {}
         for table, future in futures.items():
             results[table], results["_database"] = future.result()
@@ -464,7 +486,7 @@ class RemoveRedundantImportTables:
         """Archive the rows after the last archived one; returns (archival jobs, last legacy id)."""
         archived, last_id = start if start is not None else self._archived(conn, table)
         batches = 0
-        while True:
+        while not self._stop.is_set():
             row = conn.execute(
                 self._sql("backfill", table=table),
                 {"after": last_id, "batch": batch, "total": total, "now": now},
@@ -478,6 +500,7 @@ class RemoveRedundantImportTables:
             batches += 1
             self.progress(f"backfill {table}", archived, total)
             _crash_point(f"backfill:{table}:{batches}")
+        raise KeyboardInterrupt  # stopped by an interrupt in the main thread; the batches so far stand
 
     def _backfill_all(self, summary: MigrationSummary, now: datetime) -> dict[str, tuple[int, int]]:
         """Both tables at once, one connection each."""
@@ -586,8 +609,8 @@ class RemoveRedundantImportTables:
                         f"{table}: {summary.rows[table]} rows but {archived} archival jobs after the final catch-up "
                         f"({before} rows at preflight); nothing was dropped"
                     )
-                if summary.rows[table] != before:
-                    conn.execute(self._sql("final_count", table=table), {"total": archived, "last_id": last_id})
+                # Always: jobs archived by an earlier run (or attempt) may carry an older count.
+                conn.execute(self._sql("final_count", table=table), {"total": archived, "last_id": last_id})
             if self.audit_log:
                 for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
                     conn.execute(statement.encode())
@@ -617,7 +640,7 @@ class RemoveRedundantImportTables:
         meta contract requires (the new worker code works).
         """
         summary = MigrationSummary(action="verify")
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
+        with connect(self.database_url, autocommit=True) as conn:
             detect(conn, self.prefix)
             present = [t for t in LEGACY_TABLES if self._kind(conn, t) == "r"]
             for table in present:
@@ -731,6 +754,14 @@ class RemoveRedundantImportTables:
         manifest_path = directory / "manifest.json"
         if not manifest_path.exists():
             raise VerificationError(f"no manifest.json in {directory}: not an export made by `cinegraph-oban export`")
+        try:
+            return self._read_export_files(directory, manifest_path)
+        except (KeyError, TypeError, ValueError, OSError, EOFError) as exc:  # JSON, gzip, UTF-8, a missing file
+            raise VerificationError(
+                f"{directory}: the export is damaged or incomplete ({type(exc).__name__}: {exc}); nothing was changed"
+            ) from exc
+
+    def _read_export_files(self, directory: Path, manifest_path: Path) -> dict[str, list[str]]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         lines: dict[str, list[str]] = {}
         for table in LEGACY_TABLES:
@@ -746,6 +777,16 @@ class RemoveRedundantImportTables:
             if len(lines[table]) != entry["rows"]:
                 raise VerificationError(f"{path}: {len(lines[table])} rows, the manifest says {entry['rows']}")
         return lines
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the renames in `path` durable (where the platform allows opening a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_lines(out: Any, pieces: list[bytes]) -> int:

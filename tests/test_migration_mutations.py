@@ -532,3 +532,80 @@ def test_legacy_tables_are_created_and_restored_as_documented(oban: ObanDatabase
     m.down()
     for table, (columns, indexes) in DOCUMENTED.items():
         assert shape(table) == (columns, indexes), f"{table} after down"
+
+
+def test_rows_written_during_a_run_that_could_not_drop_come_back_after_the_rerun(
+    oban: ObanDatabase, tmp_path: Path
+) -> None:
+    """The first `up` archives a row the old worker wrote during its backfill, then cannot take
+    Ecto's lock to record itself; the re-run finds nothing new to archive and must still leave
+    the final row count for `down`."""
+    from cinegraph_oban import LockNotAcquiredError
+
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    written: list[int] = []
+
+    def progress(step: str, done: int, total: int) -> None:
+        if step == "backfill failed_imdb_lookups" and not written:
+            written.append(11)
+            with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
+                insert_legacy_row(conn, "legacy", replace(FailedLookup.new("tt-late", "oscar_import"), id=11))
+
+    with psycopg.connect(oban.dsn) as deploy:  # an Ecto deploy holds schema_migrations
+        deploy.execute("LOCK TABLE legacy.schema_migrations IN ACCESS EXCLUSIVE MODE")
+        first = migration(oban.dsn, tmp_path, schema="legacy", progress=progress, retries=0, lock_timeout_ms=200)
+        try:
+            first.up()
+            raise AssertionError("the drop should have waited for the lock in vain")
+        except LockNotAcquiredError:
+            pass
+        deploy.rollback()
+    assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (11,)
+    m = migration(oban.dsn, tmp_path / "again", schema="legacy")
+    m.up()
+    m.down()
+    assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (11,)
+
+
+def test_an_interrupt_stops_the_per_table_workers_before_it_goes_on(oban: ObanDatabase, tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    setup_legacy(oban.conn, oban)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    running: list[str] = []
+
+    def slow(conn: psycopg.Connection[Any], table: str) -> None:
+        running.append(table)
+        conn.execute("SELECT pg_sleep(30)")  # a long statement: cancelled, not waited for
+
+    before = threading.active_count()
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = datetime.now()
+    with pytest.raises(KeyboardInterrupt):
+        m._per_table(slow)
+    assert (datetime.now() - started).total_seconds() < 10
+    assert sorted(running) == ["failed_imdb_lookups", "skipped_imports"]
+    assert threading.active_count() <= before, "no worker is left running"
+
+
+def test_a_damaged_export_is_refused_in_one_line(oban: ObanDatabase, tmp_path: Path) -> None:
+    import pytest
+
+    from cinegraph_oban import VerificationError
+
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 2)
+    m = migration(oban.dsn, tmp_path, schema="legacy")
+    m.up()
+    manifest = tmp_path / "export" / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    del data["tables"]["skipped_imports"]
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(VerificationError, match="damaged or incomplete"):
+        m.down(from_export=tmp_path / "export")
+    assert oban.count("args ? 'archived_from'") == 4, "nothing was changed"

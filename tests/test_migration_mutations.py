@@ -310,16 +310,24 @@ def test_the_audit_log_keeps_every_row_in_the_shape_ecto_gives_it(oban: ObanData
     ]
 
 
-def test_rows_written_during_up_come_back_with_down(oban: ObanDatabase, tmp_path: Path) -> None:
-    setup_legacy(oban.conn, oban)
-    sample_rows(oban.conn, "legacy", 10)
+def old_worker_writes_during_backfill(dsn: str) -> Any:
+    """A progress callback that, at the first backfill batch of failed_imdb_lookups, writes row 11
+    from another connection, as the old worker still running would."""
     written: list[int] = []
 
     def progress(step: str, done: int, total: int) -> None:
         if step == "backfill failed_imdb_lookups" and not written:
             written.append(11)
-            with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
+            with psycopg.connect(dsn, autocommit=True) as conn:
                 insert_legacy_row(conn, "legacy", replace(FailedLookup.new("tt-late", "oscar_import"), id=11))
+
+    return progress
+
+
+def test_rows_written_during_up_come_back_with_down(oban: ObanDatabase, tmp_path: Path) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    progress = old_worker_writes_during_backfill(oban.dsn)
 
     # Another worker's job that names the same legacy row: never an archival job, never updated.
     foreign = oban.client().insert(
@@ -544,13 +552,7 @@ def test_rows_written_during_a_run_that_could_not_drop_come_back_after_the_rerun
 
     setup_legacy(oban.conn, oban)
     sample_rows(oban.conn, "legacy", 10)
-    written: list[int] = []
-
-    def progress(step: str, done: int, total: int) -> None:
-        if step == "backfill failed_imdb_lookups" and not written:
-            written.append(11)
-            with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
-                insert_legacy_row(conn, "legacy", replace(FailedLookup.new("tt-late", "oscar_import"), id=11))
+    progress = old_worker_writes_during_backfill(oban.dsn)
 
     with psycopg.connect(oban.dsn) as deploy:  # an Ecto deploy holds schema_migrations
         deploy.execute("LOCK TABLE legacy.schema_migrations IN ACCESS EXCLUSIVE MODE")

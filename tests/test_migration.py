@@ -471,11 +471,5 @@ def test_verify_items_fail_when_nothing_was_compared(
             "--cinegraph-oban-schema=legacy",
         )
         result.assert_outcomes(**outcomes)
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        f"--cinegraph-oban-verify={oban.dsn}",
-        f"--cinegraph-oban-export-dir={tmp_path / 'x'}",
-        "--cinegraph-oban-schema=legacy",
-    )
-    result.stdout.fnmatch_lines(["*nothing verified the archival jobs*"])
+        if outcomes.get("failed"):
+            result.stdout.fnmatch_lines(["*nothing verified the archival jobs*"])

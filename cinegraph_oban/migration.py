@@ -651,20 +651,17 @@ class RemoveRedundantImportTables:
                 if archived:
                     summary.findings += self._findings(conn, "verify", table)
             absent = [t for t in LEGACY_TABLES if t not in present]
+            for table in absent:
+                summary.archived[table] = self._archived(conn, table)[0]
             if absent:
                 manifest = self.export_dir / "manifest.json"
                 if manifest.exists():
                     exported = self._read_export(self.export_dir)
                     for table in absent:
                         summary.rows[table] = len(exported[table])
-                        summary.archived[table] = self._archived(conn, table)[0]
-                        summary.findings += self._export_findings(conn, table, exported[table])
+                        summary.findings += self._export_findings(conn, table, exported[table], summary.archived[table])
                 else:
-                    for table in absent:
-                        archived = self._archived(conn, table)[0]
-                        summary.archived[table] = archived
-                        if archived:
-                            summary.unverified[table] = archived
+                    summary.unverified = {t: summary.archived[t] for t in absent if summary.archived[t]}
                     if summary.unverified:
                         summary.notices.append(
                             f"the legacy tables are gone and there is no export in {self.export_dir}: archival jobs "
@@ -678,14 +675,16 @@ class RemoveRedundantImportTables:
         rows = conn.execute(self._sql(check, table=table)).fetchall()
         return [Finding(table, kind, int(n), tuple(ids or ())) for kind, n, ids in rows]
 
-    def _export_findings(self, conn: psycopg.Connection[Any], table: str, lines: list[str]) -> list[Finding]:
+    def _export_findings(
+        self, conn: psycopg.Connection[Any], table: str, lines: list[str], archived: int
+    ) -> list[Finding]:
+        """Every exported row against its archival job; `archived` counts the table's archival jobs."""
         totals: dict[str, tuple[int, list[int]]] = {}
         for chunk in _chunks(lines, 10_000):
             ids = [int(json.loads(line)["row"]["id"]) for line in chunk]
             for kind, n, example in conn.execute(self._sql("verify_export", table=table), {"lines": chunk, "ids": ids}):
                 count, examples = totals.get(kind, (0, []))
                 totals[kind] = (count + int(n), (examples + list(example or ()))[:20])
-        archived, _ = self._archived(conn, table)
         findings = [Finding(table, kind, n, tuple(ex)) for kind, (n, ex) in sorted(totals.items())]
         if archived > len(lines):
             findings.append(Finding(table, "archival jobs beyond the export", archived - len(lines), ()))

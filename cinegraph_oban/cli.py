@@ -72,8 +72,8 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{message} (see {path} --help)"
 
 
-class _Command(click.Command):
-    """A command whose usage errors know the command (for the `see ... --help` hint)."""
+class _UsageErrorsKnowTheCommand(click.Command):
+    """Usage errors raised while parsing carry the command's context (for the `see ... --help` hint)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -84,18 +84,14 @@ class _Command(click.Command):
             raise
 
 
-class _Group(click.Group):
+class _Command(_UsageErrorsKnowTheCommand):
+    """A command whose usage errors know the command."""
+
+
+class _Group(_UsageErrorsKnowTheCommand, click.Group):
     """A group whose commands are `_Command`s and whose own usage errors know the group."""
 
     command_class = _Command
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            if exc.ctx is None:
-                exc.ctx = ctx
-            raise
 
 
 class _Cli(_Group):

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from cinegraph_oban import engine
 from cinegraph_oban.client import Oban
-from cinegraph_oban.errors import DatabaseUnavailableError
+from cinegraph_oban.connections import connect
 from cinegraph_oban.job import Job
 from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from cinegraph_oban.outcomes import record_failed_lookup, record_skipped_import
@@ -68,13 +68,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
     """(connection, schema, URL, description): a scratch schema of the given database, or a throwaway server."""
     if database_url:
         schema = f"cinegraph_oban_demo_{uuid.uuid4().hex[:8]}"
-        try:
-            conn = psycopg.connect(database_url, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailableError(
-                "cannot connect to the database given by --database-url/DATABASE_URL: "
-                f"{str(exc).strip().splitlines()[0]}"
-            ) from exc
+        conn = connect(database_url, autocommit=True)  # one line, without the password, on failure
         console.print(
             f"Using the given database, inside a scratch schema [bold]{schema}[/] that is dropped afterwards."
         )

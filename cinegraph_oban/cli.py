@@ -323,16 +323,13 @@ _RELATION_KINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "p
 
 def _legacy_kinds(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
     """The legacy names that exist under `schema`, with what each is."""
-    from cinegraph_oban.migration import LEGACY_TABLES
-    from cinegraph_oban.templates import render
+    from cinegraph_oban.migration import LEGACY_TABLES, relation_kind
 
     found: dict[str, str] = {}
     for table in LEGACY_TABLES:
-        row = conn.execute(
-            render("migration/relation_kind.sql.j2").encode(), {"schema": schema, "name": table}
-        ).fetchone()
-        if row and row[0]:
-            found[table] = _RELATION_KINDS.get(row[0], f"relkind {row[0]}")
+        kind = relation_kind(conn, schema, table)
+        if kind:
+            found[table] = _RELATION_KINDS.get(kind, f"relkind {kind}")
     return found
 
 

@@ -166,6 +166,12 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
             conn.execute(statement.encode())
 
 
+def relation_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
+    """pg_class.relkind of `schema.name` ('r' for a table, 'v' for a view, ...), or None if absent."""
+    row = conn.execute(render("migration/relation_kind.sql.j2").encode(), {"schema": schema, "name": name}).fetchone()
+    return row[0] if row else None
+
+
 def insert_legacy_row(
     conn: psycopg.Connection[Any], schema: str, record: FailedLookup | SkippedImport, *, json_null: bool = False
 ) -> None:
@@ -288,8 +294,7 @@ class RemoveRedundantImportTables:
     # State
 
     def _kind(self, conn: psycopg.Connection[Any], name: str) -> str | None:
-        row = conn.execute(self._sql("relation_kind"), {"schema": self.schema, "name": name}).fetchone()
-        return row[0] if row else None
+        return relation_kind(conn, self.schema, name)
 
     def _recorded(self, conn: psycopg.Connection[Any]) -> bool | None:
         exists = conn.execute(self._sql("schema_migrations_exists"), {"schema": self.schema}).fetchone()

@@ -21,7 +21,14 @@ from psycopg.copy import AsyncQueuedLibpqWriter
 from psycopg.rows import dict_row
 
 from cinegraph_oban import statements
-from cinegraph_oban.client import COPY_CHUNK, COPY_THRESHOLD, BulkInsert, InsertedJobs, check_small_batch
+from cinegraph_oban.client import (
+    COPY_CHUNK,
+    COPY_THRESHOLD,
+    BulkInsert,
+    InsertedJobs,
+    _row_to_job,
+    check_small_batch,
+)
 from cinegraph_oban.connections import async_atomic, async_connect, to_async_psycopg
 from cinegraph_oban.errors import UnsupportedSchemaError
 from cinegraph_oban.job import Job
@@ -129,7 +136,7 @@ class AsyncOban:
                 await pg.rollback()
             raise
         assert found_row is not None
-        return Job.from_row(found_row, conflict=bool(found_row.get("conflict", False)))
+        return _row_to_job(found_row)
 
     async def insert_all(self, jobs: Iterable[Job] | AsyncIterable[Job], *, conn: Any = None) -> InsertedJobs:
         """Insert many jobs, all or nothing, in input order (as `Oban.insert_all`)."""

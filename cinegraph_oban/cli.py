@@ -192,7 +192,7 @@ def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
     """The detected Oban version, states, column types and indexes, and the table's health."""
     with Oban.connect(database_url, prefix=prefix) as oban:
         found = oban.schema()
-        checked = health(oban.connection, prefix)
+        checked = health(oban.connection, prefix, schema=found)
     info = {
         "prefix": found.prefix,
         "version": found.version,

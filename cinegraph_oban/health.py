@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from cinegraph_oban.schema import detect
+from cinegraph_oban.schema import ObanSchema, detect
 from cinegraph_oban.templates import render
 
 __all__ = ["GinIndexHealth", "Health", "QueueHealth", "health"]
@@ -75,9 +75,12 @@ def _sql(name: str, **context: Any) -> bytes:
     return render(f"health/{name}.sql.j2", **context).encode()
 
 
-def health(conn: psycopg.Connection[Any], prefix: str = "public") -> Health:
-    """Read the table's health; `warnings` names what needs attention and what to do."""
-    schema = detect(conn, prefix)
+def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: ObanSchema | None = None) -> Health:
+    """Read the table's health; `warnings` names what needs attention and what to do.
+
+    `schema` is the Oban schema already detected under `prefix`, if the caller has it.
+    """
+    schema = schema if schema is not None else detect(conn, prefix)
     with conn.cursor(row_factory=dict_row) as cur:
         by_state = {
             str(state): int(n)

@@ -33,11 +33,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -99,6 +99,14 @@ EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool, str | None]]] = {
         "inserted_at": ("timestamp without time zone", True, None),
     },
 }
+
+
+class Backfilled(NamedTuple):
+    """How far the backfill of one table got."""
+
+    archived: int  # archival jobs
+    last_id: int  # the highest legacy id archived (0: none)
+    last_job_id: int  # the archival job of that legacy id (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +259,16 @@ class RemoveRedundantImportTables:
         for table in LEGACY_TABLES:
             backfill += [self._text("archived_progress", table=table), self._text("backfill", table=table)]
         steps.append(("backfill (repeated per batch)", backfill))
+        steps.append(
+            (
+                "merge the pending lists of Oban's GIN indexes (a connection per index)",
+                [self._text("gin_indexes"), self._text("merge_pending_list")],
+            )
+        )
         steps.append(("verify (read-only)", [self._text("verify", table=t) for t in LEGACY_TABLES]))
         drop = ["BEGIN;", self._text("lock_timeout", timeout_ms=self.lock_timeout_ms), self._text("lock_legacy_tables")]
-        drop += [self._text("backfill", table=t) for t in LEGACY_TABLES]
-        drop += [self._text("legacy_stats", table=t) for t in LEGACY_TABLES]
-        drop += [self._text("archived_progress", table=t) for t in LEGACY_TABLES]
-        drop += [self._text("final_count", table=t) for t in LEGACY_TABLES]
+        for table in LEGACY_TABLES:
+            drop += [self._text(name, table=table) for name in ("legacy_stats", "backfill", "final_count")]
         if self.audit_log:
             drop += [s for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
         drop.append(self._text("drop_legacy_tables"))
@@ -310,10 +322,10 @@ class RemoveRedundantImportTables:
         assert row is not None
         return row
 
-    def _archived(self, conn: psycopg.Connection[Any], table: str) -> tuple[int, int]:
+    def _archived(self, conn: psycopg.Connection[Any], table: str) -> Backfilled:
         row = conn.execute(self._sql("archived_progress", table=table)).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return Backfilled(int(row[0]), int(row[1]), int(row[2]))
 
     def status(self) -> dict[str, Any]:
         """Where the migration stands, read-only (no lock taken)."""
@@ -322,7 +334,7 @@ class RemoveRedundantImportTables:
             out: dict[str, Any] = {"version": self.version, "recorded": self._recorded(conn), "tables": {}}
             for table in LEGACY_TABLES:
                 kind = self._kind(conn, table)
-                archived, last_id = self._archived(conn, table)
+                archived, last_id, _ = self._archived(conn, table)
                 entry: dict[str, Any] = {
                     "present": {"r": "table", "v": "compat view"}.get(kind or "", "absent"),
                     "archived_jobs": archived,
@@ -440,27 +452,32 @@ class RemoveRedundantImportTables:
         return {"file": final.name, "rows": rows, "sha256": digest.hexdigest()}
 
     def _per_table(self, work: Callable[[psycopg.Connection[Any], str], Any]) -> dict[str, Any]:
-        """`work(conn, table)` for both legacy tables at once, on a connection each.
+        """`work(conn, table)` for both legacy tables at once (see `_in_parallel`)."""
+        return self._in_parallel(LEGACY_TABLES, work)
 
-        The tables are independent and the server has cores. The first error is raised after
-        both have stopped; an interrupt (Ctrl-C) in the main thread stops the workers too (their
-        queries are cancelled and the backfill stops between batches) before it goes on, so
-        nothing runs on after the migration lock is released. The result also names the
-        database under `_database`.
+    def _in_parallel(self, keys: Iterable[str], work: Callable[[psycopg.Connection[Any], str], Any]) -> dict[str, Any]:
+        """`work(conn, key)` for every key at once, on a bulk-session connection each.
+
+        The legacy tables (and Oban's indexes) are independent and the server has cores. The
+        first error is raised after all have stopped; an interrupt (Ctrl-C) in the main thread
+        stops the workers too (their queries are cancelled and the backfill stops between
+        batches) before it goes on, so nothing runs on after the migration lock is released.
+        The result also names the database under `_database`.
         """
         from concurrent.futures import ThreadPoolExecutor, wait
 
         connections: list[psycopg.Connection[Any]] = []
 
-        def one(table: str) -> tuple[Any, str]:
+        def one(key: str) -> tuple[Any, str]:
             with connect(self.database_url, autocommit=True) as conn:
                 connections.append(conn)
                 conn.execute(self._sql("bulk_session"))
-                return work(conn, table), conn.info.dbname
+                return work(conn, key), conn.info.dbname
 
+        keys = list(keys)
         self._stop.clear()
-        pool = ThreadPoolExecutor(max_workers=len(LEGACY_TABLES))
-        futures = {table: pool.submit(one, table) for table in LEGACY_TABLES}
+        pool = ThreadPoolExecutor(max_workers=max(len(keys), 1))
+        futures = {key: pool.submit(one, key) for key in keys}
         try:
             wait(futures.values())
         except BaseException:
@@ -472,9 +489,37 @@ class RemoveRedundantImportTables:
             raise
         pool.shutdown(wait=True)
         results: dict[str, Any] = {}
-        for table, future in futures.items():
-            results[table], results["_database"] = future.result()
+        for key, future in futures.items():
+            results[key], results["_database"] = future.result()
         return results
+
+    def _merge_pending_lists(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
+        """Merge the pending lists of Oban's GIN indexes, each on its own connection.
+
+        The backfill leaves up to gin_pending_list_limit (64 MB) of entries waiting in each list.
+        Until they are merged every GIN search (Oban's unique checks, meta queries) reads them,
+        and the application insert that finds a list over the index's own limit merges all of
+        it while its job waits. gin_clean_pending_list needs the index's owner (as VACUUM does);
+        anyone else gets a warning instead.
+        """
+        indexes = [str(row[0]) for row in conn.execute(self._sql("gin_indexes")).fetchall()]
+
+        def merge(bulk: psycopg.Connection[Any], index: str) -> str | None:
+            try:
+                bulk.execute(self._sql("merge_pending_list"), {"index": index})
+            except pg_errors.InsufficientPrivilege:
+                return index
+            return None
+
+        results = self._in_parallel(indexes, merge)
+        results.pop("_database", None)
+        refused = [index for index, result in results.items() if result is not None]
+        if refused:
+            summary.warnings.append(
+                f"could not merge the GIN pending lists of {', '.join(refused)} (only their owner can): Oban's "
+                f"unique checks and meta queries read them until the next VACUUM; run `VACUUM {self.prefix}.oban_jobs` "
+                "as the table's owner"
+            )
 
     # Backfill and verify
 
@@ -486,10 +531,10 @@ class RemoveRedundantImportTables:
         now: datetime,
         *,
         batch: int,
-        start: tuple[int, int] | None = None,
-    ) -> tuple[int, int]:
-        """Archive the rows after the last archived one; returns (archival jobs, last legacy id)."""
-        archived, last_id = start if start is not None else self._archived(conn, table)
+        start: Backfilled | None = None,
+    ) -> Backfilled:
+        """Archive the rows after the last archived one; returns how far it got."""
+        archived, last_id, last_job_id = start if start is not None else self._archived(conn, table)
         batches = 0
         while not self._stop.is_set():
             row = conn.execute(
@@ -497,24 +542,24 @@ class RemoveRedundantImportTables:
                 {"after": last_id, "batch": batch, "total": total, "now": now},
             ).fetchone()
             assert row is not None
-            count, batch_last = int(row[0]), row[1]
+            count, batch_last, batch_last_job = int(row[0]), row[1], row[2]
             if count == 0:
-                return archived, last_id
+                return Backfilled(archived, last_id, last_job_id)
             archived += count
-            last_id = int(batch_last)
+            last_id, last_job_id = int(batch_last), int(batch_last_job)
             batches += 1
             self.progress(f"backfill {table}", archived, total)
             _crash_point(f"backfill:{table}:{batches}")
         raise KeyboardInterrupt  # stopped by an interrupt in the main thread; the batches so far stand
 
-    def _backfill_all(self, summary: MigrationSummary, now: datetime) -> dict[str, tuple[int, int]]:
+    def _backfill_all(self, summary: MigrationSummary, now: datetime) -> dict[str, Backfilled]:
         """Both tables at once, one connection each."""
         results = self._per_table(
             lambda conn, table: self._backfill(conn, table, summary.rows[table], now, batch=self.batch_size)
         )
         results.pop("_database")
-        for table, (archived, _) in results.items():
-            summary.archived[table] = archived
+        for table, backfilled in results.items():
+            summary.archived[table] = backfilled.archived
         return results
 
     def _verify(self) -> list[Finding]:
@@ -556,6 +601,8 @@ class RemoveRedundantImportTables:
             now = utc_now()
             progress = self._backfill_all(summary, now)
             lap("backfill")
+            self._merge_pending_lists(conn, summary)
+            lap("merge GIN pending lists")
             _crash_point("after-backfill")
             summary.findings = self._verify()
             lap("verify")
@@ -573,7 +620,7 @@ class RemoveRedundantImportTables:
         conn: psycopg.Connection[Any],
         summary: MigrationSummary,
         now: datetime,
-        progress: dict[str, tuple[int, int]],
+        progress: dict[str, Backfilled],
     ) -> float:
         for attempt in range(self.retries + 1):
             try:
@@ -594,7 +641,7 @@ class RemoveRedundantImportTables:
         conn: psycopg.Connection[Any],
         summary: MigrationSummary,
         now: datetime,
-        progress: dict[str, tuple[int, int]],
+        progress: dict[str, Backfilled],
     ) -> float:
         with conn.transaction():
             conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms))
@@ -605,7 +652,7 @@ class RemoveRedundantImportTables:
                 summary.rows[table] = int(self._stats(conn, table)["rows"])
                 # Only rows written since the backfill are left: archived from where it stopped,
                 # counted from what it archived (no need to count the archival jobs again here).
-                archived, last_id = self._backfill(
+                archived, last_id, last_job_id = self._backfill(
                     conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000), start=progress[table]
                 )
                 summary.archived[table] = archived
@@ -615,7 +662,10 @@ class RemoveRedundantImportTables:
                         f"({before} rows at preflight); nothing was dropped"
                     )
                 # Always: jobs archived by an earlier run (or attempt) may carry an older count.
-                conn.execute(self._sql("final_count", table=table), {"total": archived, "last_id": last_id})
+                conn.execute(
+                    self._sql("final_count", table=table),
+                    {"total": archived, "last_id": last_id, "job_id": last_job_id},
+                )
             if self.audit_log:
                 for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
                     conn.execute(statement.encode())
@@ -651,7 +701,7 @@ class RemoveRedundantImportTables:
             for table in present:
                 summary.rows[table] = int(self._stats(conn, table)["rows"])
                 summary.findings += self._findings(conn, "representable", table)
-                archived, _ = self._archived(conn, table)
+                archived = self._archived(conn, table).archived
                 summary.archived[table] = archived
                 if archived:
                     summary.findings += self._findings(conn, "verify", table)
@@ -708,7 +758,7 @@ class RemoveRedundantImportTables:
             exported = self._read_export(Path(from_export)) if from_export else None
             expected: dict[str, int] = {}
             for table in LEGACY_TABLES:
-                archived, _ = self._archived(conn, table)
+                archived = self._archived(conn, table).archived
                 summary.archived[table] = archived
                 expected[table] = self._expected_rows(conn, table, exported)
                 if exported is None and archived != expected[table]:

@@ -97,6 +97,58 @@ def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportT
     )
 
 
+def _pending(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT i, (pgstatginindex(i::regclass)).pending_tuples FROM "
+        "unnest(ARRAY['oban_jobs_args_index', 'oban_jobs_meta_index']) AS i"
+    ).fetchall()
+    return {str(name): int(pending) for name, pending in rows}
+
+
+def test_up_merges_the_gin_pending_lists_or_says_it_could_not(oban: ObanDatabase, tmp_path: Path) -> None:
+    """The backfill's entries wait in the GIN pending lists (64 MB allowed); up merges them, as the
+    index owner, so the application's GIN searches do not read them afterwards. A migrator that
+    does not own oban_jobs gets a warning instead, and the migration still completes."""
+    conn = oban.conn
+    conn.execute("CREATE EXTENSION pgstattuple")
+    setup_legacy(conn, oban)
+    sample_rows(conn, "legacy", 30)
+    summary = migration(oban.dsn, tmp_path / "owner", schema="legacy").up()
+    assert summary.archived == {"failed_imdb_lookups": 30, "skipped_imports": 30}
+    assert "merge GIN pending lists" in summary.timings
+    assert not [w for w in summary.warnings if "GIN" in w]
+    assert _pending(conn) == {"oban_jobs_args_index": 0, "oban_jobs_meta_index": 0}
+
+    # Again, as a role that owns the legacy tables but not oban_jobs.
+    conn.execute("TRUNCATE oban_jobs")
+    conn.execute("DROP SCHEMA legacy CASCADE")
+    setup_legacy(conn, oban)
+    sample_rows(conn, "legacy", 30)
+    role = "cinegraph_oban_migrator"
+    conn.execute(f"CREATE ROLE {role} LOGIN".encode())
+    try:
+        for statement in (
+            f"GRANT USAGE ON SCHEMA public TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON oban_jobs TO {role}",
+            f"GRANT USAGE ON SEQUENCE oban_jobs_id_seq TO {role}",
+            f"ALTER SCHEMA legacy OWNER TO {role}",
+            f"ALTER TABLE legacy.failed_imdb_lookups OWNER TO {role}",
+            f"ALTER TABLE legacy.skipped_imports OWNER TO {role}",
+            f"ALTER TABLE legacy.schema_migrations OWNER TO {role}",
+        ):
+            conn.execute(statement.encode())
+        as_role = psycopg.conninfo.make_conninfo(oban.dsn, user=role)
+        limited = migration(as_role, tmp_path / "not-owner", schema="legacy").up()
+        assert limited.archived == {"failed_imdb_lookups": 30, "skipped_imports": 30}
+        (gin,) = [w for w in limited.warnings if "GIN" in w]
+        assert "could not merge the GIN pending lists of public.oban_jobs_args_index, " in gin
+        assert "VACUUM public.oban_jobs" in gin
+        assert _pending(conn) == {"oban_jobs_args_index": 60, "oban_jobs_meta_index": 60}
+    finally:
+        conn.execute(f"DROP OWNED BY {role}".encode())
+        conn.execute(f"DROP ROLE {role}".encode())
+
+
 def test_up_then_down_restores_both_tables_exactly(oban_any: ObanDatabase, tmp_path: Path) -> None:
     conn = oban_any.conn
     setup_legacy(conn, oban_any)

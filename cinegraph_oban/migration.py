@@ -72,6 +72,8 @@ DEFAULT_VERSION = 20251125000000
 LEGACY_TABLES = ("failed_imdb_lookups", "skipped_imports")
 CRASH_VARIABLE = "CINEGRAPH_OBAN_CRASH_AT"
 RECENT_WRITE = timedelta(minutes=15)
+#: How often the backfill's mergers merge the GIN pending lists (sooner when a table is done).
+MERGE_INTERVAL_SECONDS = 0.2
 
 #: column -> (type, NOT NULL, default), as the original Ecto migrations created them.
 EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool, str | None]]] = {
@@ -261,8 +263,12 @@ class RemoveRedundantImportTables:
         steps.append(("backfill (repeated per batch)", backfill))
         steps.append(
             (
-                "merge the pending lists of Oban's GIN indexes (a connection per index)",
-                [self._text("gin_indexes"), self._text("merge_pending_list")],
+                "merge the pending lists of Oban's GIN indexes, during the backfill (a connection per index)",
+                [
+                    self._text("gin_indexes"),
+                    self._text("pending_list_limit", limit="256MB"),
+                    self._text("merge_pending_list"),
+                ],
             )
         )
         steps.append(("verify (read-only)", [self._text("verify", table=t) for t in LEGACY_TABLES]))
@@ -493,34 +499,6 @@ class RemoveRedundantImportTables:
             results[key], results["_database"] = future.result()
         return results
 
-    def _merge_pending_lists(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
-        """Merge the pending lists of Oban's GIN indexes, each on its own connection.
-
-        The backfill leaves up to gin_pending_list_limit (64 MB) of entries waiting in each list.
-        Until they are merged every GIN search (Oban's unique checks, meta queries) reads them,
-        and the application insert that finds a list over the index's own limit merges all of
-        it while its job waits. gin_clean_pending_list needs the index's owner (as VACUUM does);
-        anyone else gets a warning instead.
-        """
-        indexes = [str(row[0]) for row in conn.execute(self._sql("gin_indexes")).fetchall()]
-
-        def merge(bulk: psycopg.Connection[Any], index: str) -> str | None:
-            try:
-                bulk.execute(self._sql("merge_pending_list"), {"index": index})
-            except pg_errors.InsufficientPrivilege:
-                return index
-            return None
-
-        results = self._in_parallel(indexes, merge)
-        results.pop("_database", None)
-        refused = [index for index, result in results.items() if result is not None]
-        if refused:
-            summary.warnings.append(
-                f"could not merge the GIN pending lists of {', '.join(refused)} (only their owner can): Oban's "
-                f"unique checks and meta queries read them until the next VACUUM; run `VACUUM {self.prefix}.oban_jobs` "
-                "as the table's owner"
-            )
-
     # Backfill and verify
 
     def _backfill(
@@ -552,15 +530,63 @@ class RemoveRedundantImportTables:
             _crash_point(f"backfill:{table}:{batches}")
         raise KeyboardInterrupt  # stopped by an interrupt in the main thread; the batches so far stand
 
-    def _backfill_all(self, summary: MigrationSummary, now: datetime) -> dict[str, Backfilled]:
-        """Both tables at once, one connection each."""
-        results = self._per_table(
-            lambda conn, table: self._backfill(conn, table, summary.rows[table], now, batch=self.batch_size)
+    def _backfill_all(
+        self, conn: psycopg.Connection[Any], summary: MigrationSummary, now: datetime
+    ) -> dict[str, Backfilled]:
+        """Both tables at once, a connection each, with a merger per GIN index of oban_jobs.
+
+        Every archival job adds a few dozen entries to Oban's GIN indexes. They wait in each
+        index's pending list until someone merges the list into the index, and only one session
+        can merge a list at a time. Left to the inserts, whichever backfill statement finds a list
+        over its limit merges all of it while its table waits, and merges whatever is still there
+        when the backfill ends only when the application next inserts: that insert's job waits
+        for it. So, when the migrator owns the indexes (gin_clean_pending_list needs the owner,
+        as VACUUM does), one more connection per index merges its list over and over while both
+        tables are backfilled (their sessions merge only past 256 MB, a backstop), and once more
+        at the end. A migrator that is not the owner leaves the merging to the inserts (64 MB)
+        and gets a warning.
+        """
+        indexes = conn.execute(self._sql("gin_indexes")).fetchall()
+        mergers = [str(index) for index, owned in indexes if owned]
+        refused = [str(index) for index, owned in indexes if not owned]
+        if refused:
+            summary.warnings.append(
+                f"could not merge the GIN pending lists of {', '.join(refused)} (only their owner can): Oban's "
+                f"unique checks and meta queries read them until the next VACUUM; run `VACUUM {self.prefix}.oban_jobs` "
+                "as the table's owner"
+            )
+        running = set(LEGACY_TABLES)
+        finished = threading.Condition()
+
+        def backfill(bulk: psycopg.Connection[Any], table: str) -> Backfilled:
+            try:
+                if mergers:
+                    bulk.execute(self._sql("pending_list_limit", limit="256MB"))
+                return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
+            finally:
+                with finished:
+                    running.discard(table)
+                    finished.notify_all()
+
+        def merge(bulk: psycopg.Connection[Any], index: str) -> None:
+            while True:
+                with finished:
+                    if self._stop.is_set():  # interrupted: the backfill stopped too
+                        return
+                    last = not running
+                bulk.execute(self._sql("merge_pending_list"), {"index": index})
+                if last:
+                    return
+                with finished:
+                    finished.wait(MERGE_INTERVAL_SECONDS)
+
+        results = self._in_parallel(
+            [*LEGACY_TABLES, *mergers],
+            lambda bulk, key: backfill(bulk, key) if key in LEGACY_TABLES else merge(bulk, key),
         )
-        results.pop("_database")
-        for table, backfilled in results.items():
-            summary.archived[table] = backfilled.archived
-        return results
+        for table in LEGACY_TABLES:
+            summary.archived[table] = results[table].archived
+        return {table: results[table] for table in LEGACY_TABLES}
 
     def _verify(self) -> list[Finding]:
         found = self._per_table(lambda conn, table: self._findings(conn, "verify", table))
@@ -599,10 +625,8 @@ class RemoveRedundantImportTables:
             lap("export")
             _crash_point("after-export")
             now = utc_now()
-            progress = self._backfill_all(summary, now)
+            progress = self._backfill_all(conn, summary, now)
             lap("backfill")
-            self._merge_pending_lists(conn, summary)
-            lap("merge GIN pending lists")
             _crash_point("after-backfill")
             summary.findings = self._verify()
             lap("verify")

@@ -560,7 +560,7 @@ class RemoveRedundantImportTables:
 
         def backfill(bulk: psycopg.Connection[Any], table: str) -> Backfilled:
             try:
-                if mergers:
+                if mergers and not refused:
                     bulk.execute(self._sql("pending_list_limit", limit="256MB"))
                 return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
             finally:

@@ -461,24 +461,34 @@ class RemoveRedundantImportTables:
         """`work(conn, table)` for both legacy tables at once (see `_in_parallel`)."""
         return self._in_parallel(LEGACY_TABLES, work)
 
-    def _in_parallel(self, keys: Iterable[str], work: Callable[[psycopg.Connection[Any], str], Any]) -> dict[str, Any]:
+    def _in_parallel(
+        self,
+        keys: Iterable[str],
+        work: Callable[[psycopg.Connection[Any], str], Any],
+        done: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """`work(conn, key)` for every key at once, on a bulk-session connection each.
 
         The legacy tables (and Oban's indexes) are independent and the server has cores. The
         first error is raised after all have stopped; an interrupt (Ctrl-C) in the main thread
         stops the workers too (their queries are cancelled and the backfill stops between
         batches) before it goes on, so nothing runs on after the migration lock is released.
-        The result also names the database under `_database`.
+        `done(key)` is called when a key's worker ends, however it ends (even when it could not
+        connect). The result also names the database under `_database`.
         """
         from concurrent.futures import ThreadPoolExecutor, wait
 
         connections: list[psycopg.Connection[Any]] = []
 
         def one(key: str) -> tuple[Any, str]:
-            with connect(self.database_url, autocommit=True) as conn:
-                connections.append(conn)
-                conn.execute(self._sql("bulk_session"))
-                return work(conn, key), conn.info.dbname
+            try:
+                with connect(self.database_url, autocommit=True) as conn:
+                    connections.append(conn)
+                    conn.execute(self._sql("bulk_session"))
+                    return work(conn, key), conn.info.dbname
+            finally:
+                if done is not None:
+                    done(key)
 
         keys = list(keys)
         self._stop.clear()
@@ -559,22 +569,32 @@ class RemoveRedundantImportTables:
         finished = threading.Condition()
 
         def backfill(bulk: psycopg.Connection[Any], table: str) -> Backfilled:
-            try:
-                if mergers and not refused:
-                    bulk.execute(self._sql("pending_list_limit", limit="256MB"))
-                return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
-            finally:
-                with finished:
-                    running.discard(table)
-                    finished.notify_all()
+            if mergers and not refused:
+                bulk.execute(self._sql("pending_list_limit", limit="256MB"))
+            return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
+
+        def backfill_ended(key: str) -> None:
+            with finished:
+                running.discard(key)
+                finished.notify_all()
 
         def merge(bulk: psycopg.Connection[Any], index: str) -> None:
+            # Merging only keeps the lists short: a merge that fails is reported, not fatal.
             while True:
                 with finished:
                     if self._stop.is_set():  # interrupted: the backfill stopped too
                         return
                     last = not running
-                bulk.execute(self._sql("merge_pending_list"), {"index": index})
+                try:
+                    bulk.execute(self._sql("merge_pending_list"), {"index": index})
+                except psycopg.Error as exc:
+                    if self._stop.is_set():
+                        return
+                    summary.warnings.append(
+                        f"could not merge the GIN pending list of {index} ({str(exc).strip().splitlines()[0]}); "
+                        f"the backfill's inserts merged it instead. Run `VACUUM {self.prefix}.oban_jobs` afterwards"
+                    )
+                    return
                 if last:
                     return
                 with finished:
@@ -583,6 +603,7 @@ class RemoveRedundantImportTables:
         results = self._in_parallel(
             [*LEGACY_TABLES, *mergers],
             lambda bulk, key: backfill(bulk, key) if key in LEGACY_TABLES else merge(bulk, key),
+            done=lambda key: backfill_ended(key) if key in LEGACY_TABLES else None,
         )
         for table in LEGACY_TABLES:
             summary.archived[table] = results[table].archived

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban import (
+    DatabaseUnavailableError,
     FailedLookup,
     Job,
     LockNotAcquiredError,
@@ -146,6 +147,35 @@ def test_up_merges_the_gin_pending_lists_or_says_it_could_not(oban: ObanDatabase
     finally:
         conn.execute(f"DROP OWNED BY {role}".encode())
         conn.execute(f"DROP ROLE {role}".encode())
+
+
+def test_a_merge_that_fails_is_a_warning_not_a_failed_migration(
+    oban: ObanDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 12)
+    real_sql = RemoveRedundantImportTables._sql
+
+    def failing_merge(self: RemoveRedundantImportTables, name: str, **extra: Any) -> bytes:
+        return b"SELECT 1 / 0" if name == "merge_pending_list" else real_sql(self, name, **extra)
+
+    monkeypatch.setattr(RemoveRedundantImportTables, "_sql", failing_merge)
+    summary = migration(oban.dsn, tmp_path, schema="legacy").up()
+    assert summary.archived == {"failed_imdb_lookups": 12, "skipped_imports": 12}
+    merges = sorted(w for w in summary.warnings if "could not merge" in w)
+    assert len(merges) == 2 and all("division by zero" in w and "VACUUM public.oban_jobs" in w for w in merges)
+    assert "public.oban_jobs_args_index" in merges[0] and "public.oban_jobs_meta_index" in merges[1]
+
+
+def test_parallel_workers_report_their_end_even_when_they_cannot_connect(oban: ObanDatabase, tmp_path: Path) -> None:
+    """The backfill's mergers wait for both tables' workers to end: a worker that fails to
+    connect must still say it ended, or the mergers would merge forever."""
+    unreachable = psycopg.conninfo.make_conninfo(oban.dsn, dbname="cinegraph_oban_no_such_database")
+    m = migration(unreachable, tmp_path)
+    ended: list[str] = []
+    with pytest.raises(DatabaseUnavailableError, match="cinegraph_oban_no_such_database"):
+        m._in_parallel(["a", "b"], lambda conn, key: key, done=ended.append)
+    assert sorted(ended) == ["a", "b"]
 
 
 def test_up_then_down_restores_both_tables_exactly(oban_any: ObanDatabase, tmp_path: Path) -> None:

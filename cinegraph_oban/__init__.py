@@ -5,6 +5,8 @@ The public API is re-exported here; everything else may change.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from cinegraph_oban.async_client import AsyncOban
 from cinegraph_oban.client import InsertedJobs, Oban
 from cinegraph_oban.errors import (
@@ -20,22 +22,50 @@ from cinegraph_oban.errors import (
 )
 from cinegraph_oban.job import Job
 from cinegraph_oban.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
-from cinegraph_oban.queries import (
-    FAILED_STATES,
-    JobQuery,
-    failed_lookups,
-    jobs,
-    oban_jobs_table,
-    quality_skipped_imports,
-    read_failed_lookups,
-    read_skipped_imports,
-)
 from cinegraph_oban.records import FailedLookup, SkippedImport, from_meta, merge_meta, to_meta
 from cinegraph_oban.schema import LATEST_VERSION, ObanSchema, detect, install
 from cinegraph_oban.unique import JOB_STATES, Unique
 from cinegraph_oban.workers import DEFAULT_REGISTRY, TMDB_DETAILS_WORKER, WorkerRegistry, WorkerSpec
 
+if TYPE_CHECKING:
+    from cinegraph_oban.queries import (
+        FAILED_STATES,
+        JobQuery,
+        failed_lookups,
+        jobs,
+        oban_jobs_table,
+        quality_skipped_imports,
+        read_failed_lookups,
+        read_skipped_imports,
+    )
+
 __version__ = "0.1.0"
+
+# The query builders need SQLAlchemy, which takes a third of a second to import: they are
+# imported on first use, so enqueueing code and the command line start without it.
+_QUERIES = frozenset(
+    {
+        "FAILED_STATES",
+        "JobQuery",
+        "failed_lookups",
+        "jobs",
+        "oban_jobs_table",
+        "quality_skipped_imports",
+        "read_failed_lookups",
+        "read_skipped_imports",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _QUERIES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from cinegraph_oban import queries
+
+    value = getattr(queries, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_REGISTRY",

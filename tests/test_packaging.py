@@ -25,3 +25,23 @@ def test_wheel_ships_every_sql_template(tmp_path: Path) -> None:
     assert templates, "no templates found in the checkout"
     assert templates <= names, sorted(templates - names)
     assert "cinegraph_oban/py.typed" in names
+
+
+def test_the_query_builders_load_sqlalchemy_only_when_used() -> None:
+    """Enqueueing code and the command line start without SQLAlchemy; every public name still
+    imports from the package, lazily or not."""
+    probe = (
+        "import sys, cinegraph_oban\n"
+        "assert 'sqlalchemy' not in sys.modules, 'imported at startup'\n"
+        "import cinegraph_oban.cli\n"
+        "assert 'sqlalchemy' not in sys.modules, 'imported by the CLI at startup'\n"
+        "missing = [n for n in cinegraph_oban.__all__ if getattr(cinegraph_oban, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "assert 'sqlalchemy' in sys.modules\n"
+        "from cinegraph_oban import failed_lookups\n"
+        "from cinegraph_oban.queries import failed_lookups as direct\n"
+        "assert failed_lookups is direct\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -26,7 +26,7 @@ from rich.table import Table
 from cinegraph_oban import __version__
 from cinegraph_oban.client import Oban
 from cinegraph_oban.connections import connect, normalize_dsn
-from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError
+from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError, first_line
 from cinegraph_oban.health import Health, health
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
@@ -53,8 +53,7 @@ def friendly_errors(func: F) -> F:
         except CinegraphObanError as exc:
             _fail(str(exc))
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _fail(f"database error: {first}")
+            _fail(f"database error: {first_line(exc)}")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except OSError as exc:  # files: an unwritable or full export directory, a damaged archive
@@ -285,9 +284,8 @@ def schema_install(
     """
     ctx = click.get_current_context()
     if not legacy_tables:
-        for name, option in (("legacy_rows", "--legacy-rows"), ("legacy_schema", "--schema")):
-            if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
-                raise click.UsageError(f"{option} only applies with --legacy-tables", ctx=ctx)
+        for option in _options_given(ctx, {"legacy_rows": "--legacy-rows", "legacy_schema": "--schema"}):
+            raise click.UsageError(f"{option} only applies with --legacy-tables", ctx=ctx)
     with connect(database_url, autocommit=True) as conn:
         if legacy_tables:
             existing = _legacy_kinds(conn, legacy_schema)
@@ -316,6 +314,14 @@ def schema_install(
                 + ("" if legacy_schema == "public" else f" --schema {legacy_schema}")
                 + ("" if prefix == "public" else f" --prefix {prefix}")
             )
+
+
+def _options_given(ctx: click.Context, options: dict[str, str]) -> list[str]:
+    """Of `options` (parameter name -> flag), the flags the user gave (on the command line or
+    through the environment) rather than left at their defaults."""
+    return [
+        flag for name, flag in options.items() if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    ]
 
 
 _RELATION_KINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "p": "a table", "f": "a foreign table"}
@@ -390,18 +396,21 @@ def enqueue(
     insert: no uniqueness, like Oban's insert_all)."""
     if jobs_file is not None:
         ctx = click.get_current_context()
-        options = {
-            "worker": "--worker",
-            "args_text": "--args",
-            "meta_text": "--meta",
-            "queue": "--queue",
-            "priority": "--priority",
-            "schedule_in": "--schedule-in",
-        }
-        given = [flag for name, flag in options.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
+        given = _options_given(
+            ctx,
+            {
+                "worker": "--worker",
+                "args_text": "--args",
+                "meta_text": "--meta",
+                "queue": "--queue",
+                "priority": "--priority",
+                "schedule_in": "--schedule-in",
+            },
+        )
         if given:
             raise click.UsageError(
-                f"--file cannot be combined with {', '.join(given)}: each line of the file gives its own job", ctx=ctx
+                f"--file cannot be combined with {', '.join(given)}: each line of the file gives its own job",
+                ctx=ctx,
             )
         jobs = _read_jobs_file(jobs_file)
         with Oban.connect(database_url, prefix=prefix) as oban:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 import psycopg
 from psycopg import pq
 
-from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError, DatabaseUrlError
+from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError, DatabaseUrlError, first_line
 from cinegraph_oban.templates import render
 
 __all__ = [
@@ -69,7 +69,7 @@ def normalize_dsn(dsn: str) -> str:
     try:
         psycopg.conninfo.conninfo_to_dict(text)
     except psycopg.ProgrammingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        reason = first_line(exc, "unreadable")
         if reason.startswith('missing "="'):
             reason = f"unknown URL scheme {scheme!r}" if sep else "not a URL and not key=value pairs"
         raise DatabaseUrlError(
@@ -115,7 +115,7 @@ async def async_connect(dsn: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]
 def cannot_connect(url: str, exc: Exception) -> DatabaseUnavailableError:
     """The one-line error for a failed connection, without the password."""
     return DatabaseUnavailableError(
-        f"cannot connect to {redact_dsn(url)}: {_mask_passwords(str(exc).strip().splitlines()[0])}; "
+        f"cannot connect to {redact_dsn(url)}: {_mask_passwords(first_line(exc))}; "
         "check the URL, that PostgreSQL is running, and the credentials"
     )
 

@@ -31,6 +31,13 @@ __all__ = [
 ]
 
 
+def first_line(exc: BaseException, fallback: str | None = None) -> str:
+    """The first line of an exception's message (drivers add detail lines), for one-line errors;
+    `fallback`, or the exception's type name, when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else fallback or type(exc).__name__
+
+
 class CinegraphObanError(Exception):
     """Base class of every error raised on purpose by cinegraph-oban."""
 

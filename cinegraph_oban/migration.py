@@ -49,6 +49,7 @@ from cinegraph_oban.errors import (
     LockNotAcquiredError,
     UnsupportedSchemaError,
     VerificationError,
+    first_line,
 )
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.schema import detect
@@ -402,10 +403,15 @@ class RemoveRedundantImportTables:
 
     # Export
 
-    def export(self) -> dict[str, Any]:
-        """Stream both tables to compressed JSON Lines with a manifest; returns the manifest."""
+    def export(self, rows: dict[str, int] | None = None) -> dict[str, Any]:
+        """Stream both tables to compressed JSON Lines with a manifest; returns the manifest.
+
+        `rows`, each table's row count if the caller has just counted it (for the progress
+        report); otherwise each table is counted first.
+        """
         self.export_dir.mkdir(parents=True, exist_ok=True)
-        files = self._per_table(self._export_table)
+        counted = rows or {}
+        files = self._per_table(lambda conn, table: self._export_table(conn, table, counted.get(table)))
         manifest: dict[str, Any] = {
             "migration": self.name,
             "created_at": utc_now().isoformat() + "Z",
@@ -422,7 +428,7 @@ class RemoveRedundantImportTables:
         _fsync_directory(self.export_dir)  # the renames of the data files and the manifest
         return manifest
 
-    def _export_table(self, conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
+    def _export_table(self, conn: psycopg.Connection[Any], table: str, total: int | None) -> dict[str, Any]:
         """One table through COPY into `<table>.jsonl.gz`, renamed into place only when whole.
 
         The COPY is in CSV form with a quote and a delimiter (0x01, 0x02) that JSON text never
@@ -431,7 +437,8 @@ class RemoveRedundantImportTables:
         """
         final = self.export_dir / f"{table}.jsonl.gz"
         partial = final.with_name(final.name + ".partial")
-        total = self._stats(conn, table)["rows"]
+        if total is None:
+            total = int(self._stats(conn, table)["rows"])
         rows = 0
         digest = hashlib.sha256()
         conn.execute(self._sql("export_encoding"))
@@ -591,7 +598,7 @@ class RemoveRedundantImportTables:
                     if self._stop.is_set():
                         return
                     summary.warnings.append(
-                        f"could not merge the GIN pending list of {index} ({str(exc).strip().splitlines()[0]}); "
+                        f"could not merge the GIN pending list of {index} ({first_line(exc)}); "
                         f"the backfill's inserts merged it instead. Run `VACUUM {self.prefix}.oban_jobs` afterwards"
                     )
                     return
@@ -641,7 +648,7 @@ class RemoveRedundantImportTables:
 
             self._preflight(conn, summary)
             lap("preflight")
-            self.export()
+            self.export(summary.rows)  # counted by the preflight just now
             summary.export = str(self.export_dir / "manifest.json")
             lap("export")
             _crash_point("after-export")
@@ -752,7 +759,7 @@ class RemoveRedundantImportTables:
                     summary.findings += self._findings(conn, "verify", table)
             absent = [t for t in LEGACY_TABLES if t not in present]
             for table in absent:
-                summary.archived[table] = self._archived(conn, table)[0]
+                summary.archived[table] = self._archived(conn, table).archived
             if absent:
                 manifest = self.export_dir / "manifest.json"
                 if manifest.exists():

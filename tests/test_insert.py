@@ -463,3 +463,11 @@ def test_connect_reads_ecto_and_sqlalchemy_urls_and_never_shows_a_password(oban:
     with pytest.raises(DatabaseUnavailableError, match="cannot connect") as refused:
         Oban.connect("postgresql://nobody:s3cret@127.0.0.1:1/none")
     assert "s3cret" not in str(refused.value)
+
+
+def test_one_line_errors_take_the_first_line_or_a_fallback() -> None:
+    from cinegraph_oban.errors import first_line
+
+    assert first_line(ValueError("connection failed\nDETAIL: more")) == "connection failed"
+    assert first_line(ValueError("  ")) == "ValueError"
+    assert first_line(ValueError(""), "unreadable") == "unreadable"

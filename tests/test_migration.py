@@ -538,7 +538,8 @@ def test_verify_items_fail_when_nothing_was_compared(
     m.up()
     summary = migration(oban.dsn, tmp_path / "elsewhere", schema="legacy").verify()
     assert summary.unverified == {"failed_imdb_lookups": 3, "skipped_imports": 3} and summary.findings == []
-    assert m.verify().unverified == {} and m.verify().findings == []
+    verified = m.verify()
+    assert verified.unverified == {} and verified.findings == []
     pytester.makepyfile("def test_nothing():\n    pass\n")
     for export_dir, outcomes in (
         (tmp_path / "elsewhere", {"passed": 2, "failed": 1}),

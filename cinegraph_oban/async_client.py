@@ -120,7 +120,7 @@ class AsyncOban:
             assert row is not None
             return job.stored(row[0], row[1], row[2])
         lock, lookup = statements.unique_statements(job, schema)
-        own_transaction = pg.autocommit
+        own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
         begin, commit = statements.transaction_sql()
         try:
             async with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:

@@ -11,12 +11,15 @@ round trip. With `conn=` the work joins the caller's transaction and nothing is 
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
@@ -146,6 +149,50 @@ def check_small_batch(schema: ObanSchema, jobs: list[Job]) -> statements.Stateme
     return statements.insert_all_statement(jobs, schema)
 
 
+#: The unique statements prepared in each session (by connection, with the server process id).
+_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[int, set[str]]] = weakref.WeakKeyDictionary()
+
+
+def _unique_one_trip(
+    pg: psycopg.Connection[Any], lock: statements.Statement, lookup: statements.Statement
+) -> dict[str, Any]:
+    """A unique insert on an autocommit connection in one round trip.
+
+    The lock and the lookup-and-insert go out as one simple query of two statements, which
+    PostgreSQL runs as one implicit transaction (the BEGIN, lock, lookup, COMMIT pipeline of a
+    connection inside a transaction takes two). The lookup is a server-side prepared statement,
+    made the first time this session needs it and again if something dropped it (DISCARD ALL, a
+    pooler): an error rolls the implicit transaction back, so the retry starts clean. A
+    connection with psycopg's prepare_threshold set to None (a transaction pooler) never gets
+    here.
+    """
+    prepared = statements.prepared_unique(lookup.sql)
+    pid = pg.info.backend_pid
+    known = _PREPARED.get(pg)
+    if known is None or known[0] != pid:
+        known = _PREPARED[pg] = (pid, set())
+    names = known[1]
+    query = psycopg.ClientCursor(pg).mogrify(prepared.execute, {**lookup.params, **lock.params}).encode()
+    for attempt in (1, 2):
+        if prepared.name not in names:
+            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # prepared by another client
+                pg.execute(prepared.prepare, prepare=False)
+            names.add(prepared.name)
+        try:
+            with pg.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, prepare=False)  # two statements: never a prepared statement
+                if not cur.nextset():
+                    raise AssertionError("the unique insert returned no result")
+                row = cur.fetchone()
+            assert row is not None
+            return row
+        except pg_errors.InvalidSqlStatementName:
+            if attempt == 2:
+                raise
+            names.discard(prepared.name)
+    raise AssertionError("unreachable")
+
+
 class Oban:
     """A handle on one Oban installation (a database and a prefix)."""
 
@@ -231,10 +278,15 @@ class Oban:
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
         lock, lookup = statements.unique_statements(job, schema)
-        # On an autocommit connection the lock needs a transaction of its own. BEGIN, lock,
-        # lookup and COMMIT go out in one pipeline: one round trip, and the lookup's snapshot is
-        # still taken after the lock is granted, because it is a statement of its own.
-        own_transaction = pg.autocommit
+        # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
+        # insert makes its own; inside one it joins it.
+        own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
+        if own_transaction and pg.prepare_threshold is not None and not pg.pgconn.pipeline_status:
+            return _row_to_job(_unique_one_trip(pg, lock, lookup))
+        # Inside a transaction, or without prepared statements: lock and lookup (with BEGIN and
+        # COMMIT around them when the insert needs a transaction of its own) go out in one
+        # pipeline, the lookup still a statement of its own so that its snapshot is taken after
+        # the lock is granted. psycopg syncs the pipeline once more when it ends: two round trips.
         begin, commit = statements.transaction_sql()
         try:
             with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:

@@ -7,7 +7,9 @@ clients only decide how to send them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,20 +142,84 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
     params["unique_states"] = states
     if unique.period != "infinity":
         params["unique_period"] = unique.period
-    sql = render(
-        "jobs/insert_unique.sql.j2",
-        prefix=schema.prefix,
-        scheduled=job.scheduled_at is not None,
-        notify=notify,
-        period=unique.period != "infinity",
-        timestamp=unique.timestamp,
-        fields=unique.fields,
-        map_fields=map_fields,
-        replace=replace_fields,
+    sql = _unique_sql(
+        schema.prefix,
+        job.scheduled_at is not None,
+        notify,
+        unique.period != "infinity",
+        unique.timestamp,
+        tuple(sorted(unique.fields)),
+        tuple(map_fields),
+        tuple(replace_fields),
     )
     lock_key = schema.prefix + "|" + json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    lock = Statement(render("jobs/unique_lock.sql.j2").encode(), {"lock_key": lock_key})
-    return lock, Statement(sql.encode(), params)
+    return Statement(_unique_lock_sql(), {"lock_key": lock_key}), Statement(sql, params)
+
+
+@cache
+def _unique_sql(
+    prefix: str,
+    scheduled: bool,
+    notify: bool,
+    period: bool,
+    timestamp: str,
+    fields: tuple[str, ...],
+    map_fields: tuple[tuple[str, str], ...],
+    replace: tuple[str, ...],
+) -> bytes:
+    return render(
+        "jobs/insert_unique.sql.j2",
+        prefix=prefix,
+        scheduled=scheduled,
+        notify=notify,
+        period=period,
+        timestamp=timestamp,
+        fields=fields,
+        map_fields=map_fields,
+        replace=replace,
+    ).encode()
+
+
+@cache
+def _unique_lock_sql() -> bytes:
+    return render("jobs/unique_lock.sql.j2").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedUnique:
+    """A unique lookup-and-insert as a named server-side prepared statement.
+
+    `prepare` creates it (once per session); `execute` is the lock and an EXECUTE of it as one
+    query of two statements, with `%(name)s` placeholders for psycopg's client-side binding.
+    """
+
+    name: str
+    prepare: bytes
+    execute: bytes
+    params: tuple[str, ...]
+
+
+_PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
+
+
+@cache
+def prepared_unique(lookup_sql: bytes) -> PreparedUnique:
+    """The prepared form of a unique statement: `%(name)s` become `$n` in order of appearance."""
+    names: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        if match.group(1) is None:
+            return b"%"
+        name = match.group(1).decode()
+        if name not in names:
+            names.append(name)
+        return b"$%d" % (names.index(name) + 1)
+
+    body = _PLACEHOLDER.sub(number, lookup_sql)
+    name = "cinegraph_oban_unique_" + hashlib.sha256(lookup_sql).hexdigest()[:16]
+    prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
+    execute = render("jobs/unique_one_trip.sql.j2", statement_name=name, params=names).encode()
+    return PreparedUnique(name, prepare, execute, tuple(names))
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:

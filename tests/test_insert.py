@@ -395,6 +395,99 @@ def test_concurrent_unique_inserts_make_exactly_one_row(oban: ObanDatabase) -> N
     assert sum(not r.conflict for r in results) == 10
 
 
+def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(oban: ObanDatabase) -> None:
+    # The lock and the lookup go out together in one query; the lookup must still take its
+    # snapshot after the lock is granted, or it would miss the job its holder just committed.
+    from cinegraph_oban import statements
+
+    client = Oban.connect(oban.dsn)
+    job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "race"})
+    lock, lookup = statements.unique_statements(job, client.schema())
+    holder = psycopg.connect(oban.dsn)
+    holder.execute(lock.sql, lock.params)
+    held = holder.execute(lookup.sql, lookup.params).fetchone()
+    assert held is not None
+    result: list[Job] = []
+    waiter = threading.Thread(target=lambda: result.append(client.insert(job)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive(), "the second insert waits for the lock"
+    holder.commit()
+    waiter.join(10)
+    holder.close()
+    client.close()
+    assert result and result[0].conflict and result[0].id == held[0]
+    assert oban.count() == 1
+
+
+def test_unique_insert_prepares_its_lookup_once_and_survives_discard_all(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+
+    def prepared() -> list[tuple[str, bool]]:
+        return [
+            (name, from_sql)
+            for name, from_sql in oban.conn.execute(
+                "SELECT name, from_sql FROM pg_prepared_statements WHERE name LIKE 'cinegraph_oban_unique_%'"
+            )
+        ]
+
+    job = Job.new(TMDB, {"imdb_id": "tt1", "source_key": "k"})
+    first = client.insert(job)
+    # The same job again and again: the same query text each time, never turned into a
+    # prepared statement of its own (it holds two statements).
+    again = [client.insert(job) for _ in range(8)]
+    assert all(j.conflict and j.id == first.id for j in again)
+    assert len(prepared()) == 1 and prepared()[0][1], "one statement, made with PREPARE"
+    oban.conn.execute("DISCARD ALL")
+    assert prepared() == []
+    other = client.insert(Job.new(TMDB, {"imdb_id": "tt2", "source_key": "k"}))
+    assert not other.conflict and len(prepared()) == 1
+    assert oban.count() == 2
+
+
+def test_unique_insert_without_prepared_statements_uses_the_pipeline(oban: ObanDatabase) -> None:
+    # A transaction pooler cannot keep prepared statements: psycopg's prepare_threshold=None
+    # says so, and the unique insert then sends its statements through a pipeline instead.
+    with psycopg.connect(oban.dsn, autocommit=True, prepare_threshold=None) as conn:
+        client = Oban(conn)
+        first = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+        again = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+        assert again.conflict and again.id == first.id
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_unique_insert_inside_a_transaction_block_of_an_autocommit_connection_rolls_back_with_it(
+    oban: ObanDatabase, asynchronous: bool
+) -> None:
+    # conn.transaction() on an autocommit connection opens a transaction the insert must join,
+    # not commit: the caller's rollback takes the job back.
+    class Abort(Exception):
+        pass
+
+    def sync() -> None:
+        with psycopg.connect(oban.dsn, autocommit=True) as conn, pytest.raises(Abort), conn.transaction():
+            assert not Oban(conn).insert(Job.new(TMDB, {"imdb_id": "tt1"})).conflict
+            raise Abort
+
+    async def run_async() -> None:
+        from cinegraph_oban import AsyncOban
+
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+            with pytest.raises(Abort):
+                async with conn.transaction():
+                    assert not (await AsyncOban(conn).insert(Job.new(TMDB, {"imdb_id": "tt1"}))).conflict
+                    raise Abort
+
+    if asynchronous:
+        import asyncio
+
+        asyncio.run(run_async())
+    else:
+        sync()
+    assert oban.count() == 0
+
+
 def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     client.insert_all(

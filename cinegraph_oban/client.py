@@ -11,20 +11,17 @@ round trip. With `conn=` the work joins the caller's transaction and nothing is 
 
 from __future__ import annotations
 
-import contextlib
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import dict_row
 
-from cinegraph_oban import statements
+from cinegraph_oban import prepared, statements
 from cinegraph_oban.connections import atomic, connect, to_psycopg
 from cinegraph_oban.errors import UnsupportedSchemaError
 from cinegraph_oban.job import Job
@@ -149,50 +146,6 @@ def check_small_batch(schema: ObanSchema, jobs: list[Job]) -> statements.Stateme
     return statements.insert_all_statement(jobs, schema)
 
 
-#: The unique statements prepared in each session (by connection, with the server process id).
-_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection[Any], tuple[int, set[str]]] = weakref.WeakKeyDictionary()
-
-
-def _unique_one_trip(
-    pg: psycopg.Connection[Any], lock: statements.Statement, lookup: statements.Statement
-) -> dict[str, Any]:
-    """A unique insert on an autocommit connection in one round trip.
-
-    The lock and the lookup-and-insert go out as one simple query of two statements, which
-    PostgreSQL runs as one implicit transaction (the BEGIN, lock, lookup, COMMIT pipeline of a
-    connection inside a transaction takes two). The lookup is a server-side prepared statement,
-    made the first time this session needs it and again if something dropped it (DISCARD ALL, a
-    pooler): an error rolls the implicit transaction back, so the retry starts clean. A
-    connection with psycopg's prepare_threshold set to None (a transaction pooler) never gets
-    here.
-    """
-    prepared = statements.prepared_unique(lookup.sql)
-    pid = pg.info.backend_pid
-    known = _PREPARED.get(pg)
-    if known is None or known[0] != pid:
-        known = _PREPARED[pg] = (pid, set())
-    names = known[1]
-    query = psycopg.ClientCursor(pg).mogrify(prepared.execute, {**lookup.params, **lock.params}).encode()
-    for attempt in (1, 2):
-        if prepared.name not in names:
-            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # prepared by another client
-                pg.execute(prepared.prepare, prepare=False)
-            names.add(prepared.name)
-        try:
-            with pg.cursor(row_factory=dict_row) as cur:
-                cur.execute(query, prepare=False)  # two statements: never a prepared statement
-                if not cur.nextset():
-                    raise AssertionError("the unique insert returned no result")
-                row = cur.fetchone()
-            assert row is not None
-            return row
-        except pg_errors.InvalidSqlStatementName:
-            if attempt == 2:
-                raise
-            names.discard(prepared.name)
-    raise AssertionError("unreachable")
-
-
 class Oban:
     """A handle on one Oban installation (a database and a prefix)."""
 
@@ -268,21 +221,23 @@ class Oban:
         schema = self.schema(pg)
         schema.check_job(job)
         if job.unique is None:
-            statement = statements.insert_statement(job, schema)
-            with pg.cursor() as cur:
-                cur.execute(statement.sql, statement.params)
-                row = cur.fetchone()
+            row = prepared.insert_row(pg, job, schema)
+            if row is None:
+                statement = statements.insert_statement(job, schema)
+                with pg.cursor() as cur:
+                    cur.execute(statement.sql, statement.params)
+                    row = cur.fetchone()
             assert row is not None
             return job.stored(row[0], row[1], row[2])
         return self._insert_unique(pg, job, schema)
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
         lock, lookup = statements.unique_statements(job, schema)
+        if prepared.applies(pg):
+            return _row_to_job(prepared.unique_row(pg, lock, lookup))
         # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
         # insert makes its own; inside one it joins it.
         own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
-        if own_transaction and pg.prepare_threshold is not None and not pg.pgconn.pipeline_status:
-            return _row_to_job(_unique_one_trip(pg, lock, lookup))
         # Inside a transaction, or without prepared statements: lock and lookup (with BEGIN and
         # COMMIT around them when the insert needs a transaction of its own) go out in one
         # pipeline, the lookup still a statement of its own so that its snapshot is taken after

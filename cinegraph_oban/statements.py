@@ -84,7 +84,7 @@ def transaction_sql() -> tuple[bytes, bytes]:
 
 
 @cache
-def _insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
+def insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
     return render("jobs/insert_job.sql.j2", prefix=prefix, scheduled=scheduled, notify=notify).encode()
 
 
@@ -92,7 +92,7 @@ def insert_statement(job: Job, schema: ObanSchema) -> Statement:
     """A plain insert with its notification, as one statement."""
     notify, params = _notify_params(job, schema)
     params.update(_job_params(job))
-    return Statement(_insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
+    return Statement(insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
 
 
 def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None]:
@@ -186,25 +186,26 @@ def _unique_lock_sql() -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedUnique:
-    """A unique lookup-and-insert as a named server-side prepared statement.
+class Prepared:
+    """A statement in the form PostgreSQL prepares once per session and runs by name.
 
-    `prepare` creates it (once per session); `execute` is the lock and an EXECUTE of it as one
-    query of two statements, with `%(name)s` placeholders for psycopg's client-side binding.
+    `prepare` creates it; `params` names its `$1, $2, ...` in order; `execute` (for a unique
+    insert) is the lock and an EXECUTE of it as one query of two statements, with `%(name)s`
+    placeholders for psycopg's client-side binding.
     """
 
     name: str
     prepare: bytes
-    execute: bytes
     params: tuple[str, ...]
+    execute: bytes
 
 
 _PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
 
 
 @cache
-def prepared_unique(lookup_sql: bytes) -> PreparedUnique:
-    """The prepared form of a unique statement: `%(name)s` become `$n` in order of appearance."""
+def prepared(sql: bytes) -> Prepared:
+    """The prepared form of a statement: its `%(name)s` become `$n` in order of appearance."""
     names: list[str] = []
 
     def number(match: re.Match[bytes]) -> bytes:
@@ -215,11 +216,11 @@ def prepared_unique(lookup_sql: bytes) -> PreparedUnique:
             names.append(name)
         return b"$%d" % (names.index(name) + 1)
 
-    body = _PLACEHOLDER.sub(number, lookup_sql)
-    name = "cinegraph_oban_unique_" + hashlib.sha256(lookup_sql).hexdigest()[:16]
+    body = _PLACEHOLDER.sub(number, sql)
+    name = "cinegraph_oban_" + hashlib.sha256(sql).hexdigest()[:20]
     prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
     execute = render("jobs/unique_one_trip.sql.j2", statement_name=name, params=names).encode()
-    return PreparedUnique(name, prepare, execute, tuple(names))
+    return Prepared(name, prepare, tuple(names), execute)
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:

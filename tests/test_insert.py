@@ -310,6 +310,72 @@ def test_insert_all_of_nothing_is_a_no_op(oban: ObanDatabase) -> None:
     assert Oban(oban.conn).insert_all([]) == []
 
 
+# the single insert through libpq (cinegraph_oban.prepared)
+
+ODD_TAGS = ['say "hi"', "back\\slash", "a,b", "{braces}", "null", "  spaced  ", "ünïcode ✓"]
+
+
+def test_single_insert_through_libpq_writes_what_the_cursor_path_writes(oban_any: ObanDatabase) -> None:
+    # The fast path (an autocommit connection outside a transaction) and the cursor path (the
+    # same insert inside a transaction) must write the same row for every kind of job.
+    client = oban_any.client()
+    jobs = [
+        Job.new(TMDB, {"imdb_id": "tt1", "quote": "it's"}, meta={"k": ["v", 1.5, None]}, tags=ODD_TAGS, unique=False),
+        Job.new("MyApp.W", {"n": 1}, queue="other queue", priority=3, max_attempts=7, schedule_in=90),
+        Job.new("MyApp.W", {}, scheduled_at=datetime(2031, 5, 6, 7, 8, 9, 123456)),
+    ]
+    fast = [client.insert(job) for job in jobs]
+    with oban_any.conn.transaction():
+        slow = [client.insert(job) for job in jobs]
+    for a, b in zip(fast, slow, strict=True):
+        row_a, row_b = oban_any.rows(f"id = {a.id}")[0], oban_any.rows(f"id = {b.id}")[0]
+        assert (a.inserted_at, a.scheduled_at) == (row_a["inserted_at"], row_a["scheduled_at"])
+        for row in (row_a, row_b):
+            row.pop("id")
+            row.pop("inserted_at")
+            if row["state"] == "available":
+                row.pop("scheduled_at")  # the transaction's now()
+        assert row_a == row_b
+        assert a == b.stored(a.id, a.inserted_at, a.scheduled_at)
+    assert list(oban_any.rows(f"id = {fast[0].id}")[0]["tags"]) == [t.strip().lower() for t in ODD_TAGS]
+
+
+def test_single_insert_through_libpq_returns_its_times_under_any_session_settings(oban: ObanDatabase) -> None:
+    oban.conn.execute("SET TimeZone = 'America/New_York'")
+    oban.conn.execute("SET DateStyle = 'SQL, DMY'")
+    client = Oban(oban.conn)
+    now = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}, unique=False))
+    later = client.insert(Job.new(TMDB, {"imdb_id": "tt2"}, scheduled_at=datetime(2031, 12, 31, 23, 59, 59, 999999)))
+    oban.conn.execute("RESET TimeZone")
+    oban.conn.execute("RESET DateStyle")
+    for job in (now, later):
+        row = oban.rows(f"id = {job.id}")[0]
+        assert (job.inserted_at, job.scheduled_at) == (row["inserted_at"], row["scheduled_at"])
+    assert abs(now.inserted_at - utc_now()) < timedelta(minutes=1), "naive UTC, not New York time"
+
+
+def test_single_insert_through_libpq_prepares_once_and_survives_discard_all(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    query = "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO%%' AND name LIKE 'cinegraph_oban_%%'"
+    for n in range(3):
+        client.insert(Job.new(TMDB, {"n": n}, unique=False))
+    assert oban.conn.execute(query).fetchone() == (1,)
+    oban.conn.execute("DISCARD ALL")
+    assert client.insert(Job.new(TMDB, {"n": 9}, unique=False)).id is not None
+    assert oban.conn.execute(query).fetchone() == (1,)
+    assert oban.count() == 4
+
+
+def test_single_insert_through_libpq_raises_the_servers_error_and_writes_nothing(oban: ObanDatabase) -> None:
+    oban.conn.execute("ALTER TABLE oban_jobs ADD CONSTRAINT no_forbidden CHECK (queue <> 'forbidden')")
+    client = Oban(oban.conn)
+    with pytest.raises(psycopg.errors.CheckViolation, match="no_forbidden"):
+        client.insert(Job.new("MyApp.W", {}, queue="forbidden"))
+    assert oban.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert client.insert(Job.new("MyApp.W", {}, queue="allowed")).id is not None
+    assert oban.count() == 1
+
+
 # unique
 
 
@@ -427,7 +493,7 @@ def test_unique_insert_prepares_its_lookup_once_and_survives_discard_all(oban: O
         return [
             (name, from_sql)
             for name, from_sql in oban.conn.execute(
-                "SELECT name, from_sql FROM pg_prepared_statements WHERE name LIKE 'cinegraph_oban_unique_%'"
+                "SELECT name, from_sql FROM pg_prepared_statements WHERE name LIKE 'cinegraph_oban_%' AND statement LIKE '%candidates%'"
             )
         ]
 

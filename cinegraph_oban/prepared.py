@@ -1,0 +1,202 @@
+"""Statements prepared once per session: the one-round-trip unique insert and the fast single insert.
+
+Both run only on a connection in autocommit mode with no transaction open (the client's own
+connection, or a caller's autocommit connection outside `conn.transaction()`), whose psycopg
+`prepare_threshold` is not None (None says a transaction pooler sits in between, and prepared
+statements would not survive it). Each statement is prepared the first time a session needs it,
+and again when something dropped it (`DISCARD ALL`): the failed run did nothing, because a
+statement that does not exist never starts, and an error rolls the implicit transaction back.
+
+The single insert goes to libpq through psycopg's `pq` wrapper, with its values in PostgreSQL's
+text format and psycopg's own non-blocking wait (so Ctrl-C still cancels it): the cursor layer
+costs about twice the client time of the whole insert otherwise. The three columns it returns
+(id, inserted_at, scheduled_at) come back in binary form, which no session setting changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import weakref
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.rows import dict_row
+
+from cinegraph_oban.job import Job
+from cinegraph_oban.schema import ObanSchema
+from cinegraph_oban.statements import Prepared, Statement, insert_payload, insert_sql, prepared
+
+__all__ = ["applies", "insert_row", "unique_row"]
+
+try:  # psycopg's non-blocking execution, as its cursors use it (psycopg >= 3.1)
+    from psycopg.errors import error_from_result
+    from psycopg.generators import execute as _execute_gen
+except ImportError:  # pragma: no cover - a psycopg without them takes the cursor path
+    _execute_gen = None
+
+T = TypeVar("T")
+
+
+class _Session:
+    """What one server session has prepared."""
+
+    __slots__ = ("names", "pid")
+
+    def __init__(self, pg: psycopg.Connection[Any]) -> None:
+        self.pid = pg.info.backend_pid
+        self.names: set[str] = set()
+
+
+_SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
+
+
+def applies(pg: psycopg.Connection[Any]) -> bool:
+    """True when `pg` may run prepared statements in transactions of their own."""
+    return (
+        pg.autocommit
+        and pg.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pg.prepare_threshold is not None
+        and not pg.pgconn.pipeline_status
+    )
+
+
+def _session(pg: psycopg.Connection[Any]) -> _Session:
+    session = _SESSIONS.get(pg)
+    if session is None or session.pid != pg.info.backend_pid:
+        session = _SESSIONS[pg] = _Session(pg)
+    return session
+
+
+def _with_prepared(pg: psycopg.Connection[Any], statement: Prepared, run: Callable[[], T]) -> T:
+    """`run()` once `statement` is prepared in this session; again after preparing it anew if
+    the session had lost it."""
+    names = _session(pg).names
+    for attempt in (1, 2):
+        if statement.name not in names:
+            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
+                pg.execute(statement.prepare, prepare=False)
+            names.add(statement.name)
+        try:
+            return run()
+        except pg_errors.InvalidSqlStatementName:
+            names.discard(statement.name)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
+    """A unique insert in one round trip: the lock, then an EXECUTE of the prepared lookup.
+
+    The two go out as one simple query, which PostgreSQL runs as one implicit transaction: the
+    lock is held until it ends, and the lookup, a statement of its own, takes its snapshot after
+    the lock is granted.
+    """
+    statement = prepared(lookup.sql)
+    query = psycopg.ClientCursor(pg).mogrify(statement.execute, {**lookup.params, **lock.params}).encode()
+
+    def run() -> dict[str, Any]:
+        with pg.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, prepare=False)  # two statements: never a prepared statement
+            if not cur.nextset():
+                raise AssertionError("the unique insert returned no result")
+            row = cur.fetchone()
+        assert row is not None
+        return row
+
+    return _with_prepared(pg, statement, run)
+
+
+_PG_EPOCH = datetime(2000, 1, 1)
+_INT8 = struct.Struct("!q")
+
+
+def _timestamp(data: bytes) -> datetime:
+    """A `timestamp` in PostgreSQL's binary form: microseconds since 2000-01-01."""
+    return _PG_EPOCH + timedelta(microseconds=_INT8.unpack(data)[0])
+
+
+def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
+    """The text-format values of `statements.insert_statement(job, schema)`, in the order of its
+    prepared form, built straight from the job (the same values; tests compare the two)."""
+    values: list[bytes | None] = [
+        job.state.encode(),
+        job.queue.encode(),
+        job.worker.encode(),
+        job.args_json.encode(),
+        job.meta_json.encode(),
+        _tags(job.tags),
+        b"%d" % job.max_attempts,
+        b"%d" % job.priority,
+    ]
+    if job.scheduled_at is not None:
+        values.append(job.scheduled_at.isoformat(sep=" ").encode())
+    if not schema.notifies_itself:
+        values += (schema.channel.encode(), insert_payload(job.queue).encode())
+    return values
+
+
+def _tags(tags: tuple[str, ...]) -> bytes:
+    if not tags:
+        return b"{}"
+    quoted = (tag.replace("\\", "\\\\").replace('"', '\\"') for tag in tags)
+    return ("{" + ",".join(f'"{tag}"' for tag in quoted) + "}").encode()
+
+
+def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tuple[int, datetime, datetime] | None:
+    """(id, inserted_at, scheduled_at) of `job` inserted with its notification through libpq;
+    None when this path does not apply (see `applies`): the caller then uses a cursor.
+
+    Every line here runs between the caller and the server for each job, so it does only what
+    it must: values straight from the job in text form, the three columns back in binary form
+    (measured in bench/README.md).
+    """
+    pgconn = pg.pgconn
+    if (
+        _execute_gen is None
+        or pgconn.transaction_status != pq.TransactionStatus.IDLE
+        or not pg.autocommit
+        or pg.prepare_threshold is None
+        or pgconn.pipeline_status
+    ):
+        return None
+    statement = _insert_prepared(schema.prefix, job.scheduled_at is not None, not schema.notifies_itself)
+    values = job_values(job, schema)
+    session = _SESSIONS.get(pg)
+    if session is None or session.pid != pgconn.backend_pid:
+        session = _SESSIONS[pg] = _Session(pg)
+    for attempt in (1, 2):
+        if statement.name not in session.names:
+            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
+                pg.execute(statement.prepare, prepare=False)
+            session.names.add(statement.name)
+        with pg.lock:
+            pgconn.send_query_prepared(statement.name.encode(), values, result_format=pq.Format.BINARY)
+            result = pg.wait(_execute_gen(pgconn))[-1]
+        if result.status == pq.ExecStatus.TUPLES_OK:
+            id_, inserted_at, scheduled_at = result.get_value(0, 0), result.get_value(0, 1), result.get_value(0, 2)
+            assert id_ is not None and inserted_at is not None and scheduled_at is not None
+            return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
+        error = error_from_result(result, encoding=pg.info.encoding)
+        if attempt == 1 and isinstance(error, pg_errors.InvalidSqlStatementName):
+            session.names.discard(statement.name)  # DISCARD ALL: prepare it again
+            continue
+        raise error
+    raise AssertionError("unreachable")
+
+
+@cache
+def _insert_prepared(prefix: str, scheduled: bool, notify: bool) -> Prepared:
+    statement = prepared(insert_sql(prefix, scheduled, notify))
+    expected = ["state", "queue", "worker", "args", "meta", "tags", "max_attempts", "priority"]
+    expected += ["scheduled_at"] if scheduled else []
+    expected += ["channel", "payload"] if notify else []
+    if list(statement.params) != expected:
+        raise AssertionError(f"jobs/insert_job.sql.j2 takes {statement.params}, job_values gives {expected}")
+    return statement

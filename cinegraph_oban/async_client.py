@@ -26,7 +26,7 @@ from cinegraph_oban.client import (
     COPY_THRESHOLD,
     BulkInsert,
     InsertedJobs,
-    _row_to_job,
+    _unique_result,
     check_small_batch,
 )
 from cinegraph_oban.connections import async_atomic, async_connect, to_async_psycopg
@@ -136,7 +136,7 @@ class AsyncOban:
                 await pg.rollback()
             raise
         assert found_row is not None
-        return _row_to_job(found_row)
+        return _unique_result(job, found_row)
 
     async def insert_all(self, jobs: Iterable[Job] | AsyncIterable[Job], *, conn: Any = None) -> InsertedJobs:
         """Insert many jobs, all or nothing, in input order (as `Oban.insert_all`)."""

@@ -327,7 +327,8 @@ class Job:
         )
 
     def stored(self, id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
-        """This job as the database stored it: with its id and times.
+        """This job as the database stored it: with its id and times, and without the insert
+        options that are not columns (`unique`, `replace`), like a job read back.
 
         The same as `dataclasses.replace`, without running `__init__` again (bulk inserts build
         one per job).
@@ -338,6 +339,8 @@ class Job:
         object.__setattr__(new, "id", id)
         object.__setattr__(new, "inserted_at", inserted_at)
         object.__setattr__(new, "scheduled_at", scheduled_at)
+        object.__setattr__(new, "unique", None)
+        object.__setattr__(new, "replace", None)
         return new
 
     @classmethod

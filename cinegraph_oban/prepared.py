@@ -27,10 +27,11 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
-from cinegraph_oban.statements import Prepared, Statement, insert_payload, insert_sql, prepared
+from cinegraph_oban.statements import PLACEHOLDER, Prepared, Statement, insert_payload, insert_sql, prepared
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
@@ -99,7 +100,16 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
     the lock is granted.
     """
     statement = prepared(lookup.sql)
-    query = psycopg.ClientCursor(pg).mogrify(statement.execute, {**lookup.params, **lock.params}).encode()
+    params = {**lookup.params, **lock.params}
+    try:
+        if pg.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
+            raise TypeError("backslashes in literals are escapes in this session")
+        quoted = {name: _quoted(value) for name, value in params.items()}
+        query = PLACEHOLDER.sub(
+            lambda match: quoted[match.group(1).decode()] if match.group(1) else b"%", statement.execute
+        )
+    except TypeError:  # a value _quoted does not know: psycopg quotes it
+        query = psycopg.ClientCursor(pg).mogrify(statement.execute, params).encode()
 
     def run() -> dict[str, Any]:
         with pg.cursor(row_factory=dict_row) as cur:
@@ -111,6 +121,27 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
         return row
 
     return _with_prepared(pg, statement, run)
+
+
+def _quoted(value: Any) -> bytes:
+    """A value as an SQL literal for an EXECUTE argument, which PostgreSQL reads with the type
+    the prepared statement gives that argument (standard_conforming_strings on). TypeError for
+    anything else."""
+    if value is None:
+        return b"NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
+        text = str(value.obj)
+    elif isinstance(value, datetime):  # naive UTC: the ISO form reads the same under any DateStyle
+        text = value.isoformat(sep=" ")
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        text = _array(value).decode()
+    else:
+        raise TypeError(f"no literal for a {type(value).__name__}")
+    return b"'" + text.replace("'", "''").encode() + b"'"
 
 
 _PG_EPOCH = datetime(2000, 1, 1)
@@ -131,7 +162,7 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
         job.worker.encode(),
         job.args_json.encode(),
         job.meta_json.encode(),
-        _tags(job.tags),
+        _array(job.tags),
         b"%d" % job.max_attempts,
         b"%d" % job.priority,
     ]
@@ -142,11 +173,12 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
     return values
 
 
-def _tags(tags: tuple[str, ...]) -> bytes:
-    if not tags:
+def _array(items: tuple[str, ...] | list[str]) -> bytes:
+    """A text[] in PostgreSQL's array input form, every element quoted."""
+    if not items:
         return b"{}"
-    quoted = (tag.replace("\\", "\\\\").replace('"', '\\"') for tag in tags)
-    return ("{" + ",".join(f'"{tag}"' for tag in quoted) + "}").encode()
+    quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return ("{" + ",".join(f'"{item}"' for item in quoted) + "}").encode()
 
 
 def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tuple[int, datetime, datetime] | None:

@@ -200,7 +200,7 @@ class Prepared:
     execute: bytes
 
 
-_PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
+PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
 
 
 @cache
@@ -216,7 +216,7 @@ def prepared(sql: bytes) -> Prepared:
             names.append(name)
         return b"$%d" % (names.index(name) + 1)
 
-    body = _PLACEHOLDER.sub(number, sql)
+    body = PLACEHOLDER.sub(number, sql)
     name = "cinegraph_oban_" + hashlib.sha256(sql).hexdigest()[:20]
     prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
     execute = render("jobs/unique_one_trip.sql.j2", statement_name=name, params=names).encode()

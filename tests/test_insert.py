@@ -511,6 +511,24 @@ def test_unique_insert_prepares_its_lookup_once_and_survives_discard_all(oban: O
     assert oban.count() == 2
 
 
+@pytest.mark.parametrize("conforming", ["on", "off"])
+def test_unique_insert_in_one_trip_carries_any_text_exactly(oban: ObanDatabase, conforming: str) -> None:
+    # The one-trip query carries its values as literals: quotes, backslashes and the like must
+    # arrive exactly, also when the session reads backslashes in literals as escapes.
+    oban.conn.execute(f"SET standard_conforming_strings = {conforming}")
+    client = Oban(oban.conn)
+    odd = "it's a \\ \"quoted\" \\' ünïcode ✓ $1 %(x)s"
+    job = Job.new("MyApp.W", {"id": odd, "n": 1}, meta={"m": odd}, tags=ODD_TAGS, unique={"keys": ["id"]})
+    first = client.insert(job)
+    again = client.insert(job)
+    assert not first.conflict and again.conflict and again.id == first.id
+    row = oban.rows(f"id = {first.id}")[0]
+    assert (row["args"], row["meta"]) == ({"id": odd, "n": 1}, {"m": odd})
+    assert list(row["tags"]) == [t.strip().lower() for t in ODD_TAGS]
+    assert again.args == first.args == job.args
+    assert oban.count() == 1
+
+
 def test_unique_insert_without_prepared_statements_uses_the_pipeline(oban: ObanDatabase) -> None:
     # A transaction pooler cannot keep prepared statements: psycopg's prepare_threshold=None
     # says so, and the unique insert then sends its statements through a pipeline instead.

@@ -31,7 +31,15 @@ from psycopg.types.json import Jsonb
 
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
-from cinegraph_oban.statements import PLACEHOLDER, Prepared, Statement, insert_payload, insert_sql, prepared
+from cinegraph_oban.statements import (
+    PLACEHOLDER,
+    Prepared,
+    Statement,
+    insert_payload,
+    insert_sql,
+    one_trip_sql,
+    prepared,
+)
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
@@ -74,42 +82,41 @@ def _session(pg: psycopg.Connection[Any]) -> _Session:
     return session
 
 
-def _with_prepared(pg: psycopg.Connection[Any], statement: Prepared, run: Callable[[], T]) -> T:
-    """`run()` once `statement` is prepared in this session; again after preparing it anew if
-    the session had lost it."""
+def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], run: Callable[[], T]) -> T:
+    """`run()` once the `needed` statements are prepared in this session; again after preparing
+    them anew if the session had lost them (DISCARD ALL)."""
     names = _session(pg).names
     for attempt in (1, 2):
-        if statement.name not in names:
-            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
-                pg.execute(statement.prepare, prepare=False)
-            names.add(statement.name)
+        for statement in needed:
+            if statement.name not in names:
+                with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
+                    pg.execute(statement.prepare, prepare=False)
+                names.add(statement.name)
         try:
             return run()
         except pg_errors.InvalidSqlStatementName:
-            names.discard(statement.name)
+            names.difference_update(statement.name for statement in needed)
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
 def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
-    """A unique insert in one round trip: the lock, then an EXECUTE of the prepared lookup.
+    """A unique insert in one round trip: EXECUTEs of the prepared lock and lookup in one query.
 
-    The two go out as one simple query, which PostgreSQL runs as one implicit transaction: the
-    lock is held until it ends, and the lookup, a statement of its own, takes its snapshot after
-    the lock is granted.
+    PostgreSQL runs the two as one implicit transaction: the lock is held until it ends, and the
+    lookup, a statement of its own, takes its snapshot after the lock is granted.
     """
-    statement = prepared(lookup.sql)
+    needed = (prepared(lock.sql), prepared(lookup.sql))
+    template = one_trip_sql(*needed)
     params = {**lookup.params, **lock.params}
     try:
         if pg.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
             raise TypeError("backslashes in literals are escapes in this session")
         quoted = {name: _quoted(value) for name, value in params.items()}
-        query = PLACEHOLDER.sub(
-            lambda match: quoted[match.group(1).decode()] if match.group(1) else b"%", statement.execute
-        )
+        query = PLACEHOLDER.sub(lambda match: quoted[match.group(1).decode()] if match.group(1) else b"%", template)
     except TypeError:  # a value _quoted does not know: psycopg quotes it
-        query = psycopg.ClientCursor(pg).mogrify(statement.execute, params).encode()
+        query = psycopg.ClientCursor(pg).mogrify(template, params).encode()
 
     def run() -> dict[str, Any]:
         with pg.cursor(row_factory=dict_row) as cur:
@@ -120,7 +127,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
         assert row is not None
         return row
 
-    return _with_prepared(pg, statement, run)
+    return _with_prepared(pg, needed, run)
 
 
 def _quoted(value: Any) -> bytes:

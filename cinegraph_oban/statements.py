@@ -187,17 +187,12 @@ def _unique_lock_sql() -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A statement in the form PostgreSQL prepares once per session and runs by name.
-
-    `prepare` creates it; `params` names its `$1, $2, ...` in order; `execute` (for a unique
-    insert) is the lock and an EXECUTE of it as one query of two statements, with `%(name)s`
-    placeholders for psycopg's client-side binding.
-    """
+    """A statement in the form PostgreSQL prepares once per session and runs by name:
+    `prepare` creates it, `params` names its `$1, $2, ...` in order."""
 
     name: str
     prepare: bytes
     params: tuple[str, ...]
-    execute: bytes
 
 
 PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
@@ -219,8 +214,20 @@ def prepared(sql: bytes) -> Prepared:
     body = PLACEHOLDER.sub(number, sql)
     name = "cinegraph_oban_" + hashlib.sha256(sql).hexdigest()[:20]
     prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
-    execute = render("jobs/unique_one_trip.sql.j2", statement_name=name, params=names).encode()
-    return Prepared(name, prepare, tuple(names), execute)
+    return Prepared(name, prepare, tuple(names))
+
+
+@cache
+def one_trip_sql(lock: Prepared, lookup: Prepared) -> bytes:
+    """The lock and the lookup of a unique insert as one query of two EXECUTEs, with
+    `%(name)s` placeholders for their values."""
+    return render(
+        "jobs/unique_one_trip.sql.j2",
+        lock_name=lock.name,
+        lock_params=lock.params,
+        lookup_name=lookup.name,
+        lookup_params=lookup.params,
+    ).encode()
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:

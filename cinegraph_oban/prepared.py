@@ -1,4 +1,5 @@
-"""Statements prepared once per session: the one-round-trip unique insert and the fast single insert.
+"""Statements prepared once per session, sent straight through libpq: the single insert and the
+one-round-trip unique insert.
 
 Both run only on a connection in autocommit mode with no transaction open (the client's own
 connection, or a caller's autocommit connection outside `conn.transaction()`), whose psycopg
@@ -7,10 +8,12 @@ statements would not survive it). Each statement is prepared the first time a se
 and again when something dropped it (`DISCARD ALL`): the failed run did nothing, because a
 statement that does not exist never starts, and an error rolls the implicit transaction back.
 
-The single insert goes to libpq through psycopg's `pq` wrapper, with its values in PostgreSQL's
-text format and psycopg's own non-blocking wait (so Ctrl-C still cancels it): the cursor layer
-costs about twice the client time of the whole insert otherwise. The three columns it returns
-(id, inserted_at, scheduled_at) come back in binary form, which no session setting changes.
+They go to libpq through psycopg's `pq` wrapper and psycopg's own non-blocking wait (so Ctrl-C
+still cancels them): in a single insert psycopg's cursor layer costs more client time than all
+the rest (measured in bench/README.md). The single insert sends its values in text form and
+gets its id and times back in binary form, which no session setting changes; the unique insert
+is a simple query of two EXECUTEs with the values as quoted literals, and its text results are
+loaded by a psycopg `Transformer`, as psycopg loads them.
 """
 
 from __future__ import annotations
@@ -26,17 +29,17 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.rows import dict_row
+from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.statements import (
-    PLACEHOLDER,
     Prepared,
     Statement,
     insert_payload,
     insert_sql,
+    one_trip_parts,
     one_trip_sql,
     prepared,
 )
@@ -53,13 +56,14 @@ T = TypeVar("T")
 
 
 class _Session:
-    """What one server session has prepared."""
+    """What one server session has prepared, and a Transformer for its text results."""
 
-    __slots__ = ("names", "pid")
+    __slots__ = ("names", "pid", "transformer")
 
     def __init__(self, pg: psycopg.Connection[Any]) -> None:
         self.pid = pg.info.backend_pid
         self.names: set[str] = set()
+        self.transformer = Transformer(pg)
 
 
 _SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
@@ -113,21 +117,41 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
     try:
         if pg.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
             raise TypeError("backslashes in literals are escapes in this session")
-        quoted = {name: _quoted(value) for name, value in params.items()}
-        query = PLACEHOLDER.sub(lambda match: quoted[match.group(1).decode()] if match.group(1) else b"%", template)
+        parts = one_trip_parts(*needed)
+        query = b"".join(part if isinstance(part, bytes) else _quoted(params[part]) for part in parts)
     except TypeError:  # a value _quoted does not know: psycopg quotes it
         query = psycopg.ClientCursor(pg).mogrify(template, params).encode()
 
     def run() -> dict[str, Any]:
-        with pg.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, prepare=False)  # two statements: never a prepared statement
-            if not cur.nextset():
-                raise AssertionError("the unique insert returned no result")
-            row = cur.fetchone()
-        assert row is not None
-        return row
+        pgconn = pg.pgconn
+        with pg.lock:
+            pgconn.send_query(query)  # the simple query protocol: two statements, text results
+            results = pg.wait(_execute_gen(pgconn))
+        for result in results:
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise error_from_result(result, encoding=pg.info.encoding)
+        return _unique_result_row(pg, results[-1])
 
     return _with_prepared(pg, needed, run)
+
+
+def _unique_result_row(pg: psycopg.Connection[Any], result: pq.abc.PGresult) -> dict[str, Any]:
+    """The lookup's row: all of it for a conflict (the existing job), else only what a new job
+    needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`), loaded as psycopg
+    loads them."""
+    transformer = _session(pg).transformer
+    transformer.set_pgresult(result)
+    names = [result.fname(i) or b"" for i in range(result.nfields)]
+    conflict = names.index(b"conflict")
+    if result.get_value(0, conflict) == b"t":
+        row = transformer.load_row(0, tuple)
+        assert row is not None
+        return {name.decode(): value for name, value in zip(names, row, strict=True)}
+    wanted: dict[str, Any] = {"conflict": False}
+    for column in ("id", "inserted_at", "scheduled_at"):
+        i = names.index(column.encode())
+        wanted[column] = transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"")
+    return wanted
 
 
 def _quoted(value: Any) -> bytes:

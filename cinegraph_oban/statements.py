@@ -95,16 +95,16 @@ def insert_statement(job: Job, schema: ObanSchema) -> Statement:
     return Statement(insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
 
 
-def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None]:
-    """(mode, json) for one of args/meta: exact match, containment of the keys, or empty."""
+def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None, Any]:
+    """(mode, json, value) for one of args/meta: exact match, containment of the keys, or empty."""
     text = job.args_json if field == "args" else job.meta_json
     if not keys:
-        return ("empty", None) if text == "{}" else ("exact", text)
+        return ("empty", None, {}) if text == "{}" else ("exact", text, json.loads(text))
     source = job.args if field == "args" else job.meta
     taken = {str(k): v for k, v in source.items() if str(k) in keys}
     if not taken:
-        return "empty", None
-    return "contains", json.dumps(taken, ensure_ascii=False, separators=(",", ":"))
+        return "empty", None, {}
+    return "contains", json.dumps(taken, ensure_ascii=False, separators=(",", ":")), taken
 
 
 def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statement]:
@@ -121,11 +121,10 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
     identity: dict[str, Any] = {"fields": sorted(unique.fields), "keys": sorted(unique.keys), "states": sorted(states)}
     for field in ("args", "meta"):
         if field in unique.fields:
-            mode, subset = _unique_subset(job, field, unique.keys)
+            mode, subset, identity[field] = _unique_subset(job, field, unique.keys)
             map_fields.append((field, mode))
             if subset is not None:
                 params[f"{field}_unique"] = json_param(subset)
-            identity[field] = json.loads(subset) if subset is not None else {}
     for field in ("worker", "queue"):
         if field in unique.fields:
             identity[field] = getattr(job, field)
@@ -228,6 +227,21 @@ def one_trip_sql(lock: Prepared, lookup: Prepared) -> bytes:
         lookup_name=lookup.name,
         lookup_params=lookup.params,
     ).encode()
+
+
+@cache
+def one_trip_parts(lock: Prepared, lookup: Prepared) -> tuple[bytes | str, ...]:
+    """`one_trip_sql` cut at its placeholders: SQL text (bytes) and the names of the values that
+    go between (str)."""
+    parts: list[bytes | str] = []
+    sql = one_trip_sql(lock, lookup)
+    at = 0
+    for match in PLACEHOLDER.finditer(sql):
+        parts.append(sql[at : match.start()])
+        parts.append(match.group(1).decode() if match.group(1) else b"%")
+        at = match.end()
+    parts.append(sql[at:])
+    return tuple(part for part in parts if part)
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:

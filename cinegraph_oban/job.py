@@ -12,7 +12,9 @@ timestamps and `conflict` (True when a unique insert found an existing job).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import json.encoder
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +25,7 @@ from typing import Any
 from cinegraph_oban.errors import Problem, ValidationError
 from cinegraph_oban.timestamps import to_naive_utc, utc_now
 from cinegraph_oban.unique import JOB_STATES, REPLACEABLE_FIELDS, Unique
-from cinegraph_oban.workers import DEFAULT_REGISTRY, WorkerRegistry
+from cinegraph_oban.workers import DEFAULT_REGISTRY, WorkerRegistry, WorkerSpec
 
 __all__ = ["Job", "encode_json_object", "normalize_tags"]
 
@@ -37,6 +39,19 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# The C encoder that _ENCODER.encode builds anew on every call, built once. No circular check:
+# a cycle ends in RecursionError, reported like any other value that cannot be encoded.
+_C_ENCODE: Any = None
+with contextlib.suppress(AttributeError, TypeError):  # an interpreter without the C accelerator
+    _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+
+
+def _encode(value: Any) -> str:
+    if _C_ENCODE is None:  # pragma: no cover
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def encode_json_object(value: Any, name: str) -> tuple[str | None, list[Problem]]:
@@ -51,7 +66,7 @@ def encode_json_object(value: Any, name: str) -> tuple[str | None, list[Problem]
     if not value:
         return "{}", []
     try:
-        text = _ENCODER.encode(value)
+        text = _encode(value)
         if not text.isascii():
             text.encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
@@ -120,35 +135,44 @@ def _check_name(label: str, value: Any) -> list[Problem]:
     return []
 
 
-def _resolve_worker(worker: Any, registry: WorkerRegistry) -> tuple[str, list[Problem]]:
+def _resolve_worker(worker: Any, registry: WorkerRegistry) -> tuple[str, WorkerSpec | None, list[Problem]]:
+    """(stored name, registered spec, problems) for a worker name."""
     if not isinstance(worker, str):
-        return "", [Problem("worker", f"expected an Elixir module name as a string, got {worker!r}")]
+        return "", None, [Problem("worker", f"expected an Elixir module name as a string, got {worker!r}")]
     name = worker.strip().removeprefix("Elixir.")
     spec = registry.resolve(name)
     if spec is not None:
-        return spec.name, []
+        return spec.name, spec, []
     problems = _check_name("worker", name)
     if problems:
-        return name, problems
+        return name, None, problems
     segments = name.split(".")
     if len(segments) == 1:
-        return name, [
-            Problem(
-                "worker",
-                f"{name!r} is a bare module name: Oban would fail the job with "
-                f"'unknown worker: {name}' and retry it until discarded. Use the full module name "
-                f"(e.g. 'Cinegraph.Workers.{name}') or register the worker in the WorkerRegistry",
-            )
-        ]
+        return (
+            name,
+            None,
+            [
+                Problem(
+                    "worker",
+                    f"{name!r} is a bare module name: Oban would fail the job with "
+                    f"'unknown worker: {name}' and retry it until discarded. Use the full module name "
+                    f"(e.g. 'Cinegraph.Workers.{name}') or register the worker in the WorkerRegistry",
+                )
+            ],
+        )
     if not all(_MODULE_SEGMENT.match(s) for s in segments):
-        return name, [
-            Problem(
-                "worker",
-                f"{name!r} is not an Elixir module name (dot-separated segments starting with a "
-                "capital letter, e.g. 'Cinegraph.Workers.TMDbDetailsWorker')",
-            )
-        ]
-    return name, []
+        return (
+            name,
+            None,
+            [
+                Problem(
+                    "worker",
+                    f"{name!r} is not an Elixir module name (dot-separated segments starting with a "
+                    "capital letter, e.g. 'Cinegraph.Workers.TMDbDetailsWorker')",
+                )
+            ],
+        )
+    return name, None, []
 
 
 def _normalize_replace(replace: Any) -> tuple[tuple[tuple[str, tuple[str, ...]], ...] | None, list[Problem]]:
@@ -234,9 +258,8 @@ class Job:
         registry = DEFAULT_REGISTRY if registry is None else registry
         problems: list[Problem] = []
 
-        worker_name, found = _resolve_worker(worker, registry)
+        worker_name, spec, found = _resolve_worker(worker, registry)
         problems += found
-        spec = registry.resolve(worker_name) if not found else None
 
         args_json, found = encode_json_object({} if args is None else args, "args")
         problems += found
@@ -330,17 +353,33 @@ class Job:
         """This job as the database stored it: with its id and times, and without the insert
         options that are not columns (`unique`, `replace`), like a job read back.
 
-        The same as `dataclasses.replace`, without running `__init__` again (bulk inserts build
-        one per job).
+        The same as `dataclasses.replace`, without running `__init__` again, field by field
+        (every insert returns one; tests check that no field is missed).
         """
-        new = object.__new__(Job)
-        for name in _FIELD_NAMES:
-            object.__setattr__(new, name, getattr(self, name))
-        object.__setattr__(new, "id", id)
-        object.__setattr__(new, "inserted_at", inserted_at)
-        object.__setattr__(new, "scheduled_at", scheduled_at)
-        object.__setattr__(new, "unique", None)
-        object.__setattr__(new, "replace", None)
+        new = _new(Job)
+        _set(new, "worker", self.worker)
+        _set(new, "args", self.args)
+        _set(new, "queue", self.queue)
+        _set(new, "meta", self.meta)
+        _set(new, "tags", self.tags)
+        _set(new, "priority", self.priority)
+        _set(new, "max_attempts", self.max_attempts)
+        _set(new, "state", self.state)
+        _set(new, "scheduled_at", scheduled_at)
+        _set(new, "unique", None)
+        _set(new, "replace", None)
+        _set(new, "id", id)
+        _set(new, "attempt", self.attempt)
+        _set(new, "inserted_at", inserted_at)
+        _set(new, "attempted_at", self.attempted_at)
+        _set(new, "attempted_by", self.attempted_by)
+        _set(new, "completed_at", self.completed_at)
+        _set(new, "discarded_at", self.discarded_at)
+        _set(new, "cancelled_at", self.cancelled_at)
+        _set(new, "errors", self.errors)
+        _set(new, "conflict", self.conflict)
+        _set(new, "args_json", self.args_json)
+        _set(new, "meta_json", self.meta_json)
         return new
 
     @classmethod
@@ -374,3 +413,5 @@ class Job:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Job))
+_new = object.__new__
+_set = object.__setattr__

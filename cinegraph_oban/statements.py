@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.templates import render
+from cinegraph_oban.unique import Unique
 
 __all__ = [
     "Statement",
@@ -104,7 +105,19 @@ def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str 
     taken = {str(k): v for k, v in source.items() if str(k) in keys}
     if not taken:
         return "empty", None, {}
-    return "contains", json.dumps(taken, ensure_ascii=False, separators=(",", ":")), taken
+    return "contains", _COMPACT_JSON.encode(taken), taken
+
+
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_SORTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+@cache
+def _unique_identity(unique: Unique, known_states: tuple[str, ...]) -> tuple[list[str], Mapping[str, Any]]:
+    """The states the lookup uses (those the database has) and the part of the lock's identity
+    that depends only on the options; the caller adds the job's own values to a copy."""
+    states = [s for s in unique.states if s in known_states]
+    return states, {"fields": sorted(unique.fields), "keys": sorted(unique.keys), "states": sorted(states)}
 
 
 def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statement]:
@@ -115,10 +128,10 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
     """
     unique = job.unique
     assert unique is not None
-    states = [s for s in unique.states if s in schema.states]
+    states, base = _unique_identity(unique, schema.states)
+    identity = dict(base)
     map_fields: list[tuple[str, str]] = []
     params = _job_params(job)
-    identity: dict[str, Any] = {"fields": sorted(unique.fields), "keys": sorted(unique.keys), "states": sorted(states)}
     for field in ("args", "meta"):
         if field in unique.fields:
             mode, subset, identity[field] = _unique_subset(job, field, unique.keys)
@@ -151,7 +164,7 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
         tuple(map_fields),
         tuple(replace_fields),
     )
-    lock_key = schema.prefix + "|" + json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    lock_key = schema.prefix + "|" + _SORTED_JSON.encode(identity)
     return Statement(_unique_lock_sql(), {"lock_key": lock_key}), Statement(sql, params)
 
 

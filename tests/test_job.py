@@ -203,3 +203,35 @@ def test_any_invalid_job_raises_validation_error(bad: dict[str, object], extra: 
     with pytest.raises(ValidationError) as info:
         Job.new(**kwargs)  # type: ignore[arg-type]
     assert info.value.problems
+
+
+def test_the_reused_json_encoder_writes_what_json_dumps_writes() -> None:
+    from cinegraph_oban import job as job_module
+
+    values = [
+        {"a": 1, "b": [1.5, -0.0, 1e100, None, True], "c": {"d": 'ünïcode ✓ " \\ \n'}},
+        {1: "int key", "s": "x"},
+        {"big": 2**70, "nested": [[{"x": []}]]},
+    ]
+    for value in values:
+        expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        assert job_module._encode(value) == expected
+    for bad in ({"x": float("nan")}, {"x": object()}):
+        text, problems = job_module.encode_json_object(bad, "args")
+        assert text is None and problems
+
+
+def test_stored_copies_every_field() -> None:
+    import dataclasses
+    import inspect
+
+    from cinegraph_oban import job as job_module
+
+    job = Job.new(TMDB, {"imdb_id": "tt1"}, meta={"m": 1}, tags=["x"], priority=2, schedule_in=5, replace=["priority"])
+    later = datetime(2030, 1, 1)
+    stored = job.stored(7, later, later)
+    assert stored == dataclasses.replace(job, id=7, inserted_at=later, scheduled_at=later, unique=None, replace=None)
+    assert (stored.args_json, stored.meta_json) == (job.args_json, job.meta_json)
+    # stored() sets each field by name: a field added to Job must be added there too.
+    source = inspect.getsource(job_module.Job.stored)
+    assert [f.name for f in dataclasses.fields(Job) if f'_set(new, "{f.name}",' not in source] == []

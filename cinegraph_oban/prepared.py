@@ -105,19 +105,25 @@ def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], ru
     raise AssertionError("unreachable")
 
 
+@cache
+def _one_trip(lock_sql: bytes, lookup_sql: bytes) -> tuple[tuple[Prepared, Prepared], bytes, tuple[bytes | str, ...]]:
+    """(the two prepared statements, the one-trip query's template, its parts) for a lock and a
+    lookup."""
+    needed = (prepared(lock_sql), prepared(lookup_sql))
+    return needed, one_trip_sql(*needed), one_trip_parts(*needed)
+
+
 def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
     """A unique insert in one round trip: EXECUTEs of the prepared lock and lookup in one query.
 
     PostgreSQL runs the two as one implicit transaction: the lock is held until it ends, and the
     lookup, a statement of its own, takes its snapshot after the lock is granted.
     """
-    needed = (prepared(lock.sql), prepared(lookup.sql))
-    template = one_trip_sql(*needed)
+    needed, template, parts = _one_trip(lock.sql, lookup.sql)
     params = {**lookup.params, **lock.params}
     try:
         if pg.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
             raise TypeError("backslashes in literals are escapes in this session")
-        parts = one_trip_parts(*needed)
         query = b"".join(part if isinstance(part, bytes) else _quoted(params[part]) for part in parts)
     except TypeError:  # a value _quoted does not know: psycopg quotes it
         query = psycopg.ClientCursor(pg).mogrify(template, params).encode()
@@ -130,28 +136,36 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
         for result in results:
             if result.status != pq.ExecStatus.TUPLES_OK:
                 raise error_from_result(result, encoding=pg.info.encoding)
-        return _unique_result_row(pg, results[-1])
+        return _unique_result_row(pg, needed[1].name, results[-1])
 
     return _with_prepared(pg, needed, run)
 
 
-def _unique_result_row(pg: psycopg.Connection[Any], result: pq.abc.PGresult) -> dict[str, Any]:
+#: Where `conflict`, `id`, `inserted_at` and `scheduled_at` are in each lookup's result.
+_COLUMNS: dict[str, tuple[int, int, int, int]] = {}
+
+
+def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PGresult) -> dict[str, Any]:
     """The lookup's row: all of it for a conflict (the existing job), else only what a new job
     needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`), loaded as psycopg
     loads them."""
     transformer = _session(pg).transformer
-    transformer.set_pgresult(result)
-    names = [result.fname(i) or b"" for i in range(result.nfields)]
-    conflict = names.index(b"conflict")
-    if result.get_value(0, conflict) == b"t":
+    columns = _COLUMNS.get(name)
+    if columns is None:
+        names = [result.fname(i) for i in range(result.nfields)]
+        conflict, id_, inserted_at, scheduled_at = (
+            names.index(column) for column in (b"conflict", b"id", b"inserted_at", b"scheduled_at")
+        )
+        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at)
+    if result.get_value(0, columns[0]) == b"t":
+        transformer.set_pgresult(result)
         row = transformer.load_row(0, tuple)
         assert row is not None
-        return {name.decode(): value for name, value in zip(names, row, strict=True)}
-    wanted: dict[str, Any] = {"conflict": False}
-    for column in ("id", "inserted_at", "scheduled_at"):
-        i = names.index(column.encode())
-        wanted[column] = transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"")
-    return wanted
+        return {(result.fname(i) or b"").decode(): value for i, value in enumerate(row)}
+    loaded = [
+        transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"") for i in columns[1:]
+    ]
+    return {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
 
 
 def _quoted(value: Any) -> bytes:

@@ -86,16 +86,21 @@ def _session(pg: psycopg.Connection[Any]) -> _Session:
     return session
 
 
+def _prepare(pg: psycopg.Connection[Any], names: set[str], statement: Prepared) -> None:
+    """Prepare `statement` in this session unless it is among `names` (what it has prepared)."""
+    if statement.name not in names:
+        with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
+            pg.execute(statement.prepare, prepare=False)
+        names.add(statement.name)
+
+
 def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], run: Callable[[], T]) -> T:
     """`run()` once the `needed` statements are prepared in this session; again after preparing
     them anew if the session had lost them (DISCARD ALL)."""
     names = _session(pg).names
     for attempt in (1, 2):
         for statement in needed:
-            if statement.name not in names:
-                with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
-                    pg.execute(statement.prepare, prepare=False)
-                names.add(statement.name)
+            _prepare(pg, names, statement)
         try:
             return run()
         except pg_errors.InvalidSqlStatementName:
@@ -249,10 +254,7 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
     if session is None or session.pid != pgconn.backend_pid:
         session = _SESSIONS[pg] = _Session(pg)
     for attempt in (1, 2):
-        if statement.name not in session.names:
-            with contextlib.suppress(pg_errors.DuplicatePreparedStatement):  # by another client on pg
-                pg.execute(statement.prepare, prepare=False)
-            session.names.add(statement.name)
+        _prepare(pg, session.names, statement)
         with pg.lock:
             pgconn.send_query_prepared(statement.name.encode(), values, result_format=pq.Format.BINARY)
             result = pg.wait(_execute_gen(pgconn))[-1]

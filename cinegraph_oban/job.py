@@ -40,7 +40,7 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 # The C encoder that _ENCODER.encode builds anew on every call, built once. No circular check:
-# a cycle ends in RecursionError, reported like any other value that cannot be encoded.
+# a cycle ends in RecursionError, and _locate_json_problem then names where the cycle closes.
 _C_ENCODE: Any = None
 with contextlib.suppress(AttributeError, TypeError):  # an interpreter without the C accelerator
     _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
@@ -78,16 +78,22 @@ def encode_json_object(value: Any, name: str) -> tuple[str | None, list[Problem]
 
 def _locate_json_problem(value: Any, path: str) -> Problem:
     """Walk a value that failed to encode and name the first offending place."""
-    stack: list[tuple[Any, str]] = [(value, path)]
+    # Each entry carries the ids of the containers above it, so a container that holds itself
+    # (a cycle) is named instead of walked forever; one reached twice by two paths is fine.
+    stack: list[tuple[Any, str, frozenset[int]]] = [(value, path, frozenset())]
     while stack:
-        item, where = stack.pop()
+        item, where, above = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if id(item) in above:
+                return Problem(where, "refers to itself (a cycle), which JSON cannot hold")
+            above = above | {id(item)}
         if isinstance(item, Mapping):
             for key, sub in item.items():
                 if isinstance(key, str) and "\x00" in key:
                     return Problem(where, f"key {key!r} contains a NUL character, which PostgreSQL's jsonb rejects")
-                stack.append((sub, f"{where}[{key!r}]"))
+                stack.append((sub, f"{where}[{key!r}]", above))
         elif isinstance(item, list | tuple):
-            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+            stack.extend((sub, f"{where}[{i}]", above) for i, sub in enumerate(item))
         elif isinstance(item, str):
             if "\x00" in item:
                 return Problem(where, "contains a NUL character, which PostgreSQL's jsonb rejects")

@@ -37,12 +37,14 @@ from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.statements import (
     Prepared,
     Statement,
+    deallocate_sql,
     insert_payload,
     insert_sql,
     one_trip_parts,
     one_trip_sql,
     prepared,
 )
+from cinegraph_oban.timestamps import to_naive_utc
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
@@ -56,26 +58,28 @@ T = TypeVar("T")
 
 
 class _Session:
-    """What one server session has prepared, and a Transformer for its text results."""
+    """What one server session has prepared."""
 
-    __slots__ = ("names", "pid", "transformer")
+    __slots__ = ("names", "pid")
 
     def __init__(self, pg: psycopg.Connection[Any]) -> None:
         self.pid = pg.info.backend_pid
         self.names: set[str] = set()
-        self.transformer = Transformer(pg)
 
 
 _SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
 
 
 def applies(pg: psycopg.Connection[Any]) -> bool:
-    """True when `pg` may run prepared statements in transactions of their own."""
+    """True when `pg` may run prepared statements in transactions of their own, with text in
+    UTF-8 (what these paths send; a session in another client_encoding takes the cursor path)."""
+    pgconn = pg.pgconn
     return (
         pg.autocommit
-        and pg.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pgconn.transaction_status == pq.TransactionStatus.IDLE
         and pg.prepare_threshold is not None
-        and not pg.pgconn.pipeline_status
+        and not pgconn.pipeline_status
+        and pgconn.parameter_status(b"client_encoding") == b"UTF8"
     )
 
 
@@ -94,17 +98,33 @@ def _prepare(pg: psycopg.Connection[Any], names: set[str], statement: Prepared) 
         names.add(statement.name)
 
 
+#: Errors after which a prepared statement is made again and the work retried once: the session
+#: lost it (DISCARD ALL, DEALLOCATE), or what it was planned on changed (the Oban schema dropped
+#: and installed again: "cache lookup failed for type", "cached plan must not change result
+#: type"). The work runs in a transaction of its own, which the error rolled back: nothing to undo.
+_STALE = (pg_errors.InvalidSqlStatementName, pg_errors.InternalError, pg_errors.FeatureNotSupported)
+
+
+def _forget(pg: psycopg.Connection[Any], names: set[str], needed: tuple[Prepared, ...]) -> None:
+    """Drop `needed` from this session (those it still has) and from what we know it has."""
+    for statement in needed:
+        if statement.name in names:
+            with contextlib.suppress(pg_errors.InvalidSqlStatementName):
+                pg.execute(deallocate_sql(statement.name), prepare=False)
+            names.discard(statement.name)
+
+
 def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], run: Callable[[], T]) -> T:
-    """`run()` once the `needed` statements are prepared in this session; again after preparing
-    them anew if the session had lost them (DISCARD ALL)."""
+    """`run()` once the `needed` statements are prepared in this session; once more after
+    preparing them anew if they were stale (see `_STALE`)."""
     names = _session(pg).names
     for attempt in (1, 2):
         for statement in needed:
             _prepare(pg, names, statement)
         try:
             return run()
-        except pg_errors.InvalidSqlStatementName:
-            names.difference_update(statement.name for statement in needed)
+        except _STALE:
+            _forget(pg, names, needed)
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
@@ -154,7 +174,7 @@ def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PG
     """The lookup's row: all of it for a conflict (the existing job), else only what a new job
     needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`), loaded as psycopg
     loads them."""
-    transformer = _session(pg).transformer
+    transformer = Transformer(pg)  # one per result: it reads DateStyle and the encoding when made
     columns = _COLUMNS.get(name)
     if columns is None:
         names = [result.fname(i) for i in range(result.nfields)]
@@ -186,7 +206,7 @@ def _quoted(value: Any) -> bytes:
     elif isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
         text = str(value.obj)
     elif isinstance(value, datetime):  # naive UTC: the ISO form reads the same under any DateStyle
-        text = value.isoformat(sep=" ")
+        text = to_naive_utc(value).isoformat(sep=" ")
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         text = _array(value).decode()
     else:
@@ -217,7 +237,7 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
         b"%d" % job.priority,
     ]
     if job.scheduled_at is not None:
-        values.append(job.scheduled_at.isoformat(sep=" ").encode())
+        values.append(to_naive_utc(job.scheduled_at).isoformat(sep=" ").encode())
     if not schema.notifies_itself:
         values += (schema.channel.encode(), insert_payload(job.queue).encode())
     return values
@@ -240,13 +260,7 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
     (measured in bench/README.md).
     """
     pgconn = pg.pgconn
-    if (
-        _execute_gen is None
-        or pgconn.transaction_status != pq.TransactionStatus.IDLE
-        or not pg.autocommit
-        or pg.prepare_threshold is None
-        or pgconn.pipeline_status
-    ):
+    if _execute_gen is None or not applies(pg):
         return None
     statement = _insert_prepared(schema.prefix, job.scheduled_at is not None, not schema.notifies_itself)
     values = job_values(job, schema)
@@ -263,8 +277,8 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
             assert id_ is not None and inserted_at is not None and scheduled_at is not None
             return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
         error = error_from_result(result, encoding=pg.info.encoding)
-        if attempt == 1 and isinstance(error, pg_errors.InvalidSqlStatementName):
-            session.names.discard(statement.name)  # DISCARD ALL: prepare it again
+        if attempt == 1 and isinstance(error, _STALE):
+            _forget(pg, session.names, (statement,))
             continue
         raise error
     raise AssertionError("unreachable")

@@ -230,6 +230,11 @@ def prepared(sql: bytes) -> Prepared:
 
 
 @cache
+def deallocate_sql(name: str) -> bytes:
+    return render("jobs/deallocate.sql.j2", statement_name=name).encode()
+
+
+@cache
 def one_trip_sql(lock: Prepared, lookup: Prepared) -> bytes:
     """The lock and the lookup of a unique insert as one query of two EXECUTEs, with
     `%(name)s` placeholders for their values."""

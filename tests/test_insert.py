@@ -376,6 +376,60 @@ def test_single_insert_through_libpq_raises_the_servers_error_and_writes_nothing
     assert oban.count() == 1
 
 
+def test_prepared_statements_survive_the_oban_schema_installed_again(oban: ObanDatabase) -> None:
+    # A prepared statement is planned on the table and enum it found; after the schema is
+    # dropped and installed again (a test teardown, a migration down and up) it is made again.
+    from cinegraph_oban.schema import install
+
+    install(oban.conn, 14, "again")
+    client = Oban(oban.conn, prefix="again")
+    client.insert(Job.new(TMDB, {"imdb_id": "tt1"}, unique=False))
+    client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+    oban.conn.execute('DROP SCHEMA "again" CASCADE')
+    install(oban.conn, 14, "again")
+    client.refresh_schema()
+    assert client.insert(Job.new(TMDB, {"imdb_id": "tt2"}, unique=False)).id == 1
+    assert not client.insert(Job.new(TMDB, {"imdb_id": "tt3"})).conflict
+    assert client.insert(Job.new(TMDB, {"imdb_id": "tt3"})).conflict
+
+
+def test_a_session_in_another_client_encoding_gets_the_same_text(oban: ObanDatabase) -> None:
+    with psycopg.connect(oban.dsn, autocommit=True, client_encoding="LATIN1") as conn:
+        client = Oban(conn)
+        own = client.insert(Job.new("MyApp.W", {}, queue="fila_é", tags=["é"], unique={"fields": ["queue", "worker"]}))
+        with conn.transaction():
+            joined = client.insert(Job.new("MyApp.W", {}, queue="fila_é", unique={"fields": ["queue", "worker"]}))
+        assert joined.conflict and joined.id == own.id
+        plain = client.insert(Job.new("MyApp.W", {}, tags=["é"], unique=False))
+    rows = {row["id"]: row for row in oban.rows()}
+    assert rows[own.id]["queue"] == "fila_é" and list(rows[own.id]["tags"]) == ["é"] == list(rows[plain.id]["tags"])
+
+
+def test_unique_insert_reads_times_under_the_datestyle_of_the_moment(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    oban.conn.execute("SET DateStyle = 'SQL, MDY'")
+    first = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+    oban.conn.execute("SET DateStyle = 'SQL, DMY'")
+    second = client.insert(Job.new(TMDB, {"imdb_id": "tt2"}))
+    oban.conn.execute("RESET DateStyle")
+    for job in (first, second):
+        row = oban.rows(f"id = {job.id}")[0]
+        assert (job.inserted_at, job.scheduled_at) == (row["inserted_at"], row["scheduled_at"])
+
+
+def test_an_aware_scheduled_time_is_stored_in_utc_on_every_path(oban: ObanDatabase) -> None:
+    import dataclasses
+
+    client = Oban(oban.conn)
+    aware = datetime(2031, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    job = dataclasses.replace(Job.new("MyApp.W", {"n": 1}, schedule_in=60), scheduled_at=aware)
+    fast = client.insert(job)
+    with oban.conn.transaction():
+        slow = client.insert(job)
+    assert {row["scheduled_at"] for row in oban.rows()} == {datetime(2031, 1, 1, 10, 0)}
+    assert fast.id != slow.id
+
+
 # unique
 
 

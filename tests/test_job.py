@@ -235,3 +235,13 @@ def test_stored_copies_every_field() -> None:
     # stored() sets each field by name: a field added to Job must be added there too.
     source = inspect.getsource(job_module.Job.stored)
     assert [f.name for f in dataclasses.fields(Job) if f'_set(new, "{f.name}",' not in source] == []
+
+
+def test_a_value_that_holds_itself_is_named_not_walked_forever() -> None:
+    looped: dict[str, object] = {"x": 1}
+    looped["self"] = looped
+    with pytest.raises(ValidationError, match=r"args\['self'\]: refers to itself"):
+        Job.new("MyApp.W", looped)
+    shared = {"n": float("nan")}
+    with pytest.raises(ValidationError, match=r"args\['q'\]\['n'\]: nan is not valid JSON"):
+        Job.new("MyApp.W", {"p": shared, "q": shared})

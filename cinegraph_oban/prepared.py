@@ -159,7 +159,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
             pgconn.send_query(query)  # the simple query protocol: two statements, text results
             results = pg.wait(_execute_gen(pgconn))
         for result in results:
-            if result.status != pq.ExecStatus.TUPLES_OK:
+            if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
                 raise error_from_result(result, encoding=pg.info.encoding)
         return _unique_result_row(pg, needed[1].name, results[-1])
 

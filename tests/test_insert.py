@@ -515,12 +515,24 @@ def test_concurrent_unique_inserts_make_exactly_one_row(oban: ObanDatabase) -> N
     assert sum(not r.conflict for r in results) == 10
 
 
-def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(oban: ObanDatabase) -> None:
-    # The lock and the lookup go out together in one query; the lookup must still take its
-    # snapshot after the lock is granted, or it would miss the job its holder just committed.
+@pytest.mark.parametrize(
+    ("path", "isolation"),
+    [("one trip", "read committed"), ("one trip", "repeatable read"), ("pipeline", "repeatable read")],
+)
+def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(
+    oban: ObanDatabase, path: str, isolation: str
+) -> None:
+    # The lock and the lookup go out together; the lookup must still take its snapshot after
+    # the lock is granted, or it would miss the job its holder just committed. Only READ
+    # COMMITTED gives it one of its own, whatever the session's default isolation is.
     from cinegraph_oban import statements
 
-    client = Oban.connect(oban.dsn)
+    client = Oban.connect(
+        oban.dsn,
+        options=f"-c default_transaction_isolation={isolation.replace(' ', chr(92) + ' ')}",
+        prepare_threshold=None if path == "pipeline" else 5,
+    )
+    assert client.connection.execute("SHOW default_transaction_isolation").fetchone() == (isolation,)
     job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "race"})
     lock, lookup = statements.unique_statements(job, client.schema())
     holder = psycopg.connect(oban.dsn)

@@ -18,7 +18,7 @@ import json.encoder
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -418,6 +418,5 @@ class Job:
         )
 
 
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Job))
 _new = object.__new__
 _set = object.__setattr__

@@ -63,7 +63,7 @@ class _Session:
     __slots__ = ("names", "pid")
 
     def __init__(self, pg: psycopg.Connection[Any]) -> None:
-        self.pid = pg.info.backend_pid
+        self.pid = pg.pgconn.backend_pid
         self.names: set[str] = set()
 
 
@@ -75,7 +75,8 @@ def applies(pg: psycopg.Connection[Any]) -> bool:
     UTF-8 (what these paths send; a session in another client_encoding takes the cursor path)."""
     pgconn = pg.pgconn
     return (
-        pg.autocommit
+        _execute_gen is not None
+        and pg.autocommit
         and pgconn.transaction_status == pq.TransactionStatus.IDLE
         and pg.prepare_threshold is not None
         and not pgconn.pipeline_status
@@ -85,7 +86,7 @@ def applies(pg: psycopg.Connection[Any]) -> bool:
 
 def _session(pg: psycopg.Connection[Any]) -> _Session:
     session = _SESSIONS.get(pg)
-    if session is None or session.pid != pg.info.backend_pid:
+    if session is None or session.pid != pg.pgconn.backend_pid:
         session = _SESSIONS[pg] = _Session(pg)
     return session
 
@@ -205,8 +206,8 @@ def _quoted(value: Any) -> bytes:
         text = value
     elif isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
         text = str(value.obj)
-    elif isinstance(value, datetime):  # naive UTC: the ISO form reads the same under any DateStyle
-        text = to_naive_utc(value).isoformat(sep=" ")
+    elif isinstance(value, datetime):
+        text = _timestamp_text(value)
     elif isinstance(value, list) and all(isinstance(item, str) for item in value):
         text = _array(value).decode()
     else:
@@ -216,6 +217,11 @@ def _quoted(value: Any) -> bytes:
 
 _PG_EPOCH = datetime(2000, 1, 1)
 _INT8 = struct.Struct("!q")
+
+
+def _timestamp_text(value: datetime) -> str:
+    """A time as naive UTC in ISO form, which PostgreSQL reads the same under any DateStyle."""
+    return to_naive_utc(value).isoformat(sep=" ")
 
 
 def _timestamp(data: bytes) -> datetime:
@@ -237,7 +243,7 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
         b"%d" % job.priority,
     ]
     if job.scheduled_at is not None:
-        values.append(to_naive_utc(job.scheduled_at).isoformat(sep=" ").encode())
+        values.append(_timestamp_text(job.scheduled_at).encode())
     if not schema.notifies_itself:
         values += (schema.channel.encode(), insert_payload(job.queue).encode())
     return values
@@ -259,29 +265,24 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
     it must: values straight from the job in text form, the three columns back in binary form
     (measured in bench/README.md).
     """
-    pgconn = pg.pgconn
-    if _execute_gen is None or not applies(pg):
+    if not applies(pg):
         return None
     statement = _insert_prepared(schema.prefix, job.scheduled_at is not None, not schema.notifies_itself)
     values = job_values(job, schema)
-    session = _SESSIONS.get(pg)
-    if session is None or session.pid != pgconn.backend_pid:
-        session = _SESSIONS[pg] = _Session(pg)
-    for attempt in (1, 2):
-        _prepare(pg, session.names, statement)
+    name = statement.name.encode()
+    pgconn = pg.pgconn
+
+    def run() -> tuple[int, datetime, datetime]:
         with pg.lock:
-            pgconn.send_query_prepared(statement.name.encode(), values, result_format=pq.Format.BINARY)
+            pgconn.send_query_prepared(name, values, result_format=pq.Format.BINARY)
             result = pg.wait(_execute_gen(pgconn))[-1]
-        if result.status == pq.ExecStatus.TUPLES_OK:
-            id_, inserted_at, scheduled_at = result.get_value(0, 0), result.get_value(0, 1), result.get_value(0, 2)
-            assert id_ is not None and inserted_at is not None and scheduled_at is not None
-            return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
-        error = error_from_result(result, encoding=pg.info.encoding)
-        if attempt == 1 and isinstance(error, _STALE):
-            _forget(pg, session.names, (statement,))
-            continue
-        raise error
-    raise AssertionError("unreachable")
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise error_from_result(result, encoding=pg.info.encoding)
+        id_, inserted_at, scheduled_at = result.get_value(0, 0), result.get_value(0, 1), result.get_value(0, 2)
+        assert id_ is not None and inserted_at is not None and scheduled_at is not None
+        return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
+
+    return _with_prepared(pg, (statement,), run)
 
 
 @cache

@@ -6,14 +6,15 @@ connection, or a caller's autocommit connection outside `conn.transaction()`), w
 `prepare_threshold` is not None (None says a transaction pooler sits in between, and prepared
 statements would not survive it). Each statement is prepared the first time a session needs it,
 and again when something dropped it (`DISCARD ALL`): the failed run did nothing, because a
-statement that does not exist never starts, and an error rolls the implicit transaction back.
+statement that does not exist never starts, and its transaction is rolled back.
 
 They go to libpq through psycopg's `pq` wrapper and psycopg's own non-blocking wait (so Ctrl-C
 still cancels them): in a single insert psycopg's cursor layer costs more client time than all
 the rest (measured in bench/README.md). The single insert sends its values in text form and
-gets its id and times back in binary form, which no session setting changes; the unique insert
-is a simple query of two EXECUTEs with the values as quoted literals, and its text results are
-loaded by a psycopg `Transformer`, as psycopg loads them.
+gets its id and times back in binary form, which no session setting changes. The unique insert
+sends BEGIN, its lock, its lookup and COMMIT in one libpq pipeline with a single Sync (psycopg's
+own pipeline syncs once more when it ends: a second round trip), values in text form, and its
+text results are loaded by a psycopg `Transformer`, as psycopg loads them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.adapt import Transformer
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban.job import Job
@@ -40,9 +41,9 @@ from cinegraph_oban.statements import (
     deallocate_sql,
     insert_payload,
     insert_sql,
-    one_trip_parts,
-    one_trip_sql,
     prepared,
+    rollback_sql,
+    transaction_sql,
 )
 from cinegraph_oban.timestamps import to_naive_utc
 
@@ -51,6 +52,8 @@ __all__ = ["applies", "insert_row", "unique_row"]
 try:  # psycopg's non-blocking execution, as its cursors use it (psycopg >= 3.1)
     from psycopg.errors import error_from_result
     from psycopg.generators import execute as _execute_gen
+    from psycopg.generators import fetch_many as _fetch_many_gen
+    from psycopg.generators import send as _send_gen
 except ImportError:  # pragma: no cover - a psycopg without them takes the cursor path
     _execute_gen = None
 
@@ -132,39 +135,58 @@ def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], ru
 
 
 @cache
-def _one_trip(lock_sql: bytes, lookup_sql: bytes) -> tuple[tuple[Prepared, Prepared], bytes, tuple[bytes | str, ...]]:
-    """(the two prepared statements, the one-trip query's template, its parts) for a lock and a
-    lookup."""
-    needed = (prepared(lock_sql), prepared(lookup_sql))
-    return needed, one_trip_sql(*needed), one_trip_parts(*needed)
+def _pair(lock_sql: bytes, lookup_sql: bytes) -> tuple[Prepared, Prepared]:
+    return prepared(lock_sql), prepared(lookup_sql)
 
 
 def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
-    """A unique insert in one round trip: EXECUTEs of the prepared lock and lookup in one query.
+    """A unique insert in one round trip: BEGIN, the prepared lock, the prepared lookup and
+    COMMIT in one libpq pipeline, with one Sync after them.
 
-    PostgreSQL runs the two as one implicit transaction: the lock is held until it ends, and the
-    lookup, a statement of its own, takes its snapshot after the lock is granted.
+    The lookup is a statement of its own, so it takes its snapshot after the lock is granted;
+    the explicit BEGIN makes the transaction READ COMMITTED whatever
+    default_transaction_isolation says. If a statement fails, the server skips the rest up to
+    the Sync and the transaction is rolled back here before the error is raised.
     """
-    needed, template, parts = _one_trip(lock.sql, lookup.sql)
-    params = {**lookup.params, **lock.params}
-    try:
-        if pg.pgconn.parameter_status(b"standard_conforming_strings") != b"on":
-            raise TypeError("backslashes in literals are escapes in this session")
-        query = b"".join(part if isinstance(part, bytes) else _quoted(params[part]) for part in parts)
-    except TypeError:  # a value _quoted does not know: psycopg quotes it
-        query = psycopg.ClientCursor(pg).mogrify(template, params).encode()
+    needed = _pair(lock.sql, lookup.sql)
+    lock_values = [_text(pg, lock.params[name]) for name in needed[0].params]
+    lookup_values = [_text(pg, lookup.params[name]) for name in needed[1].params]
+    names = needed[0].name.encode(), needed[1].name.encode()
+    begin, commit = transaction_sql()
 
     def run() -> dict[str, Any]:
         pgconn = pg.pgconn
         with pg.lock:
-            pgconn.send_query(query)  # the simple query protocol: two statements, text results
-            results = pg.wait(_execute_gen(pgconn))
+            pgconn.enter_pipeline_mode()
+            try:
+                pgconn.send_query_params(begin, None)
+                pgconn.send_query_prepared(names[0], lock_values)
+                pgconn.send_query_prepared(names[1], lookup_values)
+                pgconn.send_query_params(commit, None)
+                pgconn.pipeline_sync()
+                results = pg.wait(_pipeline_results(pgconn, 5))
+            finally:
+                if pgconn.pipeline_status:
+                    pgconn.exit_pipeline_mode()
+                if pgconn.transaction_status == pq.TransactionStatus.INERROR:
+                    pgconn.send_query(rollback_sql())
+                    pg.wait(_execute_gen(pgconn))
         for result in results:
-            if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise error_from_result(result, encoding=pg.info.encoding)
-        return _unique_result_row(pg, needed[1].name, results[-1])
+        return _unique_result_row(pg, needed[1].name, results[2])
 
     return _with_prepared(pg, needed, run)
+
+
+def _pipeline_results(pgconn: pq.abc.PGconn, count: int) -> Generator[Any, Any, list[pq.abc.PGresult]]:
+    """The last result of each of `count` queries sent in a pipeline (the last one the Sync's),
+    without blocking: psycopg's own generators, as its pipeline uses them."""
+    yield from _send_gen(pgconn)
+    results = []
+    for _ in range(count):
+        results.append((yield from _fetch_many_gen(pgconn))[-1])
+    return results
 
 
 #: Where `conflict`, `id`, `inserted_at` and `scheduled_at` are in each lookup's result.
@@ -194,25 +216,22 @@ def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PG
     return {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
 
 
-def _quoted(value: Any) -> bytes:
-    """A value as an SQL literal for an EXECUTE argument, which PostgreSQL reads with the type
-    the prepared statement gives that argument (standard_conforming_strings on). TypeError for
-    anything else."""
+def _text(pg: psycopg.Connection[Any], value: Any) -> bytes | None:
+    """A parameter's value in text form, which PostgreSQL reads with the type the prepared
+    statement gives that parameter; psycopg's own dumper for anything not listed here."""
     if value is None:
-        return b"NULL"
+        return None
+    if isinstance(value, str):
+        return value.encode()
     if isinstance(value, int) and not isinstance(value, bool):
         return b"%d" % value
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
-        text = str(value.obj)
-    elif isinstance(value, datetime):
-        text = _timestamp_text(value)
-    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-        text = _array(value).decode()
-    else:
-        raise TypeError(f"no literal for a {type(value).__name__}")
-    return b"'" + text.replace("'", "''").encode() + b"'"
+    if isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
+        return str(value.obj).encode()
+    if isinstance(value, datetime):  # as naive UTC: a timestamp parameter ignores an offset
+        return _timestamp_text(value).encode()
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return _array(value)
+    return bytes(Transformer(pg).get_dumper(value, PyFormat.TEXT).dump(value) or b"")
 
 
 _PG_EPOCH = datetime(2000, 1, 1)

@@ -85,6 +85,11 @@ def transaction_sql() -> tuple[bytes, bytes]:
 
 
 @cache
+def rollback_sql() -> bytes:
+    return render("jobs/rollback.sql.j2").encode()
+
+
+@cache
 def insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
     return render("jobs/insert_job.sql.j2", prefix=prefix, scheduled=scheduled, notify=notify).encode()
 
@@ -232,34 +237,6 @@ def prepared(sql: bytes) -> Prepared:
 @cache
 def deallocate_sql(name: str) -> bytes:
     return render("jobs/deallocate.sql.j2", statement_name=name).encode()
-
-
-@cache
-def one_trip_sql(lock: Prepared, lookup: Prepared) -> bytes:
-    """The lock and the lookup of a unique insert as one query of two EXECUTEs, with
-    `%(name)s` placeholders for their values."""
-    return render(
-        "jobs/unique_one_trip.sql.j2",
-        lock_name=lock.name,
-        lock_params=lock.params,
-        lookup_name=lookup.name,
-        lookup_params=lookup.params,
-    ).encode()
-
-
-@cache
-def one_trip_parts(lock: Prepared, lookup: Prepared) -> tuple[bytes | str, ...]:
-    """`one_trip_sql` cut at its placeholders: SQL text (bytes) and the names of the values that
-    go between (str)."""
-    parts: list[bytes | str] = []
-    sql = one_trip_sql(lock, lookup)
-    at = 0
-    for match in PLACEHOLDER.finditer(sql):
-        parts.append(sql[at : match.start()])
-        parts.append(match.group(1).decode() if match.group(1) else b"%")
-        at = match.end()
-    parts.append(sql[at:])
-    return tuple(part for part in parts if part)
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:

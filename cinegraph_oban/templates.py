@@ -3,10 +3,7 @@
 SQL text is trusted package data. Templates may only vary identifiers (through the `ident`
 filter, which is `psycopg.sql.Identifier`) and, where PostgreSQL cannot bind a parameter (DDL,
 function bodies, comments), literals through the `literal` filter (`psycopg.sql.Literal`).
-Values are always parameters (`%(name)s`): the server binds them, except in the one query of
-two EXECUTEs that sends a unique insert in one round trip (`jobs/unique_one_trip.sql.j2`), which
-can have no bound parameters: there `cinegraph_oban.prepared` quotes its text values as string
-literals (standard_conforming_strings on) and psycopg's `ClientCursor` quotes anything else.
+Values are always parameters (`%(name)s`), which the server binds.
 
 In a built wheel the templates live inside the package (`cinegraph_oban/sql_templates`); in a
 source checkout they are read from the repository's top-level `sql_templates/`.

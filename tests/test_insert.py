@@ -366,14 +366,25 @@ def test_single_insert_through_libpq_prepares_once_and_survives_discard_all(oban
     assert oban.count() == 4
 
 
-def test_single_insert_through_libpq_raises_the_servers_error_and_writes_nothing(oban: ObanDatabase) -> None:
+@pytest.mark.parametrize("unique", [False, None], ids=["plain", "unique"])
+def test_insert_through_libpq_raises_the_servers_error_and_writes_nothing(oban: ObanDatabase, unique: Any) -> None:
+    # The unique insert's BEGIN, lock, lookup and COMMIT share one Sync: after a failed
+    # statement the server skips the rest, and the transaction left open in error is rolled
+    # back before the error is raised. No warning either (SET TRANSACTION outside a block).
     oban.conn.execute("ALTER TABLE oban_jobs ADD CONSTRAINT no_forbidden CHECK (queue <> 'forbidden')")
+    notices: list[str] = []
+    oban.conn.add_notice_handler(lambda notice: notices.append(str(notice.message_primary)))
     client = Oban(oban.conn)
+    options = {"unique": {"fields": ["queue", "worker"]} if unique is None else False}
     with pytest.raises(psycopg.errors.CheckViolation, match="no_forbidden"):
-        client.insert(Job.new("MyApp.W", {}, queue="forbidden"))
+        client.insert(Job.new("MyApp.W", {}, queue="forbidden", **options))
     assert oban.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    assert client.insert(Job.new("MyApp.W", {}, queue="allowed")).id is not None
-    assert oban.count() == 1
+    first = client.insert(Job.new("MyApp.W", {}, queue="allowed", **options))
+    again = client.insert(Job.new("MyApp.W", {}, queue="allowed", **options))
+    assert first.id is not None and again.conflict is (unique is None)
+    assert oban.count() == (1 if unique is None else 2)
+    assert oban.conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+    assert notices == []
 
 
 def test_prepared_statements_survive_the_oban_schema_installed_again(oban: ObanDatabase) -> None:
@@ -578,9 +589,9 @@ def test_unique_insert_prepares_its_lookup_once_and_survives_discard_all(oban: O
 
 
 @pytest.mark.parametrize("conforming", ["on", "off"])
-def test_unique_insert_in_one_trip_carries_any_text_exactly(oban: ObanDatabase, conforming: str) -> None:
-    # The one-trip query carries its values as literals: quotes, backslashes and the like must
-    # arrive exactly, also when the session reads backslashes in literals as escapes.
+def test_unique_insert_carries_any_text_exactly(oban: ObanDatabase, conforming: str) -> None:
+    # Quotes, backslashes, placeholders and the like must arrive exactly, also when the session
+    # reads backslashes in literals as escapes.
     oban.conn.execute(f"SET standard_conforming_strings = {conforming}")
     client = Oban(oban.conn)
     odd = "it's a \\ \"quoted\" \\' ünïcode ✓ $1 %(x)s"

@@ -59,6 +59,9 @@ except ImportError:  # pragma: no cover - a psycopg without them takes the curso
 
 T = TypeVar("T")
 
+#: libpq 14+ (psycopg's binary package bundles a newer one).
+_PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
+
 
 class _Session:
     """What one server session has prepared."""
@@ -84,6 +87,7 @@ def applies(pg: psycopg.Connection[Any]) -> bool:
         and pg.prepare_threshold is not None
         and not pgconn.pipeline_status
         and pgconn.parameter_status(b"client_encoding") == b"UTF8"
+        and _PIPELINE_SUPPORTED
     )
 
 
@@ -156,6 +160,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
 
     def run() -> dict[str, Any]:
         pgconn = pg.pgconn
+        read: list[pq.abc.PGresult] = []
         with pg.lock:
             pgconn.enter_pipeline_mode()
             try:
@@ -164,40 +169,54 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
                 pgconn.send_query_prepared(names[1], lookup_values)
                 pgconn.send_query_params(commit, None)
                 pgconn.pipeline_sync()
-                results = pg.wait(_pipeline_results(pgconn, 5))
+                pg.wait(_pipeline_results(pgconn, read))
             finally:
-                if pgconn.pipeline_status:
-                    pgconn.exit_pipeline_mode()
-                if pgconn.transaction_status == pq.TransactionStatus.INERROR:
-                    pgconn.send_query(rollback_sql())
-                    pg.wait(_execute_gen(pgconn))
-        for result in results:
+                _end_pipeline(pg, complete=len(read) == _PIPELINE_RESULTS)
+        for result in read:
             if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise error_from_result(result, encoding=pg.info.encoding)
-        return _unique_result_row(pg, needed[1].name, results[2])
+        return _unique_result_row(pg, needed[1].name, read[2])
 
     return _with_prepared(pg, needed, run)
 
 
-def _pipeline_results(pgconn: pq.abc.PGconn, count: int) -> Generator[Any, Any, list[pq.abc.PGresult]]:
-    """The last result of each of `count` queries sent in a pipeline (the last one the Sync's),
-    without blocking: psycopg's own generators, as its pipeline uses them."""
+#: BEGIN, lock, lookup, COMMIT and the Sync.
+_PIPELINE_RESULTS = 5
+
+
+def _pipeline_results(pgconn: pq.abc.PGconn, read: list[pq.abc.PGresult]) -> Generator[Any, Any, None]:
+    """Read into `read` the last result of each query sent in the pipeline and the Sync's,
+    without blocking: psycopg's own generators, as its pipeline uses them. (psycopg's wait, on
+    Ctrl-C, cancels the query and runs this to its end before raising.)"""
     yield from _send_gen(pgconn)
-    results = []
-    for _ in range(count):
-        results.append((yield from _fetch_many_gen(pgconn))[-1])
-    return results
+    while len(read) < _PIPELINE_RESULTS:
+        read.append((yield from _fetch_many_gen(pgconn))[-1])
 
 
-#: Where `conflict`, `id`, `inserted_at`, `scheduled_at` and `probed` (-1: none) are in each
-#: lookup's result.
-_COLUMNS: dict[str, tuple[int, int, int, int, int]] = {}
+def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
+    """Leave pipeline mode and roll back the transaction a failed statement left open. A
+    pipeline not sent or read to its end (interrupted, connection lost) leaves the session in a
+    state nobody knows: the connection is closed. Never raises over the error in flight."""
+    pgconn = pg.pgconn
+    try:
+        if not complete:
+            raise psycopg.OperationalError("unique insert interrupted mid-pipeline")
+        pgconn.exit_pipeline_mode()
+        if pgconn.transaction_status == pq.TransactionStatus.INERROR:
+            pgconn.send_query(rollback_sql())
+            pg.wait(_execute_gen(pgconn))
+    except Exception:
+        pg.close()
+
+
+#: Where `conflict`, `id`, `inserted_at` and `scheduled_at` are in each lookup's result.
+_COLUMNS: dict[str, tuple[int, int, int, int]] = {}
 
 
 def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PGresult) -> dict[str, Any]:
     """The lookup's row: all of it for a conflict (the existing job), else only what a new job
-    needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`, and `probed` when
-    the lookup probed), loaded as psycopg loads them."""
+    needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`), loaded as psycopg
+    loads them."""
     transformer = Transformer(pg)  # one per result: it reads DateStyle and the encoding when made
     columns = _COLUMNS.get(name)
     if columns is None:
@@ -205,22 +224,16 @@ def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PG
         conflict, id_, inserted_at, scheduled_at = (
             names.index(column) for column in (b"conflict", b"id", b"inserted_at", b"scheduled_at")
         )
-        probed = names.index(b"probed") if b"probed" in names else -1
-        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at, probed)
+        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at)
     if result.get_value(0, columns[0]) == b"t":
         transformer.set_pgresult(result)
         row = transformer.load_row(0, tuple)
         assert row is not None
         return {(result.fname(i) or b"").decode(): value for i, value in enumerate(row)}
     loaded = [
-        transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"")
-        for i in columns[1:]
-        if i >= 0
+        transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"") for i in columns[1:]
     ]
-    found = {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
-    if columns[4] >= 0:
-        found["probed"] = loaded[3]
-    return found
+    return {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
 
 
 def _text(pg: psycopg.Connection[Any], value: Any) -> bytes | None:

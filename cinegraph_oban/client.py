@@ -237,7 +237,7 @@ class Oban:
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
         lock, lookup = statements.unique_statements(job, schema)
-        if prepared.applies(pg):
+        if prepared.applies(pg, pipeline=True):
             return _unique_result(job, prepared.unique_row(pg, lock, lookup))
         # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
         # insert makes its own; inside one it joins it.

@@ -76,9 +76,10 @@ class _Session:
 _SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
 
 
-def applies(pg: psycopg.Connection[Any]) -> bool:
+def applies(pg: psycopg.Connection[Any], *, pipeline: bool = False) -> bool:
     """True when `pg` may run prepared statements in transactions of their own, with text in
-    UTF-8 (what these paths send; a session in another client_encoding takes the cursor path)."""
+    UTF-8 (what these paths send; a session in another client_encoding takes the cursor path);
+    with `pipeline`, also in a libpq pipeline (the unique insert)."""
     pgconn = pg.pgconn
     return (
         _execute_gen is not None
@@ -87,7 +88,7 @@ def applies(pg: psycopg.Connection[Any]) -> bool:
         and pg.prepare_threshold is not None
         and not pgconn.pipeline_status
         and pgconn.parameter_status(b"client_encoding") == b"UTF8"
-        and _PIPELINE_SUPPORTED
+        and (_PIPELINE_SUPPORTED or not pipeline)
     )
 
 
@@ -138,11 +139,6 @@ def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], ru
     raise AssertionError("unreachable")
 
 
-@cache
-def _pair(lock_sql: bytes, lookup_sql: bytes) -> tuple[Prepared, Prepared]:
-    return prepared(lock_sql), prepared(lookup_sql)
-
-
 def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
     """A unique insert in one round trip: BEGIN, the prepared lock, the prepared lookup and
     COMMIT in one libpq pipeline, with one Sync after them.
@@ -152,7 +148,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
     default_transaction_isolation says. If a statement fails, the server skips the rest up to
     the Sync and the transaction is rolled back here before the error is raised.
     """
-    needed = _pair(lock.sql, lookup.sql)
+    needed = prepared(lock.sql), prepared(lookup.sql)
     lock_values = [_text(pg, lock.params[name]) for name in needed[0].params]
     lookup_values = [_text(pg, lookup.params[name]) for name in needed[1].params]
     names = needed[0].name.encode(), needed[1].name.encode()

@@ -212,7 +212,7 @@ class Prepared:
     params: tuple[str, ...]
 
 
-PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
+_PLACEHOLDER = re.compile(rb"%%|%\((\w+)\)s")
 
 
 @cache
@@ -228,7 +228,7 @@ def prepared(sql: bytes) -> Prepared:
             names.append(name)
         return b"$%d" % (names.index(name) + 1)
 
-    body = PLACEHOLDER.sub(number, sql)
+    body = _PLACEHOLDER.sub(number, sql)
     name = "cinegraph_oban_" + hashlib.sha256(sql).hexdigest()[:20]
     prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
     return Prepared(name, prepare, tuple(names))

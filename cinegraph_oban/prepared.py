@@ -41,6 +41,7 @@ from cinegraph_oban.statements import (
     deallocate_sql,
     insert_payload,
     insert_sql,
+    own_transaction_lock,
     prepared,
     rollback_sql,
     transaction_sql,
@@ -148,7 +149,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
     default_transaction_isolation says. If a statement fails, the server skips the rest up to
     the Sync and the transaction is rolled back here before the error is raised.
     """
-    needed = prepared(lock.sql), prepared(lookup.sql)
+    needed = prepared(own_transaction_lock(lock).sql), prepared(lookup.sql)
     lock_values = [_text(pg, lock.params[name]) for name in needed[0].params]
     lookup_values = [_text(pg, lookup.params[name]) for name in needed[1].params]
     names = needed[0].name.encode(), needed[1].name.encode()

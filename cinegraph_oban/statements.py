@@ -31,6 +31,7 @@ __all__ = [
     "insert_all_statement",
     "insert_statement",
     "notify_statement",
+    "own_transaction_lock",
     "reserve_ids_statement",
     "unique_statements",
 ]
@@ -198,8 +199,14 @@ def _unique_sql(
 
 
 @cache
-def _unique_lock_sql() -> bytes:
-    return render("jobs/unique_lock.sql.j2").encode()
+def _unique_lock_sql(generic_plans: bool = False) -> bytes:
+    return render("jobs/unique_lock.sql.j2", generic_plans=generic_plans).encode()
+
+
+def own_transaction_lock(lock: Statement) -> Statement:
+    """The unique lock of `unique_statements`, for a transaction the client opens itself: it also
+    keeps the lookup on its prepared generic plan until the transaction ends (see the template)."""
+    return Statement(_unique_lock_sql(generic_plans=True), lock.params)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ class AsyncOban:
                 await pg.rollback()
             raise
         assert found_row is not None
-        return _unique_result(job, found_row)
+        return _unique_result(job, lookup, found_row)
 
     async def insert_all(self, jobs: Iterable[Job] | AsyncIterable[Job], *, conn: Any = None) -> InsertedJobs:
         """Insert many jobs, all or nothing, in input order (as `Oban.insert_all`)."""

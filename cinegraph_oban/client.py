@@ -36,9 +36,10 @@ COPY_THRESHOLD = 500
 COPY_CHUNK = 10_000
 
 
-def _unique_result(job: Job, row: dict[str, Any]) -> Job:
+def _unique_result(job: Job, lookup: statements.Statement, row: dict[str, Any]) -> Job:
     """What a unique insert returns: the existing job on a conflict, else `job` as stored (with
     its own args and meta, as a plain `insert` returns it)."""
+    statements.note_probed(lookup, row)
     if row["conflict"]:
         return Job.from_row(row, conflict=True)
     return job.stored(row["id"], row["inserted_at"], row["scheduled_at"])
@@ -238,7 +239,7 @@ class Oban:
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
         lock, lookup = statements.unique_statements(job, schema)
         if prepared.applies(pg, pipeline=True):
-            return _unique_result(job, prepared.unique_row(pg, lock, lookup))
+            return _unique_result(job, lookup, prepared.unique_row(pg, lock, lookup))
         # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
         # insert makes its own; inside one it joins it.
         own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
@@ -261,7 +262,7 @@ class Oban:
                 pg.rollback()
             raise
         assert row is not None
-        return _unique_result(job, row)
+        return _unique_result(job, lookup, row)
 
     def insert_all(self, jobs: Iterable[Job], *, conn: Any = None) -> InsertedJobs:
         """Insert many jobs, all or nothing; returns them with their ids, in input order.

@@ -206,14 +206,15 @@ def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
         pg.close()
 
 
-#: Where `conflict`, `id`, `inserted_at` and `scheduled_at` are in each lookup's result.
-_COLUMNS: dict[str, tuple[int, int, int, int]] = {}
+#: Where `conflict`, `id`, `inserted_at`, `scheduled_at` and `probed` (-1: none) are in each
+#: lookup's result.
+_COLUMNS: dict[str, tuple[int, int, int, int, int]] = {}
 
 
 def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PGresult) -> dict[str, Any]:
     """The lookup's row: all of it for a conflict (the existing job), else only what a new job
-    needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`), loaded as psycopg
-    loads them."""
+    needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`, and `probed` when
+    the lookup probed), loaded as psycopg loads them."""
     transformer = Transformer(pg)  # one per result: it reads DateStyle and the encoding when made
     columns = _COLUMNS.get(name)
     if columns is None:
@@ -221,16 +222,22 @@ def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PG
         conflict, id_, inserted_at, scheduled_at = (
             names.index(column) for column in (b"conflict", b"id", b"inserted_at", b"scheduled_at")
         )
-        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at)
+        probed = names.index(b"probed") if b"probed" in names else -1
+        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at, probed)
     if result.get_value(0, columns[0]) == b"t":
         transformer.set_pgresult(result)
         row = transformer.load_row(0, tuple)
         assert row is not None
         return {(result.fname(i) or b"").decode(): value for i, value in enumerate(row)}
     loaded = [
-        transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"") for i in columns[1:]
+        transformer.get_loader(result.ftype(i), pq.Format.TEXT).load(result.get_value(0, i) or b"")
+        for i in columns[1:]
+        if i >= 0
     ]
-    return {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
+    found = {"conflict": False, "id": loaded[0], "inserted_at": loaded[1], "scheduled_at": loaded[2]}
+    if columns[4] >= 0:
+        found["probed"] = loaded[3]
+    return found
 
 
 def _text(pg: psycopg.Connection[Any], value: Any) -> bytes | None:

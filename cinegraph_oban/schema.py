@@ -109,6 +109,9 @@ class ObanSchema:
     has_notify_trigger: bool
     indexes: tuple[str, ...]
     check_constraints: tuple[str, ...]
+    #: args/meta when a plain GIN index with the default jsonb_ops covers them and the server
+    #: has jsonpath (PostgreSQL 12+): the unique lookup may then probe it with one value.
+    probe_columns: tuple[str, ...] = ()
 
     @property
     def max_priority(self) -> int:
@@ -226,4 +229,5 @@ def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSc
         has_notify_trigger=bool(row["has_notify_trigger"]),
         indexes=tuple(row["indexes"] or ()),
         check_constraints=tuple(row["check_constraints"] or ()),
+        probe_columns=tuple(row["probe_columns"] or ()),
     )

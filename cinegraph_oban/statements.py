@@ -30,6 +30,7 @@ __all__ = [
     "copy_types",
     "insert_all_statement",
     "insert_statement",
+    "note_probed",
     "notify_statement",
     "own_transaction_lock",
     "reserve_ids_statement",
@@ -39,10 +40,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One SQL statement and its parameters."""
+    """One SQL statement and its parameters; for a unique lookup that probes Oban's GIN index
+    with one value, which (prefix, worker, field, key) it probed."""
 
     sql: bytes
     params: dict[str, Any]
+    probe: tuple[str, str, str, str] | None = None
 
 
 def _identity(text: str) -> str:
@@ -138,12 +141,17 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
     identity = dict(base)
     map_fields: list[tuple[str, str]] = []
     params = _job_params(job)
+    probe: tuple[str, str, str, str] | None = None
     for field in ("args", "meta"):
         if field in unique.fields:
             mode, subset, identity[field] = _unique_subset(job, field, unique.keys)
             map_fields.append((field, mode))
             if subset is not None:
                 params[f"{field}_unique"] = json_param(subset)
+                if probe is None and field in schema.probe_columns:
+                    probe = _probe(schema.prefix, job.worker, field, identity[field], unique.keys)
+                    if probe is not None:
+                        params["probe_path"] = _probe_path(identity[field][probe[3]])
     for field in ("worker", "queue"):
         if field in unique.fields:
             identity[field] = getattr(job, field)
@@ -169,9 +177,62 @@ def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statemen
         tuple(sorted(unique.fields)),
         tuple(map_fields),
         tuple(replace_fields),
+        probe[2] if probe else None,
     )
     lock_key = schema.prefix + "|" + _SORTED_JSON.encode(identity)
-    return Statement(_unique_lock_sql(), {"lock_key": lock_key}), Statement(sql, params)
+    return Statement(_unique_lock_sql(), {"lock_key": lock_key}), Statement(sql, params, probe)
+
+
+#: A probe that finds more candidates than this marks its key as unselective (see `_probe`).
+PROBE_CANDIDATES = 64
+
+#: (prefix, worker, field, key) whose probes found more than PROBE_CANDIDATES rows: this process
+#: no longer probes with them.
+_UNSELECTIVE: set[tuple[str, str, str, str]] = set()
+
+
+def _probe(
+    prefix: str, worker: str, field: str, subset: Mapping[str, Any], keys: Sequence[str]
+) -> tuple[str, str, str, str] | None:
+    """Which value of the job's args/meta the lookup searches Oban's GIN index for: that of the
+    first unique key (in the order the worker lists them; all of them in args order when it
+    lists none) whose value is a string or an integer, and whose probes have not proved
+    unselective. None: the lookup searches for the whole containment, as Oban does."""
+    for key in keys or subset:
+        value = subset.get(key, _MISSING)
+        if (isinstance(value, str) and _plain(value)) or (isinstance(value, int) and not isinstance(value, bool)):
+            candidate = (prefix, worker, field, key)
+            if candidate not in _UNSELECTIVE:
+                return candidate
+    return None
+
+
+_MISSING = object()
+
+
+def _plain(text: str) -> bool:
+    """Text that UTF-8 can carry (no lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _probe_path(value: str | int) -> str:
+    """A jsonpath true for a JSON object with any member equal to `value`, which PostgreSQL's
+    jsonb_ops GIN index serves with that one value's entry. `strict`: in lax mode a string is
+    also searched as a key (jsonb_ops stores array strings as keys), and a value that is also a
+    key name (`"imdb_id"`) would read every job that has that key."""
+    literal = _COMPACT_JSON.encode(value) if isinstance(value, str) else int.__repr__(value)
+    return "strict $.* ? (@ == " + literal + ")"
+
+
+def note_probed(lookup: Statement, row: Mapping[str, Any]) -> None:
+    """Learn from a unique lookup's result: a probe that found many candidates (a value many
+    jobs share, such as a source name) is not used again for that worker and key."""
+    if lookup.probe is not None and (row.get("probed") or 0) > PROBE_CANDIDATES and len(_UNSELECTIVE) < 10_000:
+        _UNSELECTIVE.add(lookup.probe)
 
 
 @cache
@@ -184,6 +245,7 @@ def _unique_sql(
     fields: tuple[str, ...],
     map_fields: tuple[tuple[str, str], ...],
     replace: tuple[str, ...],
+    probe: str | None,
 ) -> bytes:
     return render(
         "jobs/insert_unique.sql.j2",
@@ -195,6 +257,7 @@ def _unique_sql(
         fields=fields,
         map_fields=map_fields,
         replace=replace,
+        probe=probe,
     ).encode()
 
 

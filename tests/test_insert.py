@@ -706,6 +706,8 @@ def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "oban_jobs_args_index" in plan, plan
     assert "Seq Scan" not in plan, plan
+    # It searches the index for one value (the probe, tests/test_unique_probe.py).
+    assert "Index Cond: (args @? $" in plan, plan
 
 
 def _lookup_plans(conn: psycopg.Connection[Any]) -> list[tuple[int, int]]:

@@ -1,0 +1,168 @@
+"""The unique lookup's probe: Oban's GIN index searched for one value of the job's args, with
+every one of Oban's predicates tested on what it finds. It must find exactly what Oban's
+containment lookup finds, stop probing with a key many jobs share, and stay off indexes that
+cannot serve it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg.rows import dict_row
+
+from cinegraph_oban import Job, Oban, statements
+from cinegraph_oban.schema import install
+from conftest import ObanDatabase
+from tests.strategies import json_values
+
+TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+
+#: Values chosen so that stored jobs and the new job share them often: quotes, backslashes,
+#: control characters and unicode in strings, and numbers that are equal as JSON but not as text.
+_VALUES = st.one_of(
+    st.sampled_from(
+        ["it's", 'say "hi"', "back\\slash", "tab\there", "line\nbreak", "\x01", "ünï ✓", "\u2028", "", "$.* ? (@)"]
+    ),
+    st.sampled_from([0, 7, -5, 2**70, 1.0, 7.0, 1.5, True, False, None]),
+    st.sampled_from([{"x": "it's"}, ["it's"], [7], {}]),
+)
+_ARGS = st.dictionaries(st.sampled_from(["a", "b", "c"]), _VALUES, max_size=3)
+
+
+@pytest.fixture
+def probe_client(db_dsn: str) -> Any:
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        install(conn, 14, "probe")
+        yield conn, Oban(conn, prefix="probe")
+
+
+def _lookup(conn: psycopg.Connection[Any], lookup: statements.Statement) -> tuple[bool, int | None]:
+    """The lookup's answer (a conflict, and with which job), rolled back, with the GIN index in
+    use wherever the plan can use it."""
+    with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute(lookup.sql, lookup.params)
+        row = cur.fetchone()
+    assert row is not None
+    return row["conflict"], row["id"] if row["conflict"] else None
+
+
+@given(
+    stored=st.lists(_ARGS, min_size=1, max_size=10),
+    args=_ARGS,
+    keys=st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3),
+    extra=json_values(max_leaves=4),
+)
+def test_a_probed_lookup_finds_what_oban_containment_finds(
+    probe_client: Any, stored: list[dict[str, Any]], args: dict[str, Any], keys: list[str], extra: Any
+) -> None:
+    conn, client = probe_client
+    conn.execute("TRUNCATE probe.oban_jobs")
+    client.insert_all([Job.new("MyApp.W", a, unique=False) for a in stored])
+    client.insert(Job.new("MyApp.W", {"d": extra}, unique=False))
+    job = Job.new("MyApp.W", args, unique={"keys": keys, "period": "infinity"})
+    schema = client.schema()
+    _, probed = statements.unique_statements(job, schema)
+    _, contained = statements.unique_statements(job, replace(schema, probe_columns=()))
+    assert contained.probe is None
+    probeable = [k for k in (keys or args) if k in args and type(args[k]) in (str, int)]
+    assert (probed.probe is not None) == bool(probeable)
+    assert _lookup(conn, probed) == _lookup(conn, contained)
+
+
+def test_the_lookup_probes_the_first_unique_key_with_a_value(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "1001_movies", "title": "x"})
+    _, lookup = statements.unique_statements(job, client.schema())
+    # TMDbDetailsWorker's keys are tmdb_id, imdb_id, source_key: tmdb_id is absent.
+    assert lookup.probe == ("public", TMDB, "args", "imdb_id")
+    assert json.loads(lookup.params["probe_path"].removeprefix("strict $.* ? (@ == ").removesuffix(")")) == "tt0111161"
+    first = client.insert(job)
+    again = client.insert(Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "1001_movies", "title": "y"}))
+    other = client.insert(Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "oscar"}))
+    assert not first.conflict and again.conflict and again.id == first.id and not other.conflict
+    assert oban.count() == 2
+
+
+def test_a_key_many_jobs_share_is_not_probed_again(oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statements, "_UNSELECTIVE", set())
+    client = Oban(oban.conn)
+    unique = {"keys": ["source_key", "imdb_id"], "period": "infinity"}
+    shared = statements.PROBE_CANDIDATES + 1
+    client.insert_all(
+        [Job.new(TMDB, {"source_key": "oscar", "imdb_id": f"tt{n}"}, unique=False) for n in range(shared)]
+    )
+    job = Job.new(TMDB, {"source_key": "oscar", "imdb_id": "tt1"}, unique=unique)
+    assert statements.unique_statements(job, client.schema())[1].probe == ("public", TMDB, "args", "source_key")
+    found = client.insert(job)
+    assert found.conflict and found.args == {"source_key": "oscar", "imdb_id": "tt1"}, "still exact"
+    assert statements.unique_statements(job, client.schema())[1].probe == ("public", TMDB, "args", "imdb_id")
+    assert client.insert(job).id == found.id
+    new = client.insert(Job.new(TMDB, {"source_key": "oscar", "imdb_id": "tt-new"}, unique=unique))
+    assert not new.conflict and oban.count() == shared + 1
+
+
+def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statements, "_UNSELECTIVE", set())
+    client = Oban(oban.conn)
+    for n in range(3):
+        client.insert(Job.new(TMDB, {"imdb_id": "tt1", "n": n}, unique=False))
+    job = Job.new(TMDB, {"imdb_id": "tt1"}, unique={"keys": ["imdb_id"], "period": "infinity"})
+    assert client.insert(job).conflict
+    assert not statements._UNSELECTIVE
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        "CREATE INDEX oban_jobs_args_index ON oban_jobs USING gin (args jsonb_path_ops)",
+        "CREATE INDEX oban_jobs_args_index ON oban_jobs USING gin (args) WHERE state = 'available'",
+        "CREATE INDEX oban_jobs_args_index ON oban_jobs USING btree (id)",
+    ],
+    ids=["jsonb_path_ops", "partial", "none"],
+)
+def test_no_probe_without_a_plain_jsonb_ops_gin_index(oban: ObanDatabase, index: str) -> None:
+    # jsonb_path_ops cannot search "any member equal to": the probe would read the whole index.
+    assert Oban(oban.conn).schema().probe_columns == ("args", "meta")
+    oban.conn.execute("DROP INDEX oban_jobs_args_index")
+    oban.conn.execute(index)
+    client = Oban(oban.conn)
+    assert client.schema().probe_columns == ("meta",)
+    job = Job.new(TMDB, {"imdb_id": "tt1"})
+    assert statements.unique_statements(job, client.schema())[1].probe is None
+    first = client.insert(job)
+    assert client.insert(job).id == first.id
+
+
+def test_every_layout_is_detected_with_its_gin_indexes(oban_any: ObanDatabase) -> None:
+    assert oban_any.client().schema().probe_columns == ("args", "meta")
+
+
+def _index_rows(plan: dict[str, Any]) -> int:
+    """Rows that Bitmap Index Scans on oban_jobs_args_index handed on, in an EXPLAIN ANALYZE."""
+    own = plan["Actual Rows"] if plan.get("Index Name") == "oban_jobs_args_index" else 0
+    return own + sum(_index_rows(child) for child in plan.get("Plans", []))
+
+
+def test_a_value_that_is_also_a_key_name_reads_no_job_from_the_index(oban: ObanDatabase) -> None:
+    # In lax mode jsonpath searches a string as a key too (jsonb_ops stores array strings as
+    # keys): probing "imdb_id" would read every job that has an imdb_id from the index.
+    client = Oban(oban.conn)
+    client.insert_all([Job.new(TMDB, {"imdb_id": f"tt{n}"}, unique=False) for n in range(200)])
+    oban.conn.execute("VACUUM ANALYZE oban_jobs")
+    job = Job.new(TMDB, {"label": "imdb_id"}, unique={"keys": ["label"], "period": "infinity"})
+    _, lookup = statements.unique_statements(job, client.schema())
+    assert lookup.probe == ("public", TMDB, "args", "label")
+    with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + lookup.sql, lookup.params)
+        row = cur.fetchone()
+    assert row is not None
+    assert _index_rows(row[0][0]["Plan"]) == 0
+    first = client.insert(job)
+    assert not first.conflict and client.insert(job).id == first.id

@@ -243,6 +243,8 @@ class Oban:
         # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
         # insert makes its own; inside one it joins it.
         own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
+        if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
+            lock = statements.own_transaction_lock(lock)
         # Inside a transaction, or without prepared statements: lock and lookup (with BEGIN and
         # COMMIT around them when the insert needs a transaction of its own) go out in one
         # pipeline, the lookup still a statement of its own so that its snapshot is taken after

@@ -736,6 +736,35 @@ def test_unique_lookup_runs_on_its_generic_plan_as_the_table_grows(oban: ObanDat
     assert oban.conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
 
 
+def test_an_async_unique_insert_in_its_own_transaction_keeps_the_generic_plan_too(oban: ObanDatabase) -> None:
+    # The async client sends lock and lookup through psycopg, which prepares the lookup after
+    # its first five runs; its own transaction keeps that prepared statement's generic plan.
+    import asyncio
+
+    from cinegraph_oban import AsyncOban
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+            client = AsyncOban(conn)
+            await client.insert_all([Job.new(TMDB, {"imdb_id": f"tt{i:07d}"}, unique=False) for i in range(5_000)])
+            for round_ in range(3):
+                for i in range(10):
+                    assert not (await client.insert(Job.new(TMDB, {"imdb_id": f"tt9{round_}{i:05d}"}))).conflict
+                await client.insert_all(
+                    [Job.new(TMDB, {"imdb_id": f"tt8{round_}{i:05d}"}, unique=False) for i in range(5_000)]
+                )
+                await conn.execute("ANALYZE oban_jobs")
+            rows = await (
+                await conn.execute(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%candidates%'"
+                )
+            ).fetchall()
+            assert len(rows) == 1 and rows[0][0] >= 20 and rows[0][1] == 0, rows
+            assert await (await conn.execute("SHOW plan_cache_mode")).fetchone() == ("auto",)
+
+    asyncio.run(run())
+
+
 def test_a_unique_insert_in_the_callers_transaction_leaves_its_plan_settings_alone(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     with oban.conn.transaction():

@@ -123,7 +123,7 @@ class AsyncOban:
         own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
         begin, commit = statements.transaction_sql()
         if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
-            lock = statements.own_transaction_lock(lock)
+            lock = statements.own_transaction_lock(lock, lookup)
         try:
             async with pg.pipeline(), pg.cursor() as cur, pg.cursor(row_factory=dict_row) as found:
                 if own_transaction:

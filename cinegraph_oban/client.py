@@ -239,12 +239,14 @@ class Oban:
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
         lock, lookup = statements.unique_statements(job, schema)
         if prepared.applies(pg, pipeline=True):
-            return _unique_result(job, lookup, prepared.unique_row(pg, lock, lookup))
+            row = prepared.unique_row(pg, lock, lookup)
+            if row is not None:
+                return _unique_result(job, lookup, row)
         # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
         # insert makes its own; inside one it joins it.
         own_transaction = pg.autocommit and pg.info.transaction_status == pq.TransactionStatus.IDLE
         if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
-            lock = statements.own_transaction_lock(lock)
+            lock = statements.own_transaction_lock(lock, lookup)
         # Inside a transaction, or without prepared statements: lock and lookup (with BEGIN and
         # COMMIT around them when the insert needs a transaction of its own) go out in one
         # pipeline, the lookup still a statement of its own so that its snapshot is taken after

@@ -140,25 +140,29 @@ def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], ru
     raise AssertionError("unreachable")
 
 
-def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any]:
+def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any] | None:
     """A unique insert in one round trip: BEGIN, the prepared lock, the prepared lookup and
     COMMIT in one libpq pipeline, with one Sync after them.
 
     The lookup is a statement of its own, so it takes its snapshot after the lock is granted;
     the explicit BEGIN makes the transaction READ COMMITTED whatever
     default_transaction_isolation says. If a statement fails, the server skips the rest up to
-    the Sync and the transaction is rolled back here before the error is raised.
+    the Sync and the transaction is rolled back here before the error is raised. None, with
+    nothing sent, when a transaction is open by the time the connection is ours (another
+    thread began one after `applies`): the caller then joins it, as inside any transaction.
     """
-    needed = prepared(own_transaction_lock(lock).sql), prepared(lookup.sql)
+    needed = prepared(own_transaction_lock(lock, lookup).sql), prepared(lookup.sql)
     lock_values = [_text(pg, lock.params[name]) for name in needed[0].params]
     lookup_values = [_text(pg, lookup.params[name]) for name in needed[1].params]
     names = needed[0].name.encode(), needed[1].name.encode()
     begin, commit = transaction_sql()
 
-    def run() -> dict[str, Any]:
+    def run() -> dict[str, Any] | None:
         pgconn = pg.pgconn
         read: list[pq.abc.PGresult] = []
         with pg.lock:
+            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                return None
             pgconn.enter_pipeline_mode()
             try:
                 pgconn.send_query_params(begin, None)
@@ -191,7 +195,7 @@ def _pipeline_results(pgconn: pq.abc.PGconn, read: list[pq.abc.PGresult]) -> Gen
 
 
 def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
-    """Leave pipeline mode and roll back the transaction a failed statement left open. A
+    """Leave pipeline mode and roll back a transaction left open (by a failed statement). A
     pipeline not sent or read to its end (interrupted, connection lost) leaves the session in a
     state nobody knows: the connection is closed. Never raises over the error in flight."""
     pgconn = pg.pgconn
@@ -199,7 +203,7 @@ def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
         if not complete:
             raise psycopg.OperationalError("unique insert interrupted mid-pipeline")
         pgconn.exit_pipeline_mode()
-        if pgconn.transaction_status == pq.TransactionStatus.INERROR:
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:  # a failed statement's
             pgconn.send_query(rollback_sql())
             pg.wait(_execute_gen(pgconn))
     except Exception:

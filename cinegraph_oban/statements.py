@@ -200,7 +200,7 @@ def _probe(
     unselective. None: the lookup searches for the whole containment, as Oban does."""
     for key in keys or subset:
         value = subset.get(key, _MISSING)
-        if (isinstance(value, str) and _plain(value)) or (isinstance(value, int) and not isinstance(value, bool)):
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
             candidate = (prefix, worker, field, key)
             if candidate not in _UNSELECTIVE:
                 return candidate
@@ -208,15 +208,6 @@ def _probe(
 
 
 _MISSING = object()
-
-
-def _plain(text: str) -> bool:
-    """Text that UTF-8 can carry (no lone surrogates)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _probe_path(value: str | int) -> str:
@@ -258,6 +249,7 @@ def _unique_sql(
         map_fields=map_fields,
         replace=replace,
         probe=probe,
+        probe_limit=PROBE_CANDIDATES,
     ).encode()
 
 
@@ -266,9 +258,14 @@ def _unique_lock_sql(generic_plans: bool = False) -> bytes:
     return render("jobs/unique_lock.sql.j2", generic_plans=generic_plans).encode()
 
 
-def own_transaction_lock(lock: Statement) -> Statement:
-    """The unique lock of `unique_statements`, for a transaction the client opens itself: it also
-    keeps the lookup on its prepared generic plan until the transaction ends (see the template)."""
+def own_transaction_lock(lock: Statement, lookup: Statement) -> Statement:
+    """The unique lock of `unique_statements`, for a transaction the client opens itself: when
+    the lookup searches args or meta for values (read through sub-selects, so every plan of it
+    is the same), it also keeps the lookup on its prepared generic plan until the transaction
+    ends (see the template). A lookup by worker, queue and states only is left to PostgreSQL's
+    choice: there the values do shape the plan."""
+    if not any(f"{field}_unique" in lookup.params for field in ("args", "meta")):
+        return lock
     return Statement(_unique_lock_sql(generic_plans=True), lock.params)
 
 

@@ -765,6 +765,49 @@ def test_an_async_unique_insert_in_its_own_transaction_keeps_the_generic_plan_to
     asyncio.run(run())
 
 
+def test_a_unique_insert_leaves_the_sessions_own_plan_setting_as_it_was(oban: ObanDatabase) -> None:
+    client = Oban(oban.conn)
+    oban.conn.execute("SET plan_cache_mode = force_custom_plan")
+    for i in range(3):
+        client.insert(Job.new(TMDB, {"imdb_id": f"tt{i}"}))
+    assert oban.conn.execute("SHOW plan_cache_mode").fetchone() == ("force_custom_plan",)
+
+
+def test_a_lookup_by_worker_and_queue_only_is_left_to_postgresqls_plan_choice(oban: ObanDatabase) -> None:
+    # Only a lookup that reads args/meta values through sub-selects has the same plan for every
+    # job; by worker, queue and states the values shape the plan.
+    from cinegraph_oban import statements
+
+    schema = Oban(oban.conn).schema()
+    by_args = statements.unique_statements(Job.new(TMDB, {"imdb_id": "tt1"}), schema)
+    by_queue = statements.unique_statements(
+        Job.new(TMDB, {"imdb_id": "tt1"}, unique={"fields": ["worker", "queue"]}), schema
+    )
+    assert b"plan_cache_mode" in statements.own_transaction_lock(*by_args).sql
+    assert statements.own_transaction_lock(*by_queue) == by_queue[0]
+    first = Oban(oban.conn).insert(Job.new(TMDB, {"imdb_id": "tt1"}, unique={"fields": ["worker", "queue"]}))
+    again = Oban(oban.conn).insert(Job.new(TMDB, {"imdb_id": "tt2"}, unique={"fields": ["worker", "queue"]}))
+    assert again.conflict and again.id == first.id
+
+
+def test_a_transaction_begun_by_another_thread_is_joined_not_committed(oban: ObanDatabase) -> None:
+    # Another thread may open a transaction on a shared connection after the insert chose its
+    # own: once the connection is its, the insert sends nothing of its own and falls back to
+    # joining the open transaction, which its owner then commits or rolls back.
+    from cinegraph_oban import prepared, statements
+
+    client = Oban(oban.conn)
+    job = Job.new(TMDB, {"imdb_id": "tt1"})
+    lock, lookup = statements.unique_statements(job, client.schema())
+    oban.conn.execute("BEGIN")
+    assert prepared.unique_row(oban.conn, lock, lookup) is None
+    assert oban.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert oban.conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+    assert not client.insert(job).conflict
+    oban.conn.execute("ROLLBACK")
+    assert oban.count() == 0
+
+
 def test_a_unique_insert_in_the_callers_transaction_leaves_its_plan_settings_alone(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     with oban.conn.transaction():

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
@@ -26,9 +26,12 @@ TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 #: control characters and unicode in strings, and numbers that are equal as JSON but not as text.
 _VALUES = st.one_of(
     st.sampled_from(
-        ["it's", 'say "hi"', "back\\slash", "tab\there", "line\nbreak", "\x01", "ünï ✓", "\u2028", "", "$.* ? (@)"]
+        [
+            *("it's", 'say "hi"', "back\\slash", "tab\there", "line\nbreak", "\x01", "ünï ✓", "\u2028", ""),
+            *("$.* ? (@)", "\b\f\x7f", "😀 non-BMP", "\\u0041", "trailing\\", "x" * 200, "a"),
+        ]
     ),
-    st.sampled_from([0, 7, -5, 2**70, 1.0, 7.0, 1.5, True, False, None]),
+    st.sampled_from([0, 7, -5, 2**70, -(2**70), 10**40, 1.0, 7.0, 1.5, True, False, None]),
     st.sampled_from([{"x": "it's"}, ["it's"], [7], {}]),
 )
 _ARGS = st.dictionaries(st.sampled_from(["a", "b", "c"]), _VALUES, max_size=3)
@@ -52,26 +55,64 @@ def _lookup(conn: psycopg.Connection[Any], lookup: statements.Statement) -> tupl
     return row["conflict"], row["id"] if row["conflict"] else None
 
 
+@st.composite
+def _stored_and_new(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Stored jobs' values and the new job's, often like a stored job's (the same, or with one
+    or more members changed or added), so that the lookups often have something to find, or
+    nothing to find by a single member."""
+    stored = draw(st.lists(_ARGS, min_size=1, max_size=10))
+    base = draw(st.sampled_from(stored))
+    new = draw(
+        st.one_of(
+            st.just(base),
+            st.tuples(st.sampled_from(["a", "b", "c"]), _VALUES).map(lambda change: {**base, change[0]: change[1]}),
+            _ARGS.map(lambda more: {**base, **more}),
+            _ARGS,
+        )
+    )
+    return stored, new
+
+
+@settings(max_examples=120)
 @given(
-    stored=st.lists(_ARGS, min_size=1, max_size=10),
-    args=_ARGS,
+    jobs=_stored_and_new(),
     keys=st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3),
     extra=json_values(max_leaves=4),
+    extra_key=st.sampled_from(["a", "b", "c"]),
+    field=st.sampled_from(["args", "meta"]),
 )
+# A job like a stored one but for one member: the probe (by "a") finds the stored job, and only
+# Oban's predicates, tested on what it found, say it is not a conflict.
+@example(jobs=([{"a": "x", "b": 1}], {"a": "x", "b": 2}), keys=[], extra=None, extra_key="c", field="args")
+@example(jobs=([{"a": "x", "b": 1}], {"a": "x", "b": 2}), keys=["a", "b"], extra=None, extra_key="c", field="meta")
 def test_a_probed_lookup_finds_what_oban_containment_finds(
-    probe_client: Any, stored: list[dict[str, Any]], args: dict[str, Any], keys: list[str], extra: Any
+    probe_client: Any,
+    jobs: tuple[list[dict[str, Any]], dict[str, Any]],
+    keys: list[str],
+    extra: Any,
+    extra_key: str,
+    field: str,
 ) -> None:
     conn, client = probe_client
     conn.execute("TRUNCATE probe.oban_jobs")
-    client.insert_all([Job.new("MyApp.W", a, unique=False) for a in stored])
-    client.insert(Job.new("MyApp.W", {"d": extra}, unique=False))
-    job = Job.new("MyApp.W", args, unique={"keys": keys, "period": "infinity"})
+    stored, args = jobs
+
+    def job(values: dict[str, Any], unique: Any = False) -> Job:
+        # The values go into args or meta; uniqueness looks at that field only.
+        other = {"n": 1}
+        if field == "args":
+            return Job.new("MyApp.W", values, meta=other, unique=unique)
+        return Job.new("MyApp.W", other, meta=values, unique=unique)
+
+    client.insert_all([job(a) for a in stored] + [job({extra_key: extra})])
+    new = job(args, {"fields": ["worker", field], "keys": keys, "period": "infinity"})
     schema = client.schema()
-    _, probed = statements.unique_statements(job, schema)
-    _, contained = statements.unique_statements(job, replace(schema, probe_columns=()))
+    _, probed = statements.unique_statements(new, schema)
+    _, contained = statements.unique_statements(new, replace(schema, probe_columns=()))
     assert contained.probe is None
     probeable = [k for k in (keys or args) if k in args and type(args[k]) in (str, int)]
     assert (probed.probe is not None) == bool(probeable)
+    assert probed.probe is None or probed.probe[2] == field
     assert _lookup(conn, probed) == _lookup(conn, contained)
 
 
@@ -89,8 +130,7 @@ def test_the_lookup_probes_the_first_unique_key_with_a_value(oban: ObanDatabase)
     assert oban.count() == 2
 
 
-def test_a_key_many_jobs_share_is_not_probed_again(oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statements, "_UNSELECTIVE", set())
+def test_a_key_many_jobs_share_is_not_probed_again(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     unique = {"keys": ["source_key", "imdb_id"], "period": "infinity"}
     shared = statements.PROBE_CANDIDATES + 1
@@ -107,8 +147,7 @@ def test_a_key_many_jobs_share_is_not_probed_again(oban: ObanDatabase, monkeypat
     assert not new.conflict and oban.count() == shared + 1
 
 
-def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statements, "_UNSELECTIVE", set())
+def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     for n in range(3):
         client.insert(Job.new(TMDB, {"imdb_id": "tt1", "n": n}, unique=False))
@@ -163,6 +202,40 @@ def test_a_value_that_is_also_a_key_name_reads_no_job_from_the_index(oban: ObanD
         cur.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + lookup.sql, lookup.params)
         row = cur.fetchone()
     assert row is not None
+    assert "oban_jobs_args_index" in json.dumps(row[0]), "the probe searched the GIN index"
     assert _index_rows(row[0][0]["Plan"]) == 0
     first = client.insert(job)
     assert not first.conflict and client.insert(job).id == first.id
+
+
+def _probe_scan_rows(plan: dict[str, Any]) -> list[int]:
+    """Rows read by the probe's heap scan (the one rechecking `@?`), in an EXPLAIN ANALYZE."""
+    own = [plan["Actual Rows"]] if "@?" in plan.get("Recheck Cond", "") else []
+    return own + [rows for child in plan.get("Plans", []) for rows in _probe_scan_rows(child)]
+
+
+def test_a_probe_of_a_value_many_jobs_share_reads_few_of_them(oban: ObanDatabase) -> None:
+    # 200 jobs share the probed value: the probe reads one more than PROBE_CANDIDATES of them,
+    # and the lookup searches for the whole containment instead, in the same statement.
+    client = Oban(oban.conn)
+    shared = 200
+    client.insert_all(
+        [Job.new(TMDB, {"source_key": "oscar", "imdb_id": f"tt{n}"}, unique=False) for n in range(shared)]
+    )
+    oban.conn.execute("VACUUM ANALYZE oban_jobs")
+    unique = {"keys": ["source_key", "imdb_id"], "period": "infinity"}
+    for imdb_id, conflict in (("tt150", True), ("tt-new", False)):
+        job = Job.new(TMDB, {"source_key": "oscar", "imdb_id": imdb_id}, unique=unique)
+        _, lookup = statements.unique_statements(job, client.schema())
+        assert lookup.probe == ("public", TMDB, "args", "source_key")
+        with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
+            cur.execute("SET LOCAL enable_seqscan = off")  # 200 rows: as on a table of many
+            cur.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + lookup.sql, lookup.params)
+            row = cur.fetchone()
+        with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
+            cur.execute(lookup.sql, lookup.params)
+            columns = [c.name for c in cur.description or ()]
+            found = dict(zip(columns, cur.fetchone() or (), strict=True))
+        assert row is not None
+        assert _probe_scan_rows(row[0][0]["Plan"]) == [statements.PROBE_CANDIDATES + 1]
+        assert found["conflict"] is conflict and found["probed"] == statements.PROBE_CANDIDATES + 1

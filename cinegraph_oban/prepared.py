@@ -148,8 +148,9 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
     the explicit BEGIN makes the transaction READ COMMITTED whatever
     default_transaction_isolation says. If a statement fails, the server skips the rest up to
     the Sync and the transaction is rolled back here before the error is raised. None, with
-    nothing sent, when a transaction is open by the time the connection is ours (another
-    thread began one after `applies`): the caller then joins it, as inside any transaction.
+    nothing sent, when `applies` no longer holds once the connection is ours (another thread
+    began a transaction or a pipeline on it since): the caller then takes its cursor path,
+    which joins an open transaction as inside any transaction.
     """
     needed = prepared(own_transaction_lock(lock, lookup).sql), prepared(lookup.sql)
     lock_values = [_text(pg, lock.params[name]) for name in needed[0].params]
@@ -161,7 +162,7 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
         pgconn = pg.pgconn
         read: list[pq.abc.PGresult] = []
         with pg.lock:
-            if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            if not applies(pg, pipeline=True):  # what it checked may have changed since
                 return None
             pgconn.enter_pipeline_mode()
             try:

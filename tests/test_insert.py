@@ -790,20 +790,26 @@ def test_a_lookup_by_worker_and_queue_only_is_left_to_postgresqls_plan_choice(ob
     assert again.conflict and again.id == first.id
 
 
-def test_a_transaction_begun_by_another_thread_is_joined_not_committed(oban: ObanDatabase) -> None:
+def test_a_transaction_begun_by_another_thread_is_joined_not_committed(
+    oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Another thread may open a transaction on a shared connection after the insert chose its
-    # own: once the connection is its, the insert sends nothing of its own and falls back to
-    # joining the open transaction, which its owner then commits or rolls back.
-    from cinegraph_oban import prepared, statements
+    # own (the first `applies` below, as it saw the connection): once the connection is its,
+    # the insert sends nothing of its own and joins the open transaction, which its owner then
+    # commits or rolls back.
+    from cinegraph_oban import prepared
 
+    checks = iter([True])
+    real = prepared.applies
+    monkeypatch.setattr(prepared, "applies", lambda pg, **kw: next(checks, None) or real(pg, **kw))
     client = Oban(oban.conn)
-    job = Job.new(TMDB, {"imdb_id": "tt1"})
-    lock, lookup = statements.unique_statements(job, client.schema())
+    client.schema()
     oban.conn.execute("BEGIN")
-    assert prepared.unique_row(oban.conn, lock, lookup) is None
+    job = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+    assert not job.conflict and next(checks, "used") == "used"
     assert oban.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    assert oban.conn.execute("SELECT count(*) FROM oban_jobs").fetchone() == (1,)
     assert oban.conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
-    assert not client.insert(job).conflict
     oban.conn.execute("ROLLBACK")
     assert oban.count() == 0
 

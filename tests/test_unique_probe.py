@@ -73,7 +73,7 @@ def _stored_and_new(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, An
     return stored, new
 
 
-@settings(max_examples=120)
+@settings(max_examples=max(120, settings.default.max_examples))
 @given(
     jobs=_stored_and_new(),
     keys=st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=3),
@@ -239,3 +239,34 @@ def test_a_probe_of_a_value_many_jobs_share_reads_few_of_them(oban: ObanDatabase
         assert row is not None
         assert _probe_scan_rows(row[0][0]["Plan"]) == [statements.PROBE_CANDIDATES + 1]
         assert found["conflict"] is conflict and found["probed"] == statements.PROBE_CANDIDATES + 1
+
+
+@pytest.mark.parametrize("shared", [63, 64, 65, 66])
+@pytest.mark.parametrize("field", ["args", "meta"])
+@pytest.mark.parametrize("keys", [["v", "n"], []], ids=["keys", "exact"])
+def test_the_probe_and_its_containment_fallback_agree_around_the_limit(
+    oban: ObanDatabase, shared: int, field: str, keys: list[str]
+) -> None:
+    # `shared` jobs share the probed value "v"; the job that matches is the last one stored,
+    # a near miss (another "n") and a cancelled match are stored before it.
+    client = Oban(oban.conn)
+
+    def job(values: dict[str, Any], unique: Any = False) -> Job:
+        if field == "args":
+            return Job.new("MyApp.W", values, unique=unique)
+        return Job.new("MyApp.W", {}, meta=values, unique=unique)
+
+    client.insert_all([job({"v": "shared", "n": n}) for n in range(shared - 2)])
+    cancelled = client.insert(job({"v": "shared", "n": -1}))
+    oban.conn.execute("UPDATE oban_jobs SET state = 'cancelled', cancelled_at = now() WHERE id = %s", (cancelled.id,))
+    match = client.insert(job({"v": "shared", "n": -2}))
+    unique = {"fields": ["worker", field], "keys": keys, "period": "infinity"}
+    for n, expected in ((-2, match.id), (-1, None), (-3, None)):
+        _, lookup = statements.unique_statements(job({"v": "shared", "n": n}, unique), client.schema())
+        assert lookup.probe == ("public", "MyApp.W", field, "v")
+        with oban.conn.transaction(force_rollback=True), oban.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(lookup.sql, lookup.params)
+            row = cur.fetchone()
+        assert row is not None
+        assert row["probed"] == min(shared, statements.PROBE_CANDIDATES + 1)
+        assert (row["id"] if row["conflict"] else None) == expected, (n, row)

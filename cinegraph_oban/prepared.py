@@ -204,7 +204,7 @@ def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
         if not complete:
             raise psycopg.OperationalError("unique insert interrupted mid-pipeline")
         pgconn.exit_pipeline_mode()
-        if pgconn.transaction_status != pq.TransactionStatus.IDLE:  # a failed statement's
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:  # left by a failed statement
             pgconn.send_query(rollback_sql())
             pg.wait(_execute_gen(pgconn))
     except Exception:

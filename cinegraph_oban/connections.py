@@ -11,7 +11,10 @@ becomes the `postgresql://` URL libpq reads.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -20,15 +23,23 @@ from urllib.parse import parse_qsl, urlencode
 import psycopg
 from psycopg import pq
 
-from cinegraph_oban.errors import CinegraphObanError, DatabaseUnavailableError, DatabaseUrlError, first_line
+from cinegraph_oban.errors import (
+    CinegraphObanError,
+    ConnectionArgumentError,
+    DatabaseUnavailableError,
+    DatabaseUrlError,
+    first_line,
+)
 from cinegraph_oban.templates import render
 
 __all__ = [
     "ACCEPTED_DSN_FORMS",
     "DatabaseUrlError",
     "async_atomic",
+    "async_connection_lock",
     "atomic",
     "connect",
+    "connection_lock",
     "normalize_dsn",
     "redact_dsn",
     "to_async_psycopg",
@@ -131,9 +142,18 @@ def redact_dsn(dsn: str) -> str:
 
 
 def to_psycopg(conn: Any) -> psycopg.Connection[Any]:
-    """The psycopg connection behind `conn`, with a SQLAlchemy transaction begun if needed."""
+    """The psycopg connection behind `conn`, with a SQLAlchemy transaction begun if needed.
+
+    Raises ConnectionArgumentError at once for an asyncio connection (psycopg's, or SQLAlchemy's
+    AsyncConnection/AsyncSession): a sync call cannot use it, and must not pretend to.
+    """
     if isinstance(conn, psycopg.Connection):
         return conn
+    if _is_async(conn):
+        raise ConnectionArgumentError(
+            f"this is a sync function, but it was given an asyncio connection ({type(conn).__name__}); "
+            "use the async form (AsyncOban, or `await` the async_* function) or pass a sync connection"
+        )
     try:
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.orm import Session
@@ -152,9 +172,30 @@ def to_psycopg(conn: Any) -> psycopg.Connection[Any]:
             f"conn= needs psycopg 3 underneath, but this SQLAlchemy engine uses "
             f"{type(dbapi).__module__}; create the engine with a postgresql+psycopg:// URL"
         )
-    raise CinegraphObanError(
+    raise ConnectionArgumentError(
         f"conn= takes a psycopg.Connection, a SQLAlchemy Connection or Session; got {type(conn).__name__}"
     )
+
+
+def _is_async(conn: Any) -> bool:
+    """True for psycopg's AsyncConnection and SQLAlchemy's asyncio connection and session."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        return True
+    try:
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        return False
+    return isinstance(conn, (AsyncConnection, AsyncSession))
+
+
+def _is_sync(conn: Any) -> bool:
+    """True for psycopg's Connection and SQLAlchemy's sync Connection and Session."""
+    if isinstance(conn, psycopg.Connection):
+        return True
+    from sqlalchemy.engine import Connection as SAConnection
+    from sqlalchemy.orm import Session
+
+    return isinstance(conn, (SAConnection, Session))
 
 
 @contextmanager
@@ -168,7 +209,7 @@ def atomic(conn: psycopg.Connection[Any]) -> Iterator[None]:
     if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
         # psycopg would wrap an idle non-autocommit connection in BEGIN ... COMMIT; open the
         # caller's transaction first so that ours becomes a savepoint inside it.
-        conn.execute(render("jobs/open_transaction.sql.j2").encode())
+        conn.execute(render("jobs/open_transaction.sql.j2").encode(), {})
     with conn.transaction():
         yield
 
@@ -177,6 +218,11 @@ async def to_async_psycopg(conn: Any) -> psycopg.AsyncConnection[Any]:
     """The psycopg AsyncConnection behind `conn` (SQLAlchemy AsyncConnection or AsyncSession too)."""
     if isinstance(conn, psycopg.AsyncConnection):
         return conn
+    if not _is_async(conn) and _is_sync(conn):
+        raise ConnectionArgumentError(
+            f"this is an asyncio function, but it was given a sync connection ({type(conn).__name__}); "
+            "use the sync form (Oban) or pass a psycopg.AsyncConnection, SQLAlchemy AsyncConnection or AsyncSession"
+        )
     try:
         from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
     except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
@@ -194,7 +240,7 @@ async def to_async_psycopg(conn: Any) -> psycopg.AsyncConnection[Any]:
             f"conn= needs psycopg 3 underneath, but this SQLAlchemy engine uses {type(driver).__module__}; "
             "create the engine with a postgresql+psycopg:// URL"
         )
-    raise CinegraphObanError(
+    raise ConnectionArgumentError(
         "conn= takes a psycopg.AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession; "
         f"got {type(conn).__name__}"
     )
@@ -204,6 +250,34 @@ async def to_async_psycopg(conn: Any) -> psycopg.AsyncConnection[Any]:
 async def async_atomic(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
     """`atomic` for async connections: a transaction of its own, or a savepoint in the caller's."""
     if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        await conn.execute(render("jobs/open_transaction.sql.j2").encode())
+        await conn.execute(render("jobs/open_transaction.sql.j2").encode(), {})
     async with conn.transaction():
         yield
+
+
+# One lock per connection, shared by every client and call that uses it, held for the whole of
+# each operation (statement, savepoint, pipeline). psycopg's own lock guards one command at a
+# time; an insert of ours is several (a savepoint and its release, a pipeline, a COPY with its
+# reserved ids), and two of them interleaved on one connection nest each other's transactions:
+# rows acknowledged, then rolled back with the other's (issue 15).
+_LOCKS: weakref.WeakKeyDictionary[psycopg.Connection[Any], threading.RLock] = weakref.WeakKeyDictionary()
+_ASYNC_LOCKS: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], asyncio.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def connection_lock(conn: psycopg.Connection[Any]) -> threading.RLock:
+    """The lock our operations on `conn` hold for their whole duration (re-entrant)."""
+    lock = _LOCKS.get(conn)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(conn, threading.RLock())
+    return lock
+
+
+def async_connection_lock(conn: psycopg.AsyncConnection[Any]) -> asyncio.Lock:
+    """The same for an asyncio connection: one task's operation at a time (not re-entrant)."""
+    lock = _ASYNC_LOCKS.get(conn)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = _ASYNC_LOCKS.setdefault(conn, asyncio.Lock())
+    return lock

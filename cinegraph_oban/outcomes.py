@@ -6,7 +6,9 @@
 Each is one `UPDATE ... SET meta = coalesce(meta, '{}') || patch`, so keys given at enqueue
 time (`import_type`, `source_list`, ...) survive and concurrent writers never lose each other's
 keys. `conn` is a psycopg connection, a SQLAlchemy Connection or Session; the update joins its
-transaction.
+transaction. An asyncio connection is refused at once (ConnectionArgumentError); a failure in
+the database reaches the caller as the library's error (a row lock held past `lock_timeout`:
+LockNotAcquiredError; no `oban_jobs` under the prefix: UnsupportedSchemaError).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban.connections import to_psycopg
-from cinegraph_oban.errors import JobNotFoundError
+from cinegraph_oban.errors import JobNotFoundError, translate_errors
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.templates import render
 
@@ -27,10 +29,11 @@ __all__ = ["merge_job_meta", "record_failed_lookup", "record_skipped_import"]
 def merge_job_meta(conn: Any, job_id: int, patch: Mapping[str, Any], *, prefix: str = "public") -> dict[str, Any]:
     """Merge `patch` into job `job_id`'s meta atomically; returns the merged meta."""
     pg = to_psycopg(conn)
-    row = pg.execute(
-        render("meta/merge_meta.sql.j2", prefix=prefix).encode(),
-        {"patch": Jsonb(dict(patch)), "id": job_id},
-    ).fetchone()
+    with translate_errors():
+        row = pg.execute(
+            render("meta/merge_meta.sql.j2", prefix=prefix).encode(),
+            {"patch": Jsonb(dict(patch)), "id": job_id},
+        ).fetchone()
     if row is None:
         raise JobNotFoundError(
             f"no job with id {job_id} in {prefix}.oban_jobs: nothing was recorded. The job may have "

@@ -5,7 +5,7 @@
     query = jobs().worker("Cinegraph.Workers.TMDbDetailsWorker").states("cancelled")
     query = query.meta(failure_reason="no_tmdb_match").between(since, None)
     select = query.statement          # an ordinary Select: extend it, execute it, print it
-    print(query.sql())                # the SQL, values inlined
+    print(query.sql())                # the SQL, values inlined: runs as printed, in psql too
 
 Every meta (and args) filter has two renderings. The default is containment,
 `meta @> '{"failure_reason":"no_tmdb_match"}'::jsonb`, which Oban's GIN index
@@ -37,7 +37,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from cinegraph_oban.connections import to_psycopg
-from cinegraph_oban.errors import CinegraphObanError, ValidationError
+from cinegraph_oban.errors import CinegraphObanError, ValidationError, translate_errors
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.templates import render_statements
 from cinegraph_oban.timestamps import to_naive_utc
@@ -62,7 +62,13 @@ __all__ = [
 FAILED_STATES: tuple[str, ...] = ("discarded", "cancelled")
 Form = Literal["contains", "document"]
 
+#: For statements psycopg executes with parameters: `%(name)s` placeholders, so a `%` in an
+#: identifier or literal is written `%%`, which psycopg turns back into `%`.
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+#: For SQL with every value inlined, to be run as it is printed: no placeholders, so no `%`
+#: doubled. Never connected, so string literals are written for standard_conforming_strings=on
+#: (PostgreSQL's default since 9.1): a backslash is an ordinary character, `'` is doubled.
+_LITERAL_DIALECT = postgresql.psycopg.dialect(paramstyle="named")  # type: ignore[no-untyped-call]
 
 
 @cache
@@ -223,12 +229,19 @@ class JobQuery:
         return select
 
     def sql(self, *, literal: bool = True) -> str:
-        """The statement as PostgreSQL SQL, values inlined unless `literal=False`."""
-        return _render(self.statement, literal)
+        """The statement as PostgreSQL SQL, values inlined.
+
+        The text runs as printed and selects the rows the bound statement selects: pasted into
+        psql, or executed without parameters (`conn.execute(query.sql())`; psycopg reads `%` as
+        a placeholder only when parameters are given). It assumes standard_conforming_strings
+        on, PostgreSQL's default. `literal=False` gives psycopg's form instead: `%(name)s`
+        placeholders and `%` written `%%`, to run with `compiled()`'s parameters.
+        """
+        return _render(self.statement) if literal else self.compiled()[0]
 
     def where_sql(self) -> str:
-        """Only the WHERE conditions, values inlined (for comparing with hand-written fragments)."""
-        return " AND ".join(_render(clause, True) for clause in self.clauses)
+        """Only the WHERE conditions, values inlined as `sql()` inlines them."""
+        return " AND ".join(_render(clause) for clause in self.clauses)
 
     def compiled(self) -> tuple[str, dict[str, Any]]:
         """(SQL with %(name)s placeholders, parameters) for psycopg."""
@@ -236,9 +249,8 @@ class JobQuery:
         return str(compiled), dict(compiled.params)
 
 
-def _render(element: Any, literal: bool) -> str:
-    kwargs = {"literal_binds": True} if literal else {}
-    return str(element.compile(dialect=_DIALECT, compile_kwargs=kwargs))
+def _render(element: Any) -> str:
+    return str(element.compile(dialect=_LITERAL_DIALECT, compile_kwargs={"literal_binds": True}))
 
 
 def jobs(prefix: str = "public") -> JobQuery:
@@ -286,22 +298,29 @@ def outcome_index_statements(prefix: str = "public", *, drop: bool = False) -> l
     return render_statements(name, prefix=prefix, worker=TMDB_DETAILS_WORKER.name)
 
 
-def create_outcome_indexes(conn: psycopg.Connection[Any], prefix: str = "public", *, drop: bool = False) -> None:
+def create_outcome_indexes(conn: Any, prefix: str = "public", *, drop: bool = False) -> None:
     """Build (or drop) the opt-in indexes CONCURRENTLY; needs an autocommit connection.
 
     A build that failed half-way leaves an INVALID index behind, which PostgreSQL then ignores;
     drop and create again.
     """
-    if not conn.autocommit:
+    pg = to_psycopg(conn)
+    if not pg.autocommit:
         raise CinegraphObanError("CREATE INDEX CONCURRENTLY cannot run in a transaction: use an autocommit connection")
-    for statement in outcome_index_statements(prefix, drop=drop):
-        conn.execute(statement.encode())
+    with translate_errors():
+        for statement in outcome_index_statements(prefix, drop=drop):
+            # Parameters, even none, so that psycopg reads a `%%` in a rendered identifier as `%`.
+            pg.execute(statement.encode(), {})
 
 
 def _rows(conn: Any, query: JobQuery) -> Iterator[dict[str, Any]]:
-    pg = to_psycopg(conn)
+    """The rows `query` selects, streamed; the connection is checked now, not at the first row."""
     sql, params = query.compiled()
-    with pg.cursor(row_factory=dict_row) as cur:
+    return _stream(to_psycopg(conn), sql, params)
+
+
+def _stream(pg: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with translate_errors(), pg.cursor(row_factory=dict_row) as cur:
         yield from cur.stream(sql.encode(), params)
 
 
@@ -315,23 +334,30 @@ def read_failed_lookups(conn: Any, query: JobQuery | None = None, *, prefix: str
     Jobs the new worker code wrote (no legacy timestamps in meta) take inserted_at from the job
     and updated_at from the time it was finished.
     """
-    for row in _rows(conn, query or failed_lookups(prefix=prefix)):
-        finished = row["cancelled_at"] or row["discarded_at"] or row["attempted_at"] or row["inserted_at"]
-        defaults = {"legacy_inserted_at": _seconds(row["inserted_at"]), "legacy_updated_at": _seconds(finished)}
-        yield _from_job(FailedLookup, row, defaults)
+    return map(_failed_lookup, _rows(conn, query or failed_lookups(prefix=prefix)))
+
+
+def _failed_lookup(row: dict[str, Any]) -> FailedLookup:
+    finished = row["cancelled_at"] or row["discarded_at"] or row["attempted_at"] or row["inserted_at"]
+    defaults = {"legacy_inserted_at": _seconds(row["inserted_at"]), "legacy_updated_at": _seconds(finished)}
+    record: FailedLookup = _from_job(FailedLookup, row, defaults)
+    return record
 
 
 def read_skipped_imports(
     conn: Any, query: JobQuery | None = None, *, prefix: str = "public"
 ) -> Iterator[SkippedImport]:
     """Stream the soft imports the query selects as records."""
-    for row in _rows(conn, query or quality_skipped_imports(prefix=prefix)):
-        inserted = row["inserted_at"].isoformat() + "Z"
-        defaults = {
-            "legacy_inserted_at": inserted,
-            "checked_at": (row["completed_at"] or row["inserted_at"]).isoformat() + "Z",
-        }
-        yield _from_job(SkippedImport, row, defaults)
+    return map(_skipped_import, _rows(conn, query or quality_skipped_imports(prefix=prefix)))
+
+
+def _skipped_import(row: dict[str, Any]) -> SkippedImport:
+    defaults = {
+        "legacy_inserted_at": row["inserted_at"].isoformat() + "Z",
+        "checked_at": (row["completed_at"] or row["inserted_at"]).isoformat() + "Z",
+    }
+    record: SkippedImport = _from_job(SkippedImport, row, defaults)
+    return record
 
 
 def _from_job(record: type[Any], row: dict[str, Any], defaults: dict[str, Any]) -> Any:

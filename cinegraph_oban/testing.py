@@ -8,7 +8,9 @@
 
 Like `Oban.Testing`, "enqueued" means a job in the `available` or `scheduled` state; args and
 meta match by containment (the given pairs must be in the job's), worker names without
-`Elixir.`. `conn` is a psycopg connection, a SQLAlchemy Connection or Session.
+`Elixir.`. `conn` is a psycopg connection, a SQLAlchemy Connection or Session; an asyncio
+connection is refused at once (ConnectionArgumentError), since a check that cannot run must not
+pass. A failure in the database is raised as the library's error, never as psycopg's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.errors import translate_errors
 from cinegraph_oban.job import Job
 from cinegraph_oban.queries import jobs as job_query
 from cinegraph_oban.queries import read_jobs
@@ -36,6 +40,7 @@ def all_enqueued(
     prefix: str = "public",
 ) -> list[Job]:
     """Every enqueued job matching the filters, oldest first."""
+    pg = to_psycopg(conn)
     query = job_query(prefix).states(*states)
     if worker is not None:
         query = query.worker(worker)
@@ -46,7 +51,8 @@ def all_enqueued(
     if meta:
         query = query.meta_contains(meta)
     query = query.order_by(query.table.c.id)
-    return [Job.from_row(row) for row in read_jobs(conn, query)]
+    with translate_errors():
+        return [Job.from_row(row) for row in read_jobs(pg, query)]
 
 
 def _describe(filters: Mapping[str, Any]) -> str:

@@ -73,7 +73,41 @@ def encode_json_object(value: Any, name: str) -> tuple[str | None, list[Problem]
         return None, [_locate_json_problem(value, name)]
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return None, [_locate_json_problem(value, name)]
+    collision = _key_collision(value, name)
+    if collision is not None:
+        return None, [collision]
     return text, []
+
+
+def _key_collision(value: Mapping[str, Any], path: str) -> Problem | None:
+    """Two keys of one object that JSON writes alike (`1` and `"1"`, `True` and `"true"`): jsonb
+    would keep one value and drop the other while the Job held both."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, Mapping):
+            mixed = False
+            for key, sub in item.items():
+                if type(key) is not str:
+                    mixed = True
+                if isinstance(sub, Mapping | list | tuple):
+                    stack.append((sub, f"{where}[{key!r}]"))
+            if mixed:
+                seen: dict[str, Any] = {}
+                for key in item:
+                    written = key if isinstance(key, str) else _encode({key: 0})[2:-4]
+                    if written in seen:
+                        return Problem(
+                            where,
+                            f"keys {seen[written]!r} and {key!r} are both written {written!r} in JSON, "
+                            "and one value would be lost; keep one of them",
+                        )
+                    seen[written] = key
+        elif isinstance(item, list | tuple):
+            stack.extend(
+                (sub, f"{where}[{i}]") for i, sub in enumerate(item) if isinstance(sub, Mapping | list | tuple)
+            )
+    return None
 
 
 def _locate_json_problem(value: Any, path: str) -> Problem:
@@ -112,6 +146,8 @@ def normalize_tags(tags: Iterable[Any]) -> tuple[tuple[str, ...], list[Problem]]
     """Oban's tag normalisation: trimmed, lower-cased, empty ones dropped, de-duplicated."""
     if isinstance(tags, str):
         return (), [Problem("tags", f"expected a list of strings, got the string {tags!r}")]
+    if not isinstance(tags, Iterable):
+        return (), [Problem("tags", f"expected a list of strings, got {tags!r}")]
     problems: list[Problem] = []
     seen: dict[str, None] = {}
     for index, tag in enumerate(tags):
@@ -120,6 +156,9 @@ def normalize_tags(tags: Iterable[Any]) -> tuple[tuple[str, ...], list[Problem]]
             continue
         if "\x00" in tag:
             problems.append(Problem(f"tags[{index}]", "contains a NUL character, which PostgreSQL rejects"))
+            continue
+        if not tag.isascii() and not _utf8(tag):
+            problems.append(Problem(f"tags[{index}]", "contains a lone surrogate, which is not valid UTF-8"))
             continue
         normal = tag.strip().lower()
         if normal:
@@ -138,7 +177,18 @@ def _check_name(label: str, value: Any) -> list[Problem]:
         return [Problem(label, f"must be 1..{MAX_NAME_LENGTH} characters, got {len(value)}")]
     if "\x00" in value:
         return [Problem(label, "contains a NUL character, which PostgreSQL rejects")]
+    if not value.isascii() and not _utf8(value):
+        return [Problem(label, "contains a lone surrogate, which is not valid UTF-8")]
     return []
+
+
+def _utf8(text: str) -> bool:
+    """True when `text` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _resolve_worker(worker: Any, registry: WorkerRegistry) -> tuple[str, WorkerSpec | None, list[Problem]]:
@@ -148,7 +198,7 @@ def _resolve_worker(worker: Any, registry: WorkerRegistry) -> tuple[str, WorkerS
     name = worker.strip().removeprefix("Elixir.")
     spec = registry.resolve(name)
     if spec is not None:
-        return spec.name, spec, []
+        return spec.name, spec, _check_name("worker", spec.name)
     problems = _check_name("worker", name)
     if problems:
         return name, None, problems
@@ -236,6 +286,10 @@ class Job:
     conflict: bool = False
     args_json: str = field(default="{}", repr=False, compare=False)
     meta_json: str = field(default="{}", repr=False, compare=False)
+    # True for a job built by `Job.new` (validated, args and meta encoded): `validated()` then
+    # has nothing to do. A Job built with its constructor or `dataclasses.replace` is checked
+    # again by `validated()`, which every insert calls.
+    _validated: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def new(
@@ -263,6 +317,9 @@ class Job:
         """
         registry = DEFAULT_REGISTRY if registry is None else registry
         problems: list[Problem] = []
+        if not isinstance(registry, WorkerRegistry):
+            problems.append(Problem("registry", f"expected a WorkerRegistry, got {registry!r}"))
+            registry = WorkerRegistry()
 
         worker_name, spec, found = _resolve_worker(worker, registry)
         problems += found
@@ -300,16 +357,21 @@ class Job:
             else:
                 problems.append(Problem("scheduled_at", f"expected a datetime, got {scheduled_at!r}"))
         elif schedule_in is not None:
-            if isinstance(schedule_in, timedelta):
-                when = utc_now() + schedule_in
-            elif (
-                isinstance(schedule_in, int | float)
-                and not isinstance(schedule_in, bool)
-                and math.isfinite(schedule_in)
-            ):
-                when = utc_now() + timedelta(seconds=schedule_in)
-            else:
-                problems.append(Problem("schedule_in", f"expected seconds or a timedelta, got {schedule_in!r}"))
+            try:
+                if isinstance(schedule_in, timedelta):
+                    when = utc_now() + schedule_in
+                elif (
+                    isinstance(schedule_in, int | float)
+                    and not isinstance(schedule_in, bool)
+                    and math.isfinite(schedule_in)
+                ):
+                    when = utc_now() + timedelta(seconds=schedule_in)
+                else:
+                    problems.append(Problem("schedule_in", f"expected seconds or a timedelta, got {schedule_in!r}"))
+            except OverflowError:
+                problems.append(
+                    Problem("schedule_in", f"{schedule_in!r} is beyond the year 9999; give a delay that ends before it")
+                )
 
         if state is None:
             state = "scheduled" if when is not None else "available"
@@ -339,7 +401,7 @@ class Job:
         if problems:
             raise ValidationError(f"job for worker {worker!r}", problems)
         assert args_json is not None and meta_json is not None
-        return cls(
+        job = cls(
             worker=worker_name,
             args={} if args is None else args,
             queue=queue,
@@ -353,6 +415,34 @@ class Job:
             replace=replace_opts,
             args_json=args_json,
             meta_json=meta_json,
+        )
+        _set(job, "_validated", True)
+        return job
+
+    def validated(self) -> Job:
+        """This job, checked as `Job.new` checks one: itself when `Job.new` built it (or it was
+        read from the database), else rebuilt through `Job.new` from its own fields, which
+        re-encodes its args and meta, or a ValidationError naming every invalid field.
+
+        Every insert calls it, so that a Job built with the constructor or changed with
+        `dataclasses.replace` (a queue with a NUL, args with colliding keys) is refused before
+        the database instead of being cut short by it.
+        """
+        if self._validated or self.id is not None:
+            return self
+        return Job.new(
+            self.worker,
+            self.args,
+            queue=self.queue,
+            meta=self.meta,
+            tags=self.tags,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            scheduled_at=self.scheduled_at,
+            state=self.state,
+            unique=False if self.unique is None else self.unique,
+            replace=None if self.replace is None else dict(self.replace),
+            registry=_NO_WORKERS,
         )
 
     def stored(self, id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
@@ -386,6 +476,7 @@ class Job:
         _set(new, "conflict", self.conflict)
         _set(new, "args_json", self.args_json)
         _set(new, "meta_json", self.meta_json)
+        _set(new, "_validated", True)
         return new
 
     @classmethod
@@ -420,3 +511,5 @@ class Job:
 
 _new = object.__new__
 _set = object.__setattr__
+#: `validated()` takes a job's own fields as they are, with no worker's options merged in.
+_NO_WORKERS = WorkerRegistry()

@@ -117,11 +117,9 @@ class Unique:
         if self.keys and not ({"args", "meta"} & set(self.fields)):
             found.append(Problem("unique.keys", "keys only apply when fields include 'args' or 'meta'"))
         if self.period != "infinity" and (
-            isinstance(self.period, bool) or not isinstance(self.period, int) or self.period <= 0
+            isinstance(self.period, bool) or not isinstance(self.period, int) or not 0 < self.period <= MAX_PERIOD
         ):
-            found.append(
-                Problem("unique.period", f"expected a positive number of seconds or 'infinity', got {self.period!r}")
-            )
+            found.append(_period_problem(self.period))
         if not self.states or any(s not in JOB_STATES for s in self.states):
             found.append(
                 Problem("unique.states", f"expected a non-empty subset of {list(JOB_STATES)}, got {list(self.states)}")
@@ -131,6 +129,20 @@ class Unique:
                 Problem("unique.timestamp", f"expected one of {list(UNIQUE_TIMESTAMPS)}, got {self.timestamp!r}")
             )
         return found
+
+
+#: The longest finite period: a hundred years. The lookup subtracts it from now, and a period
+#: beyond PostgreSQL's timestamps (10**12 s) failed every insert with DatetimeFieldOverflow.
+MAX_PERIOD = 100 * 366 * 86_400
+
+
+def _period_problem(value: Any) -> Problem:
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_PERIOD:
+        return Problem(
+            "unique.period",
+            f"{value} seconds is beyond {MAX_PERIOD} (a hundred years); for no time limit use 'infinity'",
+        )
+    return Problem("unique.period", f"expected a positive number of seconds or 'infinity', got {value!r}")
 
 
 def _cast_period(value: Any) -> tuple[Period, Problem | None]:
@@ -147,6 +159,6 @@ def _cast_period(value: Any) -> tuple[Period, Problem | None]:
             value = amount * _TIME_UNITS[str(unit)]
         else:
             return 0, Problem("unique.period", f"expected (n, unit) with unit in {sorted(_TIME_UNITS)}, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return 0, Problem("unique.period", f"expected a positive number of seconds or 'infinity', got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_PERIOD:
+        return 0, _period_problem(value)
     return value, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from cinegraph_oban.errors import Problem, ValidationError
 from cinegraph_oban.unique import Unique
 
 __all__ = ["DEFAULT_REGISTRY", "TMDB_DETAILS_WORKER", "WorkerRegistry", "WorkerSpec"]
@@ -27,10 +28,37 @@ class WorkerSpec:
     tags: tuple[str, ...] = ()
     unique: Unique | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a spec whose options no job could be stored with: checked once, here, so that
+        a job resolved through the registry carries no name PostgreSQL would cut or refuse."""
+        problems = [p for label in ("name", "queue") for p in _name_problems(label, getattr(self, label))]
+        for label in ("max_attempts", "priority"):
+            value = getattr(self, label)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                problems.append(Problem(label, f"expected an integer or None, got {value!r}"))
+        if problems:
+            raise ValidationError(f"worker spec {self.name!r}", problems)
+
     @property
     def short_name(self) -> str:
         """The last segment of the module name, e.g. `TMDbDetailsWorker`."""
         return self.name.rsplit(".", 1)[-1]
+
+
+def _name_problems(label: str, value: object) -> list[Problem]:
+    if value is None and label == "queue":
+        return []
+    if not isinstance(value, str):
+        return [Problem(label, f"expected a string, got {value!r}")]
+    if not 1 <= len(value) <= 127:  # CHECK (char_length(...) < 128) on worker and queue
+        return [Problem(label, f"must be 1..127 characters, got {len(value)}")]
+    if "\x00" in value:
+        return [Problem(label, "contains a NUL character, which PostgreSQL rejects")]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return [Problem(label, "contains a lone surrogate, which is not valid UTF-8")]
+    return []
 
 
 #: `Cinegraph.Workers.TMDbDetailsWorker` as declared in Cinegraph today.

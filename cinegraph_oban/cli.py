@@ -28,6 +28,7 @@ from cinegraph_oban.client import Oban
 from cinegraph_oban.connections import connect, normalize_dsn
 from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError, first_line
 from cinegraph_oban.health import Health, health
+from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
 
@@ -36,6 +37,13 @@ __all__ = ["main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 err_console = Console(stderr=True)
+
+
+def _client(database_url: str, prefix: str) -> Oban:
+    """A client on one autocommit connection of its own: a command runs one thing at a time,
+    and reads through `oban.connection` what it wrote."""
+    check_prefix(prefix)  # before connecting: a refused prefix leaves no connection open
+    return Oban(connect(database_url, autocommit=True), prefix=prefix, owns_connection=True)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -189,7 +197,7 @@ def schema() -> None:
 @friendly_errors
 def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
     """The detected Oban version, states, column types and indexes, and the table's health."""
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         found = oban.schema()
         checked = health(oban.connection, prefix, schema=found)
     info = {
@@ -413,7 +421,7 @@ def enqueue(
                 ctx=ctx,
             )
         jobs = _read_jobs_file(jobs_file)
-        with Oban.connect(database_url, prefix=prefix) as oban:
+        with _client(database_url, prefix) as oban:
             inserted = oban.insert_all(jobs)
         summary = {
             "inserted": len(inserted),
@@ -438,7 +446,7 @@ def enqueue(
         priority=priority,
         schedule_in=schedule_in,
     )
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         stored = oban.insert(job)
     if as_json:
         click.echo(
@@ -632,7 +640,7 @@ def failures(
         prefix=prefix, states=states or ("discarded", "cancelled"), source=source, since=_parse_since(since)
     )
     query = query.order_by(query.table.c.id.desc()).limit(limit or None)
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         oban.schema()
         rows = [_record_row(r) for r in read_failed_lookups(oban.connection, query)]
     columns = ["imdb_id", "title", "year", "source", "source_key", "reason", "retry_count", "inserted_at", "id"]
@@ -649,7 +657,7 @@ def skipped(database_url: str, prefix: str, since: str | None, limit: int, as_js
     output = _output_format(as_json, as_csv)
     query = quality_skipped_imports(prefix=prefix, since=_parse_since(since))
     query = query.order_by(query.table.c.id.desc()).limit(limit or None)
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         oban.schema()
         rows = [_record_row(r) for r in read_skipped_imports(oban.connection, query)]
     columns = ["tmdb_id", "title", "reason", "criteria_failed", "checked_at", "inserted_at", "id"]
@@ -687,7 +695,7 @@ def indexes_create(database_url: str, prefix: str) -> None:
     """Build the indexes CONCURRENTLY (inserts go on meanwhile); those already there are kept."""
     from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
 
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         oban.schema()
         before = _outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix)
@@ -714,7 +722,7 @@ def indexes_drop(database_url: str, prefix: str) -> None:
     """Drop the indexes CONCURRENTLY."""
     from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
 
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         before = _outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix, drop=True)
     for name in OUTCOME_INDEXES:
@@ -1095,7 +1103,7 @@ def jobs_command(
     if pairs:
         query = query.meta_contains(pairs)
     query = query.order_by(query.table.c.id.desc()).limit(limit or None)
-    with Oban.connect(database_url, prefix=prefix) as oban:
+    with _client(database_url, prefix) as oban:
         oban.schema()
         rows = list(read_jobs(oban.connection, query))
     shown = [

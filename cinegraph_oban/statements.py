@@ -89,6 +89,12 @@ def transaction_sql() -> tuple[bytes, bytes]:
 
 
 @cache
+def isolation_sql() -> bytes:
+    """The isolation level of the current transaction, checked before a unique insert joins it."""
+    return render("jobs/transaction_isolation.sql.j2").encode()
+
+
+@cache
 def rollback_sql() -> bytes:
     return render("jobs/rollback.sql.j2").encode()
 

@@ -265,8 +265,9 @@ def test_a_database_error_mid_batch_leaves_nothing_and_keeps_the_callers_transac
     client = Oban()
     with psycopg.connect(oban.dsn) as conn:
         keep = client.insert(JOBS[1], conn=conn)
-        with pytest.raises(psycopg.errors.CheckViolation):
+        with pytest.raises(ValidationError, match="queue_length") as raised:
             client.insert_all(jobs, conn=conn) if size > 5 else _atomic_small(client, jobs, conn)
+        assert isinstance(raised.value.__cause__, psycopg.errors.CheckViolation)  # the server's, kept
         conn.commit()
     assert [r["id"] for r in oban.rows()] == [keep.id]
 
@@ -378,8 +379,9 @@ def test_insert_through_libpq_raises_the_servers_error_and_writes_nothing(oban: 
     oban.conn.add_notice_handler(lambda notice: notices.append(str(notice.message_primary)))
     client = Oban(oban.conn)
     options = {"unique": {"fields": ["queue", "worker"]} if unique is None else False}
-    with pytest.raises(psycopg.errors.CheckViolation, match="no_forbidden"):
+    with pytest.raises(ValidationError, match="no_forbidden") as raised:
         client.insert(Job.new("MyApp.W", {}, queue="forbidden", **options))
+    assert isinstance(raised.value.__cause__, psycopg.errors.CheckViolation)
     assert oban.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     first = client.insert(Job.new("MyApp.W", {}, queue="allowed", **options))
     again = client.insert(Job.new("MyApp.W", {}, queue="allowed", **options))
@@ -581,7 +583,9 @@ def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(
         options=f"-c default_transaction_isolation={isolation.replace(' ', chr(92) + ' ')}",
         prepare_threshold=None if path == "pipeline" else 5,
     )
-    assert client.connection.execute("SHOW default_transaction_isolation").fetchone() == (isolation,)
+    assert client.pool is not None
+    with client.pool.connection() as pooled:
+        assert pooled.execute("SHOW default_transaction_isolation").fetchone() == (isolation,)
     job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "race"})
     lock, lookup = statements.unique_statements(job, client.schema())
     holder = psycopg.connect(oban.dsn)

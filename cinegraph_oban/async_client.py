@@ -299,7 +299,7 @@ class AsyncOban:
                 reserve = bulk.check(chunk)
                 await cur.execute(reserve.sql, reserve.params)
                 copy_sql, types, rows = bulk.copy(chunk, await cur.fetchall())
-                async with cur.copy(copy_sql, {}, writer=AsyncQueuedLibpqWriter(cur)) as copy:
+                async with cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur)) as copy:
                     copy.set_types(types)
                     for row in rows:
                         await copy.write_row(row)

@@ -353,11 +353,11 @@ def _create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int)
     from cinegraph_oban.templates import render, render_statements
 
     with conn.transaction():
-        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode())
+        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode(), {})
         create_legacy_tables(conn, schema)
         for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
             conn.execute(statement.encode(), {"rows": rows})
-        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode())
+        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})
 
 
 def _load_json_object(text: str, what: str) -> dict[str, Any]:

@@ -473,7 +473,7 @@ class Oban:
                 copy_sql, types, rows = bulk.copy(chunk, cur.fetchall())
                 # The queued writer sends from a thread of its own, so building the next rows
                 # overlaps with the server indexing the previous ones.
-                with cur.copy(copy_sql, {}, writer=QueuedLibpqWriter(cur)) as copy:
+                with cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
                     copy.set_types(types)
                     for row in rows:
                         copy.write_row(row)

@@ -75,7 +75,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
         try:
             yield conn, schema, database_url, f"database {conn.info.dbname!r} on {conn.info.host}, schema {schema}"
         finally:
-            conn.execute(render("demo/drop_schema.sql.j2", prefix=schema).encode())
+            conn.execute(render("demo/drop_schema.sql.j2", prefix=schema).encode(), {})
             conn.close()
         return
     console.print("No database configured: starting a throwaway local PostgreSQL ...")
@@ -83,7 +83,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
 
     with local_server() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
-            admin.execute(render("demo/create_database.sql.j2", database="cinegraph_demo").encode())
+            admin.execute(render("demo/create_database.sql.j2", database="cinegraph_demo").encode(), {})
         url = server.dsn("cinegraph_demo")
         with psycopg.connect(url, autocommit=True) as conn:
             yield conn, "public", url, f"a throwaway PostgreSQL on 127.0.0.1:{server.port} (removed afterwards)"
@@ -91,7 +91,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
 
 def _snapshot(conn: psycopg.Connection[Any], schema: str) -> list[Any]:
     return [
-        conn.execute(render("demo/table_rows.sql.j2", schema=schema, table=t).encode()).fetchall()
+        conn.execute(render("demo/table_rows.sql.j2", schema=schema, table=t).encode(), {}).fetchall()
         for t in ("failed_imdb_lookups", "skipped_imports")
     ]
 
@@ -131,7 +131,7 @@ def _legacy_content(conn: psycopg.Connection[Any], schema: str, rows: int) -> di
             )
             insert_legacy_row(conn, schema, record_s)
     for table in ("failed_imdb_lookups", "skipped_imports"):
-        conn.execute(render("demo/reset_sequence.sql.j2", schema=schema, table=table).encode())
+        conn.execute(render("demo/reset_sequence.sql.j2", schema=schema, table=table).encode(), {})
     return {"failed_imdb_lookups": failed, "skipped_imports": skipped}
 
 
@@ -144,7 +144,7 @@ def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Con
         result.where, result.prefix = where, schema
         install(conn, LATEST_VERSION, schema)
         create_legacy_tables(conn, schema)
-        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode())
+        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})
         result.legacy_rows = _legacy_content(conn, schema, 3_000)
         console.rule("1. Oban V14 and the two legacy tables")
         console.print(

@@ -84,12 +84,12 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
     with conn.cursor(row_factory=dict_row) as cur:
         by_state = {
             str(state): int(n)
-            for state, n in conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode()).fetchall()
+            for state, n in conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode(), {}).fetchall()
         }
-        table = cur.execute(_sql("table", prefix=prefix)).fetchone() or {}
-        gin_rows = cur.execute(_sql("gin_indexes", prefix=prefix)).fetchall()
-        queues = [QueueHealth(**row) for row in cur.execute(_sql("queues", prefix=prefix)).fetchall()]
-        ext = conn.execute(_sql("extension_schema")).fetchone()
+        table = cur.execute(_sql("table", prefix=prefix), {}).fetchone() or {}
+        gin_rows = cur.execute(_sql("gin_indexes", prefix=prefix), {}).fetchall()
+        queues = [QueueHealth(**row) for row in cur.execute(_sql("queues", prefix=prefix), {}).fetchall()]
+        ext = conn.execute(_sql("extension_schema"), {}).fetchone()
         gins = []
         for row in gin_rows:
             pages = tuples = None
@@ -97,7 +97,7 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
                 try:
                     with conn.transaction():  # a savepoint inside a caller's transaction
                         pending = cur.execute(
-                            _sql("gin_pending", prefix=prefix, index=row["index"], extension_schema=ext[0])
+                            _sql("gin_pending", prefix=prefix, index=row["index"], extension_schema=ext[0]), {}
                         ).fetchone()
                 except psycopg.errors.InsufficientPrivilege:
                     ext = None  # pgstatginindex needs pg_stat_scan_tables: report "not measured"

@@ -51,9 +51,10 @@ from cinegraph_oban.errors import (
     VerificationError,
     first_line,
 )
+from cinegraph_oban.identifiers import check_identifier, check_prefix
 from cinegraph_oban.records import FailedLookup, SkippedImport
 from cinegraph_oban.schema import detect
-from cinegraph_oban.templates import render, render_statements
+from cinegraph_oban.templates import render, render_statements, unparametrized
 from cinegraph_oban.timestamps import utc_now
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
 
@@ -174,7 +175,7 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
     """Create both legacy tables exactly as the original Ecto migrations did."""
     for table in LEGACY_TABLES:
         for statement in render_statements(f"legacy/create_{table}.sql.j2", schema=schema):
-            conn.execute(statement.encode())
+            conn.execute(statement.encode(), {})
 
 
 def relation_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
@@ -223,8 +224,8 @@ class RemoveRedundantImportTables:
         progress: Progress | None = None,
     ) -> None:
         self.database_url = normalize_dsn(database_url)
-        self.prefix = prefix
-        self.schema = schema
+        self.prefix = check_prefix(prefix)  # before anything touches the database
+        self.schema = check_identifier(schema, field="schema")
         self.version = version
         self.batch_size = batch_size
         self.export_dir = Path(export_dir)
@@ -288,6 +289,8 @@ class RemoveRedundantImportTables:
 
     def _text(self, name: str, **extra: Any) -> str:
         text = render(f"migration/{name}.sql.j2", **self._ctx(**extra))
+        if "%(" not in text:  # as the server gets it: psycopg reads `%%` as `%` (templates.py)
+            text = text.replace("%%", "%")
         return text if text.rstrip().endswith(";") else text.rstrip() + ";"
 
     # Connections and the migration lock
@@ -296,7 +299,7 @@ class RemoveRedundantImportTables:
     def _session(self) -> Iterator[psycopg.Connection[Any]]:
         conn = connect(self.database_url, autocommit=True)
         try:
-            locked = conn.execute(self._sql("migration_lock")).fetchone()
+            locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
             if not locked or not locked[0]:
                 raise LockNotAcquiredError(
                     "another RemoveRedundantImportTables migrator is running on this database (its advisory "
@@ -306,7 +309,7 @@ class RemoveRedundantImportTables:
                 yield conn
             finally:
                 with contextlib.suppress(psycopg.Error):
-                    conn.execute(self._sql("migration_unlock"))
+                    conn.execute(self._sql("migration_unlock"), {})
         finally:
             conn.close()
 
@@ -324,13 +327,13 @@ class RemoveRedundantImportTables:
 
     def _stats(self, conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(self._sql("legacy_stats", table=table))
+            cur.execute(self._sql("legacy_stats", table=table), {})
             row = cur.fetchone()
         assert row is not None
         return row
 
     def _archived(self, conn: psycopg.Connection[Any], table: str) -> Backfilled:
-        row = conn.execute(self._sql("archived_progress", table=table)).fetchone()
+        row = conn.execute(self._sql("archived_progress", table=table), {}).fetchone()
         assert row is not None
         return Backfilled(int(row[0]), int(row[1]), int(row[2]))
 
@@ -441,13 +444,13 @@ class RemoveRedundantImportTables:
             total = int(self._stats(conn, table)["rows"])
         rows = 0
         digest = hashlib.sha256()
-        conn.execute(self._sql("export_encoding"))
+        conn.execute(self._sql("export_encoding"), {})
         with (
             open(partial, "wb") as raw,
             _HashingWriter(raw, digest) as hashed,
             gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=self.compress_level, mtime=0) as out,
             conn.cursor() as cur,
-            cur.copy(self._sql("export_rows", table=table)) as copy,
+            cur.copy(unparametrized(self._sql("export_rows", table=table))) as copy,
         ):
             # COPY hands over a row at a time: write and report in ~1 MB pieces.
             pending: list[bytes] = []
@@ -491,7 +494,7 @@ class RemoveRedundantImportTables:
             try:
                 with connect(self.database_url, autocommit=True) as conn:
                     connections.append(conn)
-                    conn.execute(self._sql("bulk_session"))
+                    conn.execute(self._sql("bulk_session"), {})
                     return work(conn, key), conn.info.dbname
             finally:
                 if done is not None:
@@ -563,7 +566,7 @@ class RemoveRedundantImportTables:
         at the end. A migrator that is not the owner leaves the merging to the inserts (64 MB)
         and gets a warning.
         """
-        indexes = conn.execute(self._sql("gin_indexes")).fetchall()
+        indexes = conn.execute(self._sql("gin_indexes"), {}).fetchall()
         mergers = [str(index) for index, owned in indexes if owned]
         refused = [str(index) for index, owned in indexes if not owned]
         if refused:
@@ -577,7 +580,7 @@ class RemoveRedundantImportTables:
 
         def backfill(bulk: psycopg.Connection[Any], table: str) -> Backfilled:
             if mergers and not refused:
-                bulk.execute(self._sql("pending_list_limit", limit="256MB"))
+                bulk.execute(self._sql("pending_list_limit", limit="256MB"), {})
             return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
 
         def backfill_ended(key: str) -> None:
@@ -696,8 +699,8 @@ class RemoveRedundantImportTables:
         progress: dict[str, Backfilled],
     ) -> float:
         with conn.transaction():
-            conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms))
-            conn.execute(self._sql("lock_legacy_tables"))
+            conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms), {})
+            conn.execute(self._sql("lock_legacy_tables"), {})
             locked_at = time.perf_counter()
             for table in LEGACY_TABLES:
                 before = summary.rows[table]
@@ -720,17 +723,17 @@ class RemoveRedundantImportTables:
                 )
             if self.audit_log:
                 for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
-                    conn.execute(statement.encode())
-            conn.execute(self._sql("drop_legacy_tables"))
+                    conn.execute(statement.encode(), {})
+            conn.execute(self._sql("drop_legacy_tables"), {})
             if self.compat_views:
                 for statement in render_statements("migration/create_compat_views.sql.j2", **self._ctx()):
-                    conn.execute(statement.encode())
+                    conn.execute(statement.encode(), {})
             if self._recorded(conn) is None:
                 summary.notices.append(
                     f"{self.schema}.schema_migrations does not exist: the migration is not recorded for Ecto"
                 )
             else:
-                conn.execute(self._sql("lock_schema_migrations"))
+                conn.execute(self._sql("lock_schema_migrations"), {})
                 conn.execute(self._sql("record_migration"), {"version": self.version})
             _crash_point("before-commit")
             held = time.perf_counter() - locked_at
@@ -776,7 +779,7 @@ class RemoveRedundantImportTables:
         return summary
 
     def _findings(self, conn: psycopg.Connection[Any], check: str, table: str) -> list[Finding]:
-        rows = conn.execute(self._sql(check, table=table)).fetchall()
+        rows = conn.execute(self._sql(check, table=table), {}).fetchall()
         return [Finding(table, kind, int(n), tuple(ids or ())) for kind, n, ids in rows]
 
     def _export_findings(
@@ -821,11 +824,11 @@ class RemoveRedundantImportTables:
                     )
             with conn.transaction():
                 for statement in render_statements("migration/drop_compat_views.sql.j2", **self._ctx()):
-                    conn.execute(statement.encode())
+                    conn.execute(statement.encode(), {})
                 create_legacy_tables(conn, self.schema)
                 for table in LEGACY_TABLES:
                     if exported is None:
-                        conn.execute(self._sql("restore_from_jobs", table=table))
+                        conn.execute(self._sql("restore_from_jobs", table=table), {})
                     else:
                         for chunk in _chunks(exported[table], 10_000):
                             conn.execute(self._sql("restore_from_export", table=table), {"lines": chunk})
@@ -835,9 +838,9 @@ class RemoveRedundantImportTables:
                         raise VerificationError(
                             f"{table}: restored {summary.rows[table]} rows, expected {expected[table]}; rolled back"
                         )
-                    conn.execute(self._sql("delete_archived_jobs", table=table))
+                    conn.execute(self._sql("delete_archived_jobs", table=table), {})
                 if self._audit_log_is_ours(conn):
-                    conn.execute(self._sql("drop_audit_log"))
+                    conn.execute(self._sql("drop_audit_log"), {})
                 if self._recorded(conn) is not None:
                     conn.execute(self._sql("forget_migration"), {"version": self.version})
         summary.seconds = time.perf_counter() - started
@@ -846,7 +849,7 @@ class RemoveRedundantImportTables:
     def _expected_rows(self, conn: psycopg.Connection[Any], table: str, exported: dict[str, list[str]] | None) -> int:
         if exported is not None:
             return len(exported[table])
-        row = conn.execute(render("migration/expected_rows.sql.j2", **self._ctx(table=table)).encode()).fetchone()
+        row = conn.execute(render("migration/expected_rows.sql.j2", **self._ctx(table=table)).encode(), {}).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def _audit_log_is_ours(self, conn: psycopg.Connection[Any]) -> bool:

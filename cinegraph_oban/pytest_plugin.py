@@ -125,7 +125,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
     name = f"cinegraph_oban_fixture_{uuid.uuid4().hex[:12]}"
     info = psycopg.conninfo.conninfo_to_dict(server)
     with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(render("demo/create_database.sql.j2", database=name).encode())
+        admin.execute(render("demo/create_database.sql.j2", database=name).encode(), {})
     info["dbname"] = name
     dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
     try:
@@ -136,7 +136,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
             yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=Oban(conn, prefix=prefix))
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(render("testing/drop_database.sql.j2", database=name).encode())
+            admin.execute(render("testing/drop_database.sql.j2", database=name).encode(), {})
 
 
 def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:
@@ -144,7 +144,7 @@ def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:
     from cinegraph_oban.templates import render_statements
 
     create_legacy_tables(conn)
-    conn.execute(render("demo/create_schema_migrations.sql.j2", schema="public").encode())
+    conn.execute(render("demo/create_schema_migrations.sql.j2", schema="public").encode(), {})
     if rows:
         for statement in render_statements("legacy/sample_rows.sql.j2", schema="public"):
             conn.execute(statement.encode(), {"rows": rows})

@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 
-from cinegraph_oban.errors import Problem, UnsupportedSchemaError, ValidationError
+from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.errors import (
+    ConnectionArgumentError,
+    Problem,
+    UnsupportedSchemaError,
+    ValidationError,
+    translate_errors,
+)
+from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.templates import render, render_statements
 
 __all__ = [
@@ -86,12 +95,30 @@ def install(
     Starts from the version already recorded (0 on an empty database). Each step commits on its
     own, as separate Ecto migrations would: PostgreSQL will not let a later step read an enum
     value (V09's `cancelled`) added earlier in the same transaction. Returns the version found.
+
+    `prefix` is checked first (`identifiers.check_prefix`): nothing is created under a name
+    PostgreSQL would not keep as given. A connection that is not autocommit is switched to
+    autocommit for the install and back; one inside a transaction is refused, since the
+    steps must commit on their own.
     """
-    found = migrated_version(conn, prefix)
-    for statements in install_statements(version, prefix, legacy_tags=legacy_tags, from_version=found):
-        with conn.transaction():
-            for statement in statements:
-                conn.execute(statement.encode())
+    check_prefix(prefix)
+    conn = to_psycopg(conn)
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        raise ConnectionArgumentError(
+            "install() commits each Oban migration step on its own and cannot run inside a transaction: "
+            "call it before opening one, or on an autocommit connection"
+        )
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with translate_errors():
+            found = migrated_version(conn, prefix)
+            for statements in install_statements(version, prefix, legacy_tags=legacy_tags, from_version=found):
+                with conn.transaction():
+                    for statement in statements:
+                        conn.execute(statement.encode(), {})
+    finally:
+        conn.autocommit = autocommit
     return found
 
 
@@ -174,6 +201,8 @@ class ObanSchema:
 
 def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanSchema:
     """Read the Oban installation under `prefix`, or say clearly why it cannot be used."""
+    check_prefix(prefix)
+    conn = to_psycopg(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(detect_sql(), {"prefix": prefix})
         row = cur.fetchone()

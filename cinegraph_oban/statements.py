@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
-from cinegraph_oban.templates import render
+from cinegraph_oban.templates import render, unparametrized
 from cinegraph_oban.unique import Unique
 
 __all__ = [
@@ -359,7 +359,8 @@ def reserve_ids_statement(count: int, schema: ObanSchema) -> Statement:
 
 
 def copy_statement(schema: ObanSchema, *, scheduled: bool) -> bytes:
-    return render("jobs/copy_jobs.sql.j2", prefix=schema.prefix, scheduled=scheduled).encode()
+    """The COPY of a chunk, to send without parameters (see `templates.unparametrized`)."""
+    return unparametrized(render("jobs/copy_jobs.sql.j2", prefix=schema.prefix, scheduled=scheduled).encode())
 
 
 def copy_types(schema: ObanSchema, *, scheduled: bool) -> list[str]:

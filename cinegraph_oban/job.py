@@ -17,6 +17,7 @@ import json
 import json.encoder
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,12 +26,17 @@ from typing import Any
 from cinegraph_oban.errors import Problem, ValidationError
 from cinegraph_oban.timestamps import to_naive_utc, utc_now
 from cinegraph_oban.unique import JOB_STATES, REPLACEABLE_FIELDS, Unique
-from cinegraph_oban.workers import DEFAULT_REGISTRY, WorkerRegistry, WorkerSpec
+from cinegraph_oban.workers import (
+    DEFAULT_REGISTRY,
+    MAX_INT4,
+    WorkerRegistry,
+    WorkerSpec,
+    name_problems,
+    short_repr,
+)
 
 __all__ = ["Job", "encode_json_object", "normalize_tags"]
 
-MAX_NAME_LENGTH = 127  # CHECK (char_length(...) < 128) on worker and queue
-MAX_INT4 = 2_147_483_647
 INSERTABLE_STATES = ("available", "scheduled", "suspended")
 _MODULE_SEGMENT = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 # A NUL character as JSON writes it: \u0000 after an even number of backslashes (a literal
@@ -38,14 +44,23 @@ _MODULE_SEGMENT = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+def _plain(value: Any) -> Any:
+    """What the encoder writes for a value it does not know: a Mapping that is not a dict (a
+    `MappingProxyType`, a read-only view) as the dict it holds; anything else is refused."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-encodable")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain)
 # The C encoder that _ENCODER.encode builds anew on every call, built once. No circular check:
 # a cycle ends in RecursionError, and _locate_json_problem then names where the cycle closes.
 _C_ENCODE: Any = None
 with contextlib.suppress(AttributeError, TypeError):  # an interpreter without the C accelerator
     _C_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+        None, _plain, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
+_JSON_ERRORS = (TypeError, ValueError, UnicodeEncodeError, RecursionError)
 
 
 def _encode(value: Any) -> str:
@@ -58,28 +73,75 @@ def encode_json_object(value: Any, name: str) -> tuple[str | None, list[Problem]
     """Encode a JSON object the way PostgreSQL's jsonb will accept it, or say why not.
 
     Objects only (Oban's args and meta are maps), no NaN or Infinity, no NUL characters and no
-    lone surrogates (jsonb rejects both). Non-string keys become strings, as Jason encodes an
-    Elixir map's atom or integer keys.
+    lone surrogates (jsonb rejects both), anywhere, keys included. Non-string keys become
+    strings, as Jason encodes an Elixir map's atom or integer keys; two keys of one object that
+    would be written alike (`1` and `"1"`) are refused, since jsonb would keep only one value.
     """
-    if not isinstance(value, Mapping):
-        return None, [Problem(name, f"must be a JSON object (a dict), got {type(value).__name__}")]
+    if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
+            return None, [Problem(name, f"must be a JSON object (a dict), got {type(value).__name__}")]
+        value = dict(value)
     if not value:
         return "{}", []
     try:
         text = _encode(value)
-        if not text.isascii():
-            text.encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+    except _JSON_ERRORS:
+        return None, [_locate_json_problem(value, name)]
+    if not text.isascii() and not _utf8(text):
         return None, [_locate_json_problem(value, name)]
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return None, [_locate_json_problem(value, name)]
-    collision = _key_collision(value, name)
-    if collision is not None:
-        return None, [collision]
+    if _other_keys_within(value):
+        collision = _key_collision(value, name)
+        if collision is not None:
+            return None, [collision]
     return text, []
 
 
-def _key_collision(value: Mapping[str, Any], path: str) -> Problem | None:
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _other_keys_within(value: Mapping[Any, Any]) -> bool:
+    """True when an object in `value` (which encoded) has a key that is not a string, the only
+    objects whose keys can collide once written. Kept to plain loops: it runs for every job,
+    and most jobs have string keys alone, which need no walk that builds paths."""
+    try:
+        return _other_keys(value)
+    except RecursionError:  # two frames a level here, one in the encoder: walk the slow way
+        return True
+
+
+def _other_keys(value: Mapping[Any, Any]) -> bool:
+    for key, sub in value.items():
+        if type(key) is not str and not isinstance(key, str):
+            return True
+        kind = type(sub)
+        if kind in _SCALAR_TYPES:
+            continue
+        if kind is dict:
+            if _other_keys(sub):
+                return True
+        elif _other_keys_below(sub):
+            return True
+    return False
+
+
+def _other_keys_below(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        for item in value:
+            kind = type(item)
+            if kind in _SCALAR_TYPES:
+                continue
+            if kind is dict:
+                if _other_keys(item):
+                    return True
+            elif _other_keys_below(item):
+                return True
+        return False
+    return isinstance(value, Mapping) and _other_keys(value)
+
+
+def _key_collision(value: Mapping[Any, Any], path: str) -> Problem | None:
     """Two keys of one object that JSON writes alike (`1` and `"1"`, `True` and `"true"`): jsonb
     would keep one value and drop the other while the Job held both."""
     stack: list[tuple[Any, str]] = [(value, path)]
@@ -99,8 +161,8 @@ def _key_collision(value: Mapping[str, Any], path: str) -> Problem | None:
                     if written in seen:
                         return Problem(
                             where,
-                            f"keys {seen[written]!r} and {key!r} are both written {written!r} in JSON, "
-                            "and one value would be lost; keep one of them",
+                            f"keys {short_repr(seen[written])} and {short_repr(key)} are both written "
+                            f"{short_repr(written)} in JSON, and one value would be lost; keep one of them",
                         )
                     seen[written] = key
         elif isinstance(item, list | tuple):
@@ -108,6 +170,34 @@ def _key_collision(value: Mapping[str, Any], path: str) -> Problem | None:
                 (sub, f"{where}[{i}]") for i, sub in enumerate(item) if isinstance(sub, Mapping | list | tuple)
             )
     return None
+
+
+def _text_problem(text: str, what: str) -> str | None:
+    """Why PostgreSQL would refuse `text` (a NUL, a lone surrogate), or None."""
+    if "\x00" in text:
+        return f"{what} a NUL character, which PostgreSQL's jsonb rejects; remove it"
+    if not _utf8(text):
+        return f"{what} a lone surrogate, which is not valid UTF-8; remove it or pair it"
+    return None
+
+
+def _number_problem(number: Any, what: str) -> str | None:
+    """Why JSON cannot hold `number` (NaN, an infinity, an int too long to write), or None;
+    `what` is how the message names it ("" for a value, "key " for a key)."""
+    if isinstance(number, float) and not math.isfinite(number):
+        return f"{what}{number!r} is not valid JSON; use null or a string"
+    if isinstance(number, int) and not isinstance(number, bool):
+        try:
+            str(number)
+        except ValueError:
+            return (
+                f"{what}an integer of over {sys.get_int_max_str_digits()} digits is more than Python "
+                "writes as text; pass it as a string"
+            )
+    return None
+
+
+_KEY_TYPES = (str, int, float, type(None))
 
 
 def _locate_json_problem(value: Any, path: str) -> Problem:
@@ -123,36 +213,52 @@ def _locate_json_problem(value: Any, path: str) -> Problem:
             above = above | {id(item)}
         if isinstance(item, Mapping):
             for key, sub in item.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return Problem(where, f"key {key!r} contains a NUL character, which PostgreSQL's jsonb rejects")
+                if not isinstance(key, _KEY_TYPES):
+                    return Problem(
+                        where,
+                        f"key {short_repr(key)} is a {type(key).__name__}: JSON object keys are strings "
+                        "(ints, floats, booleans and None are written as strings); use a string",
+                    )
+                found = (
+                    _text_problem(key, f"key {short_repr(key)} contains")
+                    if isinstance(key, str)
+                    else _number_problem(key, "key ")
+                )
+                if found:
+                    return Problem(where, found)
                 stack.append((sub, f"{where}[{key!r}]", above))
         elif isinstance(item, list | tuple):
             stack.extend((sub, f"{where}[{i}]", above) for i, sub in enumerate(item))
         elif isinstance(item, str):
-            if "\x00" in item:
-                return Problem(where, "contains a NUL character, which PostgreSQL's jsonb rejects")
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return Problem(where, "contains a lone surrogate, which is not valid UTF-8")
-        elif isinstance(item, float) and not math.isfinite(item):
-            return Problem(where, f"{item!r} is not valid JSON; use null or a string")
-        elif item is not None and not isinstance(item, bool | int | float):
-            return Problem(where, f"a {type(item).__name__} is not JSON-encodable")
-    return Problem(path, "is not JSON-encodable (nested too deeply?)")
+            found = _text_problem(item, "contains")
+            if found:
+                return Problem(where, found)
+        elif isinstance(item, int | float):
+            found = _number_problem(item, "")
+            if found:
+                return Problem(where, found)
+        elif item is not None:
+            return Problem(
+                where, f"a {type(item).__name__} is not JSON-encodable; use a dict, list, str, number or None"
+            )
+    return Problem(
+        path,
+        f"is nested too deeply to encode as JSON (past Python's recursion limit, {sys.getrecursionlimit()} "
+        "levels); flatten it",
+    )
 
 
 def normalize_tags(tags: Iterable[Any]) -> tuple[tuple[str, ...], list[Problem]]:
     """Oban's tag normalisation: trimmed, lower-cased, empty ones dropped, de-duplicated."""
     if isinstance(tags, str):
-        return (), [Problem("tags", f"expected a list of strings, got the string {tags!r}")]
+        return (), [Problem("tags", f"expected a list of strings, got the string {short_repr(tags)}")]
     if not isinstance(tags, Iterable):
-        return (), [Problem("tags", f"expected a list of strings, got {tags!r}")]
+        return (), [Problem("tags", f"expected a list of strings, got {short_repr(tags)}")]
     problems: list[Problem] = []
     seen: dict[str, None] = {}
     for index, tag in enumerate(tags):
         if not isinstance(tag, str):
-            problems.append(Problem(f"tags[{index}]", f"expected a string, got {tag!r}"))
+            problems.append(Problem(f"tags[{index}]", f"expected a string, got {short_repr(tag)}"))
             continue
         if "\x00" in tag:
             problems.append(Problem(f"tags[{index}]", "contains a NUL character, which PostgreSQL rejects"))
@@ -170,16 +276,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_name(label: str, value: Any) -> list[Problem]:
-    if not isinstance(value, str):
-        return [Problem(label, f"expected a string, got {value!r}")]
-    if not 1 <= len(value) <= MAX_NAME_LENGTH:
-        return [Problem(label, f"must be 1..{MAX_NAME_LENGTH} characters, got {len(value)}")]
-    if "\x00" in value:
-        return [Problem(label, "contains a NUL character, which PostgreSQL rejects")]
-    if not value.isascii() and not _utf8(value):
-        return [Problem(label, "contains a lone surrogate, which is not valid UTF-8")]
-    return []
+_check_name = name_problems
 
 
 def _utf8(text: str) -> bool:
@@ -194,7 +291,7 @@ def _utf8(text: str) -> bool:
 def _resolve_worker(worker: Any, registry: WorkerRegistry) -> tuple[str, WorkerSpec | None, list[Problem]]:
     """(stored name, registered spec, problems) for a worker name."""
     if not isinstance(worker, str):
-        return "", None, [Problem("worker", f"expected an Elixir module name as a string, got {worker!r}")]
+        return "", None, [Problem("worker", f"expected an Elixir module name as a string, got {short_repr(worker)}")]
     name = worker.strip().removeprefix("Elixir.")
     spec = registry.resolve(name)
     if spec is not None:
@@ -240,15 +337,21 @@ def _normalize_replace(replace: Any) -> tuple[tuple[tuple[str, tuple[str, ...]],
     elif isinstance(replace, Sequence) and not isinstance(replace, str):
         items = [(state, replace) for state in JOB_STATES]
     else:
-        return None, [Problem("replace", f"expected a list of fields or a mapping of state to fields, got {replace!r}")]
+        return None, [
+            Problem("replace", f"expected a list of fields or a mapping of state to fields, got {short_repr(replace)}")
+        ]
     problems: list[Problem] = []
     normal: list[tuple[str, tuple[str, ...]]] = []
     for state, chosen in items:
         if state not in JOB_STATES:
-            problems.append(Problem("replace", f"has an invalid state {state!r}; states are {list(JOB_STATES)}"))
+            problems.append(
+                Problem("replace", f"has an invalid state {short_repr(state)}; states are {list(JOB_STATES)}")
+            )
             continue
         if isinstance(chosen, str) or not isinstance(chosen, Sequence):
-            problems.append(Problem(f"replace[{state!r}]", f"expected a list of fields, got {chosen!r}"))
+            problems.append(
+                Problem(f"replace[{short_repr(state)}]", f"expected a list of fields, got {short_repr(chosen)}")
+            )
             continue
         bad = [f for f in chosen if f not in REPLACEABLE_FIELDS]
         if bad:
@@ -318,7 +421,7 @@ class Job:
         registry = DEFAULT_REGISTRY if registry is None else registry
         problems: list[Problem] = []
         if not isinstance(registry, WorkerRegistry):
-            problems.append(Problem("registry", f"expected a WorkerRegistry, got {registry!r}"))
+            problems.append(Problem("registry", f"expected a WorkerRegistry, got {short_repr(registry)}"))
             registry = WorkerRegistry()
 
         worker_name, spec, found = _resolve_worker(worker, registry)
@@ -336,12 +439,16 @@ class Job:
         if priority is None:
             priority = spec.priority if spec and spec.priority is not None else 0
         if not _is_int(priority) or not 0 <= priority <= 9:
-            problems.append(Problem("priority", f"must be an integer 0..9 (0 runs first), got {priority!r}"))
+            problems.append(Problem("priority", f"must be an integer 0..9 (0 runs first), got {short_repr(priority)}"))
 
         if max_attempts is None:
             max_attempts = spec.max_attempts if spec and spec.max_attempts is not None else 20
         if not _is_int(max_attempts) or not 0 < max_attempts <= MAX_INT4:
-            problems.append(Problem("max_attempts", f"must be an integer greater than 0, got {max_attempts!r}"))
+            problems.append(
+                Problem(
+                    "max_attempts", f"must be an integer 1..{MAX_INT4} (greater than 0), got {short_repr(max_attempts)}"
+                )
+            )
 
         if tags is None:
             tags = spec.tags if spec else ()
@@ -353,9 +460,18 @@ class Job:
             problems.append(Problem("schedule_in", "give scheduled_at or schedule_in, not both"))
         elif scheduled_at is not None:
             if isinstance(scheduled_at, datetime):
-                when = to_naive_utc(scheduled_at)
+                try:
+                    when = to_naive_utc(scheduled_at)
+                except OverflowError:  # an aware time in the year 1 or 9999, past the end in UTC
+                    problems.append(
+                        Problem(
+                            "scheduled_at",
+                            f"{scheduled_at.isoformat()} is outside the years 1..9999 once converted to UTC; "
+                            "give a later or earlier time",
+                        )
+                    )
             else:
-                problems.append(Problem("scheduled_at", f"expected a datetime, got {scheduled_at!r}"))
+                problems.append(Problem("scheduled_at", f"expected a datetime, got {short_repr(scheduled_at)}"))
         elif schedule_in is not None:
             try:
                 if isinstance(schedule_in, timedelta):
@@ -367,16 +483,25 @@ class Job:
                 ):
                     when = utc_now() + timedelta(seconds=schedule_in)
                 else:
-                    problems.append(Problem("schedule_in", f"expected seconds or a timedelta, got {schedule_in!r}"))
+                    problems.append(
+                        Problem(
+                            "schedule_in",
+                            f"expected a finite number of seconds or a timedelta, got {short_repr(schedule_in)}",
+                        )
+                    )
             except OverflowError:
                 problems.append(
-                    Problem("schedule_in", f"{schedule_in!r} is beyond the year 9999; give a delay that ends before it")
+                    Problem(
+                        "schedule_in",
+                        f"{short_repr(schedule_in)}{'' if isinstance(schedule_in, timedelta) else ' seconds'} from now "
+                        "is outside the years 1..9999; give a delay that ends inside them",
+                    )
                 )
 
         if state is None:
             state = "scheduled" if when is not None else "available"
         elif state not in INSERTABLE_STATES:
-            problems.append(Problem("state", f"a new job is {' or '.join(INSERTABLE_STATES)}, got {state!r}"))
+            problems.append(Problem("state", f"a new job is {' or '.join(INSERTABLE_STATES)}, got {short_repr(state)}"))
         elif state == "available" and when is not None:
             problems.append(
                 Problem(
@@ -399,7 +524,7 @@ class Job:
             problems.append(Problem("replace", "only applies to unique jobs; set unique too"))
 
         if problems:
-            raise ValidationError(f"job for worker {worker!r}", problems)
+            raise ValidationError(f"job for worker {short_repr(worker)}", problems)
         assert args_json is not None and meta_json is not None
         job = cls(
             worker=worker_name,
@@ -421,16 +546,22 @@ class Job:
 
     def validated(self) -> Job:
         """This job, checked as `Job.new` checks one: itself when `Job.new` built it (or it was
-        read from the database), else rebuilt through `Job.new` from its own fields, which
-        re-encodes its args and meta, or a ValidationError naming every invalid field.
+        read from the database), else rebuilt through the checks of `Job.new` from its own
+        fields, which re-encodes its args and meta, or a ValidationError naming every invalid
+        field. The fields Job.new does not take (`id`, `attempt`, the timestamps, `errors`,
+        `conflict`) are kept as they are.
 
         Every insert calls it, so that a Job built with the constructor or changed with
         `dataclasses.replace` (a queue with a NUL, args with colliding keys) is refused before
-        the database instead of being cut short by it.
+        the database instead of being cut short by it. The worker is taken as it is, with no
+        registry: a bare name must be resolved by `Job.new`.
         """
-        if self._validated or self.id is not None:
+        if self._validated:
             return self
-        return Job.new(
+        replace: Any = self.replace
+        if isinstance(replace, tuple) and all(isinstance(pair, tuple) and len(pair) == 2 for pair in replace):
+            replace = dict(replace)
+        job = Job.new(
             self.worker,
             self.args,
             queue=self.queue,
@@ -441,9 +572,12 @@ class Job:
             scheduled_at=self.scheduled_at,
             state=self.state,
             unique=False if self.unique is None else self.unique,
-            replace=None if self.replace is None else dict(self.replace),
+            replace=replace,
             registry=_NO_WORKERS,
         )
+        for name in _KEPT_BY_VALIDATED:
+            _set(job, name, getattr(self, name))
+        return job
 
     def stored(self, id: int, inserted_at: datetime, scheduled_at: datetime) -> Job:
         """This job as the database stored it: with its id and times, and without the insert
@@ -484,7 +618,7 @@ class Job:
         """A job read from `oban_jobs` (a dict row); unknown extra columns are ignored."""
         args = row.get("args") or {}
         meta = row.get("meta") or {}
-        return cls(
+        job = cls(
             id=row["id"],
             state=str(row["state"]),
             queue=row["queue"],
@@ -507,9 +641,24 @@ class Job:
             args_json=json.dumps(args, separators=(",", ":")),
             meta_json=json.dumps(meta, separators=(",", ":")),
         )
+        _set(job, "_validated", True)  # as the database holds it
+        return job
 
 
 _new = object.__new__
 _set = object.__setattr__
 #: `validated()` takes a job's own fields as they are, with no worker's options merged in.
 _NO_WORKERS = WorkerRegistry()
+#: The fields `Job.new` does not set, which `validated()` carries over from the job it checks.
+_KEPT_BY_VALIDATED = (
+    "id",
+    "attempt",
+    "inserted_at",
+    "attempted_at",
+    "attempted_by",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+    "errors",
+    "conflict",
+)

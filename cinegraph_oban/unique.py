@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -71,6 +71,14 @@ class Unique:
     states: tuple[str, ...] = _DEFAULT_STATES
     timestamp: str = "inserted_at"
 
+    def __post_init__(self) -> None:
+        # A list given for a tuple (`Unique(fields=["args"])`) is taken as the tuple it means: a
+        # Unique is hashable (the lookup's SQL is cached by it), a list is not.
+        for name in ("fields", "keys", "states"):
+            value = getattr(self, name)
+            if isinstance(value, Iterable) and not isinstance(value, str | bytes | tuple | Mapping):
+                object.__setattr__(self, name, tuple(value))
+
     @classmethod
     def build(cls, options: Unique | Mapping[str, Any] | bool) -> tuple[Unique | None, list[Problem]]:
         """Normalise user input (True, a mapping of options, or a Unique) and validate it."""
@@ -108,14 +116,25 @@ class Unique:
     def problems(self) -> list[Problem]:
         """What Oban's `validate_unique` would reject."""
         found: list[Problem] = []
+        for name in ("fields", "keys", "states"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                found.append(Problem(f"unique.{name}", f"expected a list of strings, got {value!r}"))
+        if found:
+            return found
         if not self.fields or any(f not in UNIQUE_FIELDS for f in self.fields):
             found.append(
                 Problem(
                     "unique.fields", f"expected a non-empty subset of {list(UNIQUE_FIELDS)}, got {list(self.fields)}"
                 )
             )
-        if self.keys and not ({"args", "meta"} & set(self.fields)):
+        if self.keys and not any(f in ("args", "meta") for f in self.fields):
             found.append(Problem("unique.keys", "keys only apply when fields include 'args' or 'meta'"))
+        found += [
+            Problem(f"unique.keys[{index}]", message)
+            for index, key in enumerate(self.keys)
+            if (message := _key_problem(key)) is not None
+        ]
         if self.period != "infinity" and (
             isinstance(self.period, bool) or not isinstance(self.period, int) or not 0 < self.period <= MAX_PERIOD
         ):
@@ -129,6 +148,19 @@ class Unique:
                 Problem("unique.timestamp", f"expected one of {list(UNIQUE_TIMESTAMPS)}, got {self.timestamp!r}")
             )
         return found
+
+
+def _key_problem(key: object) -> str | None:
+    """Why a unique key can name no key of a job's args or meta (which are checked alike)."""
+    if not isinstance(key, str):
+        return f"expected a string (an args or meta key as JSON writes it), got {key!r}"
+    if "\x00" in key:
+        return "contains a NUL character, which no key of args or meta can hold"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which no key of args or meta can hold"
+    return None
 
 
 #: The longest finite period: a hundred years. The lookup subtracts it from now, and a period

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from cinegraph_oban.records import INT4_MAX, INT4_MIN, FailedLookup, SkippedImport
 
 # Text PostgreSQL accepts: any Unicode scalar value except NUL (surrogates are not valid UTF-8).
-_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+PG_CHARS = _CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 # Text that likes the awkward cases: quotes, backslashes, JSON-looking text, multi-byte letters.
 _TRICKY = st.sampled_from(["'", '"', "\\", "\\u0000", "{}", "é", "ß", "日本", "🎬", " ", "", "null", "--", ";"])
 

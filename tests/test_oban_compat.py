@@ -162,7 +162,7 @@ def test_any_valid_job_is_stored_as_oban_insert_stores_it(
             queue=data.draw(st.sampled_from([None, "tmdb", "mail"])),
             priority=data.draw(st.none() | st.integers(0, max_priority)),
             max_attempts=data.draw(st.none() | st.integers(1, 50)),
-            tags=data.draw(st.lists(st.text(max_size=12), max_size=3)),
+            tags=data.draw(st.lists(st.text(s.PG_CHARS, max_size=12), max_size=3)),
             schedule_in=data.draw(st.none() | st.integers(-3600, 86_400)),
             unique=False,
         )

@@ -23,8 +23,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
 from cinegraph_oban import Job, Oban, install, statements
 from cinegraph_oban.sample_data import import_args
@@ -200,6 +203,75 @@ def single(bench: Bench, conn: psycopg.Connection[Any], count: int, repeat: int)
 
 
 # Workload 3: unique inserts into a full table
+
+
+# Workload: one client shared by threads
+
+
+def shared(bench: Bench, conn: psycopg.Connection[Any], count: int, repeat: int) -> None:
+    """One `Oban.connect` client (a pool of 8) shared by 1, 4 and 8 threads, each inserting its
+    share of `count` jobs one at a time from plain dicts, beside bare psycopg on a pool of the
+    same size (each insert: take a connection, one INSERT with its pg_notify, give it back)."""
+    args = list(import_args(count, seed=11))
+    bare_sql = (
+        "WITH i AS (INSERT INTO oban_jobs (state, queue, worker, args, meta, tags, max_attempts, priority) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id) "
+        "SELECT id, pg_notify('public.oban_insert', '{\"queue\":\"tmdb\"}')::text FROM i"
+    )
+    size = 8
+    with (
+        Oban.connect(bench.url, pool_size=size) as oban,
+        ConnectionPool(bench.url, min_size=size, max_size=size, kwargs={"autocommit": True}) as pool,
+    ):
+        assert oban.pool is not None
+        oban.pool.wait()
+        oban.pool.resize(size, size)
+        oban.pool.wait()
+
+        def ours(part: list[dict[str, Any]]) -> None:
+            for a in part:
+                oban.insert(Job.new(WORKER, a, unique=False))
+
+        def bare(part: list[dict[str, Any]]) -> None:
+            for a in part:
+                with pool.connection() as pg:
+                    pg.execute(bare_sql, ("available", "tmdb", WORKER, Jsonb(a), Jsonb({}), [], 5, 0)).fetchone()
+
+        def threaded(fn: Callable[[list[dict[str, Any]]], None], threads: int) -> Callable[[], None]:
+            parts = [args[i::threads] for i in range(threads)]
+
+            def run() -> None:
+                start = threading.Barrier(threads)
+
+                def one(part: list[dict[str, Any]]) -> None:
+                    start.wait()
+                    fn(part)
+
+                with ThreadPoolExecutor(threads) as executor:
+                    for future in [executor.submit(one, part) for part in parts]:
+                        future.result()
+
+            return run
+
+        for threads in (1, 4, 8):
+            variants = {
+                f"bare psycopg, ConnectionPool({size}), {threads} threads": threaded(bare, threads),
+                f"shared Oban.connect(pool_size={size}), {threads} threads": threaded(ours, threads),
+            }
+            samples: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(repeat):
+                for name, fn in variants.items():
+                    reset(conn)
+                    samples[name].append(count / timed(fn))
+            for name, values in samples.items():
+                bench.record("shared client, insert one at a time", name, median_rate(values), "jobs/s")
+            bare_rate, ours_rate = (median_rate(samples[name]) for name in variants)
+            bench.record(
+                "shared client, insert one at a time",
+                f"ratio: ours / bare, {threads} threads",
+                ours_rate / bare_rate,
+                "x",
+            )
 
 
 def oban_elixir_unique_insert(conn: psycopg.Connection[Any], job: Job) -> None:
@@ -565,7 +637,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-obanpy", action="store_true")
     parser.add_argument(
-        "--only", choices=["bulk", "single", "unique", "queries", "migrate"], help="run one workload (not for --record)"
+        "--only",
+        choices=["bulk", "single", "shared", "unique", "queries", "migrate"],
+        help="run one workload (not for --record)",
     )
     parser.add_argument("--legacy-rows", type=int, default=1_000_000, help="legacy rows for the migration workload")
     parser.add_argument("--query-rows", type=int, default=1_000_000, help="jobs in the table the queries run on")
@@ -585,6 +659,8 @@ def main() -> None:
                 bulk(bench, conn, args.rows, args.repeat)
             if args.only in (None, "single"):
                 single(bench, conn, args.single, args.repeat)
+            if args.only in (None, "shared"):
+                shared(bench, conn, args.single, args.repeat)
             if args.only in (None, "unique"):
                 unique(bench, conn, args.rows, args.single, args.repeat)
             if args.only in (None, "queries"):

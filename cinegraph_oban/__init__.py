@@ -23,6 +23,7 @@ from cinegraph_oban.errors import (
     ValidationError,
     VerificationError,
 )
+from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
 from cinegraph_oban.records import FailedLookup, SkippedImport, from_meta, merge_meta, to_meta
@@ -100,6 +101,7 @@ __all__ = [
     "WorkerRegistry",
     "WorkerSpec",
     "__version__",
+    "check_prefix",
     "detect",
     "failed_lookups",
     "from_meta",

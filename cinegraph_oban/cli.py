@@ -28,7 +28,7 @@ from cinegraph_oban.client import Oban
 from cinegraph_oban.connections import connect, normalize_dsn
 from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError, first_line
 from cinegraph_oban.health import Health, health
-from cinegraph_oban.identifiers import check_prefix
+from cinegraph_oban.identifiers import check_identifier, check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
 
@@ -294,6 +294,10 @@ def schema_install(
     if not legacy_tables:
         for option in _options_given(ctx, {"legacy_rows": "--legacy-rows", "legacy_schema": "--schema"}):
             raise click.UsageError(f"{option} only applies with --legacy-tables", ctx=ctx)
+    # Both names before connecting: a refused legacy schema must not leave an installed Oban behind.
+    check_prefix(prefix)
+    if legacy_tables:
+        check_identifier(legacy_schema, field="schema")
     with connect(database_url, autocommit=True) as conn:
         if legacy_tables:
             existing = _legacy_kinds(conn, legacy_schema)
@@ -1027,6 +1031,8 @@ def export_command(
         )
     from cinegraph_oban.migration import LEGACY_TABLES
 
+    check_prefix(prefix)
+    check_identifier(schema, field="schema")
     with connect(database_url, autocommit=True) as conn:
         existing = _legacy_kinds(conn, schema)
     tables = [name for name, kind in existing.items() if kind == "a table"]

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.schema import ObanSchema, detect
 from cinegraph_oban.templates import render
 
@@ -80,6 +82,8 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
 
     `schema` is the Oban schema already detected under `prefix`, if the caller has it.
     """
+    check_prefix(prefix)
+    conn = to_psycopg(conn)
     schema = schema if schema is not None else detect(conn, prefix)
     with conn.cursor(row_factory=dict_row) as cur:
         by_state = {

@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -44,7 +45,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from cinegraph_oban.connections import connect, normalize_dsn
+from cinegraph_oban.connections import connect, normalize_dsn, to_psycopg
 from cinegraph_oban.errors import (
     LockNotAcquiredError,
     UnsupportedSchemaError,
@@ -173,6 +174,7 @@ def _crash_point(name: str) -> None:
 
 def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") -> None:
     """Create both legacy tables exactly as the original Ecto migrations did."""
+    conn = to_psycopg(conn)
     for table in LEGACY_TABLES:
         for statement in render_statements(f"legacy/create_{table}.sql.j2", schema=schema):
             conn.execute(statement.encode(), {})
@@ -180,6 +182,7 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
 
 def relation_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
     """pg_class.relkind of `schema.name` ('r' for a table, 'v' for a view, ...), or None if absent."""
+    conn = to_psycopg(conn)
     row = conn.execute(render("migration/relation_kind.sql.j2").encode(), {"schema": schema, "name": name}).fetchone()
     return row[0] if row else None
 
@@ -189,6 +192,7 @@ def insert_legacy_row(
 ) -> None:
     """Write one row the way the old worker did, id included. A None metadata/criteria_failed is
     SQL NULL, or the jsonb value null with `json_null=True`."""
+    conn = to_psycopg(conn)
     values = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "table"}
     for name in ("metadata", "criteria_failed"):
         if name in values and (values[name] is not None or json_null):
@@ -199,6 +203,19 @@ def insert_legacy_row(
         else "legacy/insert_skipped_import.sql.j2"
     )
     conn.execute(render(template, schema=schema).encode(), values)
+
+
+_PLACEHOLDER_OR_PERCENT = re.compile(r"%%|%\(\w+\)s")
+
+
+def _as_sent(text: str) -> str:
+    """A rendered statement as `plan` shows it: one without placeholders as the server gets it
+    (psycopg turns the `%%` the templates write for `%` back into `%`); one with placeholders in
+    psycopg's form, where `%%` is right. Scanned as psycopg does, so a schema named `%(x)s`,
+    rendered `"%%(x)s"`, is not taken for a placeholder."""
+    if any(match.group(0) != "%%" for match in _PLACEHOLDER_OR_PERCENT.finditer(text)):
+        return text
+    return text.replace("%%", "%")
 
 
 class RemoveRedundantImportTables:
@@ -278,19 +295,17 @@ class RemoveRedundantImportTables:
         for table in LEGACY_TABLES:
             drop += [self._text(name, table=table) for name in ("legacy_stats", "backfill", "final_count")]
         if self.audit_log:
-            drop += [s for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
+            drop += [_as_sent(s) for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
         drop.append(self._text("drop_legacy_tables"))
         if self.compat_views:
-            drop += render_statements("migration/create_compat_views.sql.j2", **self._ctx())
+            drop += [_as_sent(s) for s in render_statements("migration/create_compat_views.sql.j2", **self._ctx())]
         drop += [self._text("lock_schema_migrations"), self._text("record_migration"), "COMMIT;"]
         steps.append(("drop and record (one transaction)", drop))
         steps.append(("unlock", [self._text("migration_unlock")]))
         return steps
 
     def _text(self, name: str, **extra: Any) -> str:
-        text = render(f"migration/{name}.sql.j2", **self._ctx(**extra))
-        if "%(" not in text:  # as the server gets it: psycopg reads `%%` as `%` (templates.py)
-            text = text.replace("%%", "%")
+        text = _as_sent(render(f"migration/{name}.sql.j2", **self._ctx(**extra)))
         return text if text.rstrip().endswith(";") else text.rstrip() + ";"
 
     # Connections and the migration lock

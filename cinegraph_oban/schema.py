@@ -78,6 +78,7 @@ def install_statements(
 
 def migrated_version(conn: psycopg.Connection[Any], prefix: str = "public") -> int:
     """Oban's own reading of the version: the table comment, 0 when there is none."""
+    conn = to_psycopg(conn)
     row = conn.execute(render("schema/migrated_version.sql.j2").encode(), {"prefix": prefix}).fetchone()
     comment = row[0] if row else None
     return int(comment) if comment is not None and comment.strip().isdigit() else 0

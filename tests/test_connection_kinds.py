@@ -464,3 +464,32 @@ def test_printed_sql_matches_the_bound_query_for_any_meta_text(
         jobs().meta_contains({"source": value}),
     ):
         assert len(_assert_runs_as_printed(oban, query, with_psql=PSQL is not None and len(value) % 4 == 0)) == expected
+
+
+def test_schema_migration_and_health_functions_refuse_an_asyncio_connection(oban: ObanDatabase) -> None:
+    """install, detect, migrated_version, health and the legacy-table helpers: each raises at
+    once (they returned None, or failed on a coroutine, before issue 15) and creates nothing."""
+    from cinegraph_oban.health import health
+    from cinegraph_oban.migration import create_legacy_tables, insert_legacy_row, relation_kind
+    from cinegraph_oban.records import FailedLookup
+    from cinegraph_oban.schema import detect, install, migrated_version
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as aconn:
+            calls = [
+                lambda: install(aconn, 14, "other"),  # type: ignore[arg-type]
+                lambda: detect(aconn),  # type: ignore[arg-type]
+                lambda: migrated_version(aconn),  # type: ignore[arg-type]
+                lambda: health(aconn),  # type: ignore[arg-type]
+                lambda: create_legacy_tables(aconn),  # type: ignore[arg-type]
+                lambda: relation_kind(aconn, "public", "oban_jobs"),  # type: ignore[arg-type]
+                lambda: insert_legacy_row(aconn, "public", FailedLookup.new("tt1", "canonical_import")),  # type: ignore[arg-type]
+            ]
+            for call in calls:
+                with pytest.raises(ConnectionArgumentError, match="asyncio"):
+                    call()
+
+    asyncio.run(main())
+    tables = oban.conn.execute(b"SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%imdb%%'", {}).fetchone()
+    assert tables == (0,)
+    assert oban.conn.execute(b"SELECT count(*) FROM pg_namespace WHERE nspname = 'other'", {}).fetchone() == (0,)

@@ -20,10 +20,12 @@ import pytest
 from psycopg import sql
 
 from cinegraph_oban import ConnectionArgumentError, FailedLookup, Job, Oban, ValidationError, install
+from cinegraph_oban.health import health
 from cinegraph_oban.identifiers import MAX_PREFIX_BYTES, check_prefix
 from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from cinegraph_oban.schema import detect
 from cinegraph_oban.templates import split_statements
+from tests.test_cli import run
 
 WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 PACKAGE = Path(__file__).resolve().parent.parent / "cinegraph_oban"
@@ -107,6 +109,84 @@ def test_the_migration_reads_and_writes_only_its_own_odd_schema(
     assert db_conn.execute(b"SELECT to_regclass('\"%%\".failed_imdb_lookups')").fetchone() == (None,)
 
 
+def _count(conn: psycopg.Connection[Any], schema: str, table: str) -> int | None:
+    """Rows of schema.table, None when there is no such table."""
+    name = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table)).as_string()
+    if conn.execute(b"SELECT to_regclass(%(name)s)", {"name": name}).fetchone() == (None,):
+        return None
+    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    row = conn.execute(query.as_bytes()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_the_migration_command_reads_and_writes_only_the_schema_it_names(
+    db_conn: psycopg.Connection[Any], db_dsn: str, tmp_path: Path
+) -> None:
+    """Before issue 15 `migrate up --schema %%` backfilled from schema `%`."""
+    for schema, rows in (("%", "3"), ("%%", "5")):
+        made = run(
+            "schema", "install", "--database-url", db_dsn, "--legacy-tables", "--schema", schema, "--legacy-rows", rows
+        )
+        assert made.returncode == 0, made.stderr
+    where = ["--database-url", db_dsn, "--schema", "%%", "--export-dir", str(tmp_path / "export")]
+    plan = run("migrate", "plan", *where)
+    assert plan.returncode == 0, plan.stderr
+    assert '"%%".failed_imdb_lookups' in plan.stdout and '"%".failed_imdb_lookups' not in plan.stdout
+    up = run("migrate", "up", "--yes", *where)
+    assert up.returncode == 0, up.stderr
+    archived = db_conn.execute(
+        b"SELECT args->>'archived_from', count(*) FROM public.oban_jobs GROUP BY 1 ORDER BY 1", {}
+    ).fetchall()
+    assert archived == [("failed_imdb_lookups", 5), ("skipped_imports", 5)]
+    assert [_count(db_conn, "%%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [None, None]
+    assert [_count(db_conn, "%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [3, 3]
+    assert (_count(db_conn, "%%", "schema_migrations"), _count(db_conn, "%", "schema_migrations")) == (1, 0)
+    down = run("migrate", "down", "--yes", *where)
+    assert down.returncode == 0, down.stderr
+    assert [_count(db_conn, "%%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [5, 5]
+    assert [_count(db_conn, "%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [3, 3]
+    assert _count(db_conn, "public", "oban_jobs") == 0
+
+
+def test_the_plan_shows_a_name_as_the_server_gets_it(tmp_path: Path) -> None:
+    """`%` is written `%%` for psycopg; a statement without placeholders is shown with `%`, even
+    for a schema whose name looks like a placeholder (before, `"%%(x)s"` was shown)."""
+    plan = RemoveRedundantImportTables("postgresql://nobody@127.0.0.1:1/none", schema="%(x)s", export_dir=tmp_path)
+    shown = "\n".join(statement for _, statements in plan.plan() for statement in statements)
+    assert 'DROP TABLE "%(x)s".failed_imdb_lookups, "%(x)s".skipped_imports;' in shown
+    # With placeholders (the backfill's batch) the text stays in psycopg's form, `%` as `%%`.
+    assert 'FROM "%%(x)s"."failed_imdb_lookups"\n  WHERE id > %(after)s' in shown
+
+
+CLI_REFUSALS = {
+    "install, prefix": (["schema", "install", "--prefix", "pg_x"], "invalid prefix"),
+    "install, legacy schema": (
+        ["schema", "install", "--prefix", "jobs", "--legacy-tables", "--schema", "pg_x"],
+        "invalid schema",
+    ),
+    "enqueue": (["enqueue", "--prefix", "", "--worker", "TMDbDetailsWorker", "--args", "{}"], "empty"),
+    "schema show": (["schema", "show", "--prefix", "x" * 52], "channel"),
+    "migrate up": (["migrate", "up", "--yes", "--schema", "a\x01" + "b" * 63], "truncated"),
+    "export": (["export", "--schema", "pg_legacy"], "invalid schema"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_REFUSALS))
+def test_the_command_line_refuses_a_name_in_one_line(
+    db_conn: psycopg.Connection[Any], db_dsn: str, case: str, tmp_path: Path
+) -> None:
+    args, says = CLI_REFUSALS[case]
+    before = _schemas(db_conn)
+    result = run(*args, "--database-url", db_dsn, cwd=tmp_path)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert _schemas(db_conn) == before
+    assert list(tmp_path.iterdir()) == []
+
+
 REFUSED = {
     "empty": ("", "empty"),
     "pg_": ("pg_jobs", "pg_"),
@@ -131,6 +211,7 @@ def test_a_prefix_postgresql_would_not_keep_is_refused_before_anything_is_create
         lambda: Oban.connect(db_dsn, prefix=prefix),
         lambda: detect(db_conn, prefix),
         lambda: RemoveRedundantImportTables(db_dsn, prefix=prefix, export_dir=tmp_path),
+        lambda: health(db_conn, prefix),
     ]
     for attempt in attempts:
         with pytest.raises(ValidationError, match=says) as raised:

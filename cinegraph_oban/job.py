@@ -33,6 +33,7 @@ from cinegraph_oban.workers import (
     WorkerSpec,
     name_problems,
     short_repr,
+    text_problem,
 )
 
 __all__ = ["Job", "encode_json_object", "normalize_tags"]
@@ -112,33 +113,24 @@ def _other_keys_within(value: Mapping[Any, Any]) -> bool:
 
 
 def _other_keys(value: Mapping[Any, Any]) -> bool:
-    for key, sub in value.items():
+    for key in value:
         if type(key) is not str and not isinstance(key, str):
             return True
-        kind = type(sub)
+    return _other_keys_in(value.values())
+
+
+def _other_keys_in(items: Iterable[Any]) -> bool:
+    """`_other_keys` for each object in `items` (an object's values, a list), at any depth."""
+    for item in items:
+        kind = type(item)
         if kind in _SCALAR_TYPES:
             continue
-        if kind is dict:
-            if _other_keys(sub):
+        if kind is dict or isinstance(item, Mapping):
+            if _other_keys(item):
                 return True
-        elif _other_keys_below(sub):
+        elif isinstance(item, list | tuple) and _other_keys_in(item):
             return True
     return False
-
-
-def _other_keys_below(value: Any) -> bool:
-    if isinstance(value, list | tuple):
-        for item in value:
-            kind = type(item)
-            if kind in _SCALAR_TYPES:
-                continue
-            if kind is dict:
-                if _other_keys(item):
-                    return True
-            elif _other_keys_below(item):
-                return True
-        return False
-    return isinstance(value, Mapping) and _other_keys(value)
 
 
 def _key_collision(value: Mapping[Any, Any], path: str) -> Problem | None:
@@ -257,14 +249,9 @@ def normalize_tags(tags: Iterable[Any]) -> tuple[tuple[str, ...], list[Problem]]
     problems: list[Problem] = []
     seen: dict[str, None] = {}
     for index, tag in enumerate(tags):
-        if not isinstance(tag, str):
-            problems.append(Problem(f"tags[{index}]", f"expected a string, got {short_repr(tag)}"))
-            continue
-        if "\x00" in tag:
-            problems.append(Problem(f"tags[{index}]", "contains a NUL character, which PostgreSQL rejects"))
-            continue
-        if not tag.isascii() and not _utf8(tag):
-            problems.append(Problem(f"tags[{index}]", "contains a lone surrogate, which is not valid UTF-8"))
+        message = text_problem(tag)  # a WorkerSpec's tags are checked by the same function
+        if message is not None:
+            problems.append(Problem(f"tags[{index}]", message))
             continue
         normal = tag.strip().lower()
         if normal:

@@ -67,7 +67,7 @@ class WorkerSpec:
         return [
             Problem(f"tags[{index}]", message)
             for index, tag in enumerate(self.tags)
-            if (message := _text_problem(tag)) is not None
+            if (message := text_problem(tag)) is not None
         ]
 
     @property
@@ -90,11 +90,12 @@ def name_problems(label: str, value: object) -> list[Problem]:
         return []  # the common case, with no call more (Job.new checks two names a job)
     if not 1 <= len(value) <= MAX_NAME_LENGTH:
         return [Problem(label, f"must be 1..{MAX_NAME_LENGTH} characters, got {len(value)}")]
-    message = _text_problem(value)
+    message = text_problem(value)
     return [] if message is None else [Problem(label, message)]
 
 
-def _text_problem(value: object) -> str | None:
+def text_problem(value: object) -> str | None:
+    """Why PostgreSQL would refuse `value` as a text column's value (tags, names), or None."""
     if not isinstance(value, str):
         return f"expected a string, got {short_repr(value)}"
     if "\x00" in value:

@@ -205,3 +205,35 @@ def _forget_unselective_probes() -> Iterator[None]:
     statements._UNSELECTIVE.clear()
     yield
     statements._UNSELECTIVE.clear()
+
+
+@pytest.fixture(scope="session")
+def genuine_harness() -> Iterator[Any]:
+    """Genuine Elixir Oban 2.23.1, one BEAM for the session (tests/genuine.py).
+
+    Skips with one line saying how to run it when the toolchain cannot be had, unless
+    CINEGRAPH_OBAN_REQUIRE_GENUINE=1 (as in CI), where that is an error."""
+    from tests import genuine
+
+    try:
+        harness = genuine.Harness(genuine.build())
+    except genuine.Unavailable as error:
+        if genuine.required():
+            pytest.fail(f"{error} [{genuine.REQUIRE_VARIABLE}=1: a skip would hide it]", pytrace=False)
+        pytest.skip(str(error))
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def genuine(genuine_harness: Any, db_dsn: str) -> Iterator[Any]:
+    """Genuine Oban against this test's fresh database; its instances stop at the end."""
+    from tests.genuine import GenuineOban
+
+    handle = GenuineOban(genuine_harness, db_dsn)
+    try:
+        yield handle
+    finally:
+        handle.close()

@@ -54,6 +54,7 @@ from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
 from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect_sql, schema_from_catalog
+from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
 from cinegraph_oban.workers import WorkerRegistry
 
 __all__ = ["AsyncOban"]
@@ -97,6 +98,7 @@ class AsyncOban:
         prefix: str = "public",
         registry: WorkerRegistry | None = None,
         owns_connection: bool = False,
+        oban_version: str = DEFAULT_OBAN_VERSION,
     ) -> None:
         if conn is not None and pool is not None:
             raise ConnectionArgumentError("AsyncOban takes a connection or a pool, not both")
@@ -111,6 +113,7 @@ class AsyncOban:
                 + ("; use Oban for a sync ConnectionPool" if type(pool).__name__ == "ConnectionPool" else "")
             )
         self.prefix = check_prefix(prefix)
+        self.oban_version = check_oban_version(oban_version)  # as Oban's: the unique defaults differ
         self.registry = registry
         self._conn = conn
         self._pool = pool
@@ -125,10 +128,12 @@ class AsyncOban:
         prefix: str = "public",
         registry: WorkerRegistry | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        oban_version: str = DEFAULT_OBAN_VERSION,
         **kwargs: Any,
     ) -> AsyncOban:
         """A client with a pool of up to `pool_size` autocommit connections (as `Oban.connect`)."""
         check_prefix(prefix)
+        check_oban_version(oban_version)
         size = check_pool_size(pool_size)
         connect_kwargs = pool_kwargs(kwargs)
         url = normalize_dsn(dsn)
@@ -148,7 +153,7 @@ class AsyncOban:
         except PoolTimeout as exc:
             await pool.close()
             raise cannot_connect(url, exc) from exc
-        return cls(pool=pool, prefix=prefix, registry=registry, owns_connection=True)
+        return cls(pool=pool, prefix=prefix, registry=registry, owns_connection=True, oban_version=oban_version)
 
     @property
     def pool(self) -> AsyncConnectionPool[Any] | None:
@@ -244,7 +249,7 @@ class AsyncOban:
     async def _insert_unique(
         self, pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema, *, own_transaction: bool
     ) -> Job:
-        lock, lookup = statements.unique_statements(job, schema)
+        lock, lookup = statements.unique_statements(job, schema, self.oban_version)
         begin, commit = statements.transaction_sql()
         if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
             lock = statements.own_transaction_lock(lock, lookup)

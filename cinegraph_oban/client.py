@@ -39,6 +39,7 @@ from cinegraph_oban.errors import (
 from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema, detect
+from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
 from cinegraph_oban.workers import WorkerRegistry
 
 __all__ = ["InsertedJobs", "Oban"]
@@ -247,6 +248,7 @@ class Oban:
         prefix: str = "public",
         registry: WorkerRegistry | None = None,
         owns_connection: bool = False,
+        oban_version: str = DEFAULT_OBAN_VERSION,
     ) -> None:
         if conn is not None and pool is not None:
             raise ConnectionArgumentError("Oban takes a connection or a pool, not both")
@@ -258,6 +260,9 @@ class Oban:
                 + ("; use AsyncOban for an AsyncConnectionPool" if "Async" in type(pool).__name__ else "")
             )
         self.prefix = check_prefix(prefix)
+        #: The Oban version of the Elixir application ("2.22" or "2.23"): Oban's default unique
+        #: states differ between them (2.23 counts `suspended` jobs as duplicates).
+        self.oban_version = check_oban_version(oban_version)
         self.registry = registry
         self._conn = conn
         self._pool = pool
@@ -272,6 +277,7 @@ class Oban:
         prefix: str = "public",
         registry: WorkerRegistry | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        oban_version: str = DEFAULT_OBAN_VERSION,
         **connect_kwargs: Any,
     ) -> Oban:
         """A client with a pool of up to `pool_size` autocommit connections to the database at
@@ -280,6 +286,7 @@ class Oban:
         `psycopg.connect` (e.g. `prepare_threshold=None` behind a transaction pooler). The
         first connection is made here, so a wrong URL or a server that is down fails at once."""
         check_prefix(prefix)
+        check_oban_version(oban_version)
         size = check_pool_size(pool_size)
         kwargs = pool_kwargs(connect_kwargs)
         url = normalize_dsn(dsn)
@@ -293,7 +300,7 @@ class Oban:
         except PoolTimeout as exc:
             pool.close()
             raise cannot_connect(url, exc) from exc
-        return cls(pool=pool, prefix=prefix, registry=registry, owns_connection=True)
+        return cls(pool=pool, prefix=prefix, registry=registry, owns_connection=True, oban_version=oban_version)
 
     @property
     def pool(self) -> ConnectionPool[Any] | None:
@@ -393,7 +400,7 @@ class Oban:
             return job.stored(row[0], row[1], row[2])
 
     def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
-        lock, lookup = statements.unique_statements(job, schema)
+        lock, lookup = statements.unique_statements(job, schema, self.oban_version)
         if prepared.applies(pg, pipeline=True):
             row = prepared.unique_row(pg, lock, lookup)
             if row is not None:

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.templates import render, unparametrized
-from cinegraph_oban.unique import Unique
+from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, Unique
 
 __all__ = [
     "Statement",
@@ -128,22 +128,27 @@ _SORTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_
 
 
 @cache
-def _unique_identity(unique: Unique, known_states: tuple[str, ...]) -> tuple[list[str], Mapping[str, Any]]:
+def _unique_identity(
+    unique: Unique, known_states: tuple[str, ...], oban_version: str
+) -> tuple[list[str], Mapping[str, Any]]:
     """The states the lookup uses (those the database has) and the part of the lock's identity
     that depends only on the options; the caller adds the job's own values to a copy."""
-    states = [s for s in unique.states if s in known_states]
+    states = [s for s in unique.states_for(oban_version) if s in known_states]
     return states, {"fields": sorted(unique.fields), "keys": sorted(unique.keys), "states": sorted(states)}
 
 
-def unique_statements(job: Job, schema: ObanSchema) -> tuple[Statement, Statement]:
-    """The lock, then the lookup-and-insert, for a job with unique options.
+def unique_statements(
+    job: Job, schema: ObanSchema, oban_version: str = DEFAULT_OBAN_VERSION
+) -> tuple[Statement, Statement]:
+    """The lock, then the lookup-and-insert, for a job with unique options (whose default states
+    are those of `oban_version`).
 
     The two must run in this order inside one transaction, as separate statements: the lookup
     takes its snapshot after the lock is held.
     """
     unique = job.unique
     assert unique is not None
-    states, base = _unique_identity(unique, schema.states)
+    states, base = _unique_identity(unique, schema.states, oban_version)
     identity = dict(base)
     map_fields: list[tuple[str, str]] = []
     params = _job_params(job)

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from cinegraph_oban.errors import Problem
+from cinegraph_oban.errors import Problem, ValidationError
 
 __all__ = [
+    "DEFAULT_OBAN_VERSION",
     "JOB_STATES",
+    "OBAN_VERSIONS",
     "REPLACEABLE_FIELDS",
     "UNIQUE_FIELDS",
+    "UNIQUE_STATE_GROUPS",
     "Unique",
 ]
 
@@ -40,7 +43,23 @@ REPLACEABLE_FIELDS: tuple[str, ...] = (
     "tags",
     "worker",
 )
-_DEFAULT_STATES: tuple[str, ...] = ("scheduled", "available", "executing", "retryable", "completed")
+#: The Oban versions whose unique defaults differ, and the one assumed when a client names none
+#: (Cinegraph runs Oban 2.22).
+OBAN_VERSIONS: tuple[str, ...] = ("2.22", "2.23")
+DEFAULT_OBAN_VERSION = "2.22"
+#: Oban's default unique states, by version: 2.22's list, and 2.23's `:successful` group, which
+#: adds `suspended` (`@unique_defaults` and `unique_states/1` in lib/oban/job.ex).
+DEFAULT_STATES: dict[str, tuple[str, ...]] = {
+    "2.22": ("scheduled", "available", "executing", "retryable", "completed"),
+    "2.23": ("suspended", "available", "scheduled", "executing", "retryable", "completed"),
+}
+#: Oban 2.23's named state groups (`Oban.Job.unique_states/1`), accepted for `states`.
+UNIQUE_STATE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": JOB_STATES,
+    "incomplete": ("suspended", "available", "scheduled", "executing", "retryable"),
+    "scheduled": ("scheduled",),
+    "successful": DEFAULT_STATES["2.23"],
+}
 _TIME_UNITS: dict[str, int] = {
     "second": 1,
     "seconds": 1,
@@ -62,18 +81,27 @@ class Unique:
     """Unique-job options with Oban's defaults (`Oban.Job.new/2`, `unique:`).
 
     `period` is in seconds, or `"infinity"`; `keys` limits the args/meta comparison to those
-    keys (containment), otherwise args/meta must match exactly.
+    keys (containment), otherwise args/meta must match exactly. `states` left as None means
+    Oban's default states of the Oban version the inserting client targets (`oban_version=`,
+    2.22 unless given): 2.23 adds `suspended` to them. `unique=True` means what Oban's
+    `unique: true` means: the defaults with no time limit (`period="infinity"`).
     """
 
     fields: tuple[str, ...] = ("args", "queue", "worker")
     keys: tuple[str, ...] = ()
     period: Period = 60
-    states: tuple[str, ...] = _DEFAULT_STATES
+    states: tuple[str, ...] | None = None
     timestamp: str = "inserted_at"
+
+    def states_for(self, oban_version: str = DEFAULT_OBAN_VERSION) -> tuple[str, ...]:
+        """The states the lookup searches: those given, else Oban's defaults for `oban_version`."""
+        return self.states if self.states is not None else DEFAULT_STATES[oban_version]
 
     def __post_init__(self) -> None:
         # A list given for a tuple (`Unique(fields=["args"])`) is taken as the tuple it means: a
         # Unique is hashable (the lookup's SQL is cached by it), a list is not.
+        if isinstance(self.states, str) and self.states in UNIQUE_STATE_GROUPS:
+            object.__setattr__(self, "states", UNIQUE_STATE_GROUPS[self.states])
         for name in ("fields", "keys", "states"):
             value = getattr(self, name)
             if isinstance(value, Iterable) and not isinstance(value, str | bytes | tuple | Mapping):
@@ -83,7 +111,8 @@ class Unique:
     def build(cls, options: Unique | Mapping[str, Any] | bool) -> tuple[Unique | None, list[Problem]]:
         """Normalise user input (True, a mapping of options, or a Unique) and validate it."""
         if options is True:
-            return cls(), []
+            # Oban: `unique: true` is `Map.put(@unique_defaults, :period, :infinity)`.
+            return cls(period="infinity"), []
         if isinstance(options, Unique):
             return options, options.problems()
         if not isinstance(options, Mapping):
@@ -97,6 +126,16 @@ class Unique:
         for name in ("fields", "keys", "states"):
             if name in options:
                 value = options[name]
+                if name == "states" and value is None:
+                    continue
+                if name == "states" and isinstance(value, str):
+                    if value not in UNIQUE_STATE_GROUPS:
+                        known_groups = sorted(UNIQUE_STATE_GROUPS)
+                        message = f"unknown state group {value!r}; known: {known_groups}"
+                        problems.append(Problem("unique.states", message))
+                    else:
+                        values[name] = UNIQUE_STATE_GROUPS[value]
+                    continue
                 if isinstance(value, str) or not isinstance(value, Sequence):
                     problems.append(Problem(f"unique.{name}", f"expected a list, got {value!r}"))
                 else:
@@ -118,6 +157,8 @@ class Unique:
         found: list[Problem] = []
         for name in ("fields", "keys", "states"):
             value = getattr(self, name)
+            if name == "states" and value is None:
+                continue
             if not isinstance(value, tuple):
                 found.append(Problem(f"unique.{name}", f"expected a list of strings, got {value!r}"))
         if found:
@@ -139,7 +180,7 @@ class Unique:
             isinstance(self.period, bool) or not isinstance(self.period, int) or not 0 < self.period <= MAX_PERIOD
         ):
             found.append(_period_problem(self.period))
-        if not self.states or any(s not in JOB_STATES for s in self.states):
+        if self.states is not None and (not self.states or any(s not in JOB_STATES for s in self.states)):
             found.append(
                 Problem("unique.states", f"expected a non-empty subset of {list(JOB_STATES)}, got {list(self.states)}")
             )
@@ -194,3 +235,12 @@ def _cast_period(value: Any) -> tuple[Period, Problem | None]:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_PERIOD:
         return 0, _period_problem(value)
     return value, None
+
+
+def check_oban_version(version: object) -> str:
+    """The Oban version a client targets, as "2.22" or "2.23" ("2.23.1" is read as "2.23")."""
+    short = ".".join(str(version).split(".")[:2])
+    if not isinstance(version, str) or short not in OBAN_VERSIONS:
+        expected = f"expected one of {list(OBAN_VERSIONS)} (the Oban your Elixir application runs), got {version!r}"
+        raise ValidationError("client options", [Problem("oban_version", expected)])
+    return short

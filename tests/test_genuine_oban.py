@@ -75,9 +75,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(("version", "prefix"), SCHEMAS, ids=SCHEMA_IDS)
-def test_every_public_path_is_run_by_genuine_oban(
-    genuine: GenuineOban, db_dsn: str, version: int, prefix: str
-) -> None:
+def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: str, version: int, prefix: str) -> None:
     genuine.migrate(version, prefix)
     ids: dict[str, list[int]] = {}
     with Oban.connect(db_dsn, prefix=prefix, pool_size=2) as oban:
@@ -222,3 +220,226 @@ def test_a_running_oban_picks_up_a_new_row_at_once(
     time.sleep(2)
     state = rows(db_dsn, prefix, [bare[0]])[bare[0]]["state"]
     assert state == ("completed" if version == 11 else "available")
+
+
+# -- row by row: the same job from Elixir Oban.insert/2 and from Oban.insert ------------------
+
+NOT_COMPARED = {"id", "inserted_at", "scheduled_at"}
+ROW_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # name: (the harness's job spec, Job.new's keyword arguments)
+    "full options, scheduled_at": (
+        {
+            "worker": COMPLETES,
+            "via": "job",
+            "args": {"n": 1, "nested": {"list": [1, 2.5, "x", None, True]}, "é": "ünï 💡", "big": 2**53},
+            "opts": {
+                "queue": "custom",
+                "priority": 3,
+                "max_attempts": 7,
+                "tags": ["Import", "batch-1"],
+                "meta": {"source_list": "1001_movies", "n": [1, {"a": None}]},
+                "scheduled_at": "2030-01-02T03:04:05.123456Z",
+            },
+        },
+        {
+            "worker": COMPLETES,
+            "args": {"n": 1, "nested": {"list": [1, 2.5, "x", None, True]}, "é": "ünï 💡", "big": 2**53},
+            "queue": "custom",
+            "priority": 3,
+            "max_attempts": 7,
+            "tags": ["Import", "batch-1"],
+            "meta": {"source_list": "1001_movies", "n": [1, {"a": None}]},
+            "scheduled_at": datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        },
+    ),
+    "a past scheduled_at": (
+        {"worker": COMPLETES, "via": "job", "opts": {"queue": "q", "scheduled_at": "2020-01-01T00:00:00Z"}},
+        {"worker": COMPLETES, "queue": "q", "scheduled_at": datetime(2020, 1, 1, tzinfo=UTC)},
+    ),
+    "the worker's own options (TMDbDetailsWorker.new)": (
+        {"worker": TMDB, "args": {"tmdb_id": 7, "source": "canonical_import"}},
+        {"worker": TMDB, "args": {"tmdb_id": 7, "source": "canonical_import"}},
+    ),
+    "a worker's max_attempts (Raises.new)": (
+        {"worker": "Harness.Workers.Raises", "args": {}},
+        {"worker": "Harness.Workers.Raises", "args": {}, "queue": "harness", "max_attempts": 3},
+    ),
+    "Oban.Job.new with the worker's name only": (
+        {"worker": TMDB, "via": "job", "args": {"imdb_id": "tt1"}},
+        {"worker": TMDB, "args": {"imdb_id": "tt1"}, "queue": "default", "max_attempts": 20, "unique": False},
+    ),
+    "messy tags": (
+        {"worker": COMPLETES, "via": "job", "opts": {"tags": [" Foo ", "foo", "BAR", "", "  ", "baz qux"]}},
+        {"worker": COMPLETES, "tags": [" Foo ", "foo", "BAR", "", "  ", "baz qux"]},
+    ),
+    "schedule_in": (
+        {"worker": COMPLETES, "via": "job", "opts": {"schedule_in": 90}},
+        {"worker": COMPLETES, "schedule_in": 90},
+    ),
+}
+
+
+@pytest.mark.parametrize("version", [11, 14])
+@pytest.mark.parametrize("case", list(ROW_CASES))
+def test_the_same_job_from_elixir_and_from_python_is_the_same_row(
+    genuine: GenuineOban, db_dsn: str, version: int, case: str
+) -> None:
+    elixir_spec, python_kwargs = ROW_CASES[case]
+    genuine.migrate(version, "from_elixir")
+    genuine.migrate(version, "from_python")
+    genuine.start("writer", "from_elixir", leader=False)
+    [written] = genuine.insert("writer", [elixir_spec])
+    with Oban.connect(db_dsn, prefix="from_python", pool_size=1) as oban:
+        kwargs = dict(python_kwargs)
+        ours = oban.insert(Job.new(kwargs.pop("worker"), kwargs.pop("args", None), **kwargs))
+    theirs = rows(db_dsn, "from_elixir", [written["id"]])[written["id"]]
+    mine = rows(db_dsn, "from_python", [ours.id])[ours.id]  # type: ignore[list-item]
+    assert {k: v for k, v in mine.items() if k not in NOT_COMPARED} == {
+        k: v for k, v in theirs.items() if k not in NOT_COMPARED
+    }
+    delay = lambda row: (row["scheduled_at"] - row["inserted_at"]).total_seconds()  # noqa: E731
+    if "scheduled_at" in python_kwargs:
+        assert mine["scheduled_at"] == theirs["scheduled_at"]
+    else:
+        assert delay(mine) == pytest.approx(delay(theirs), abs=0.5)
+    assert abs((mine["inserted_at"] - theirs["inserted_at"]).total_seconds()) < 10
+
+
+# -- uniqueness across languages, both orders ---------------------------------------------
+
+UNIQUE_CASES: dict[str, tuple[Any, Any, dict[str, Any], dict[str, Any], float, bool]] = {
+    # name: (Elixir's unique, Python's unique, first job, duplicate, age of the first (s), conflict?)
+    "period 60 s, args keys": (
+        {"period": 60, "keys": ["k"]},
+        {"period": 60, "keys": ["k"]},
+        {"args": {"k": 1, "x": "first"}},
+        {"args": {"k": 1, "x": "second"}},
+        0,
+        True,
+    ),
+    "period 60 s, other key value": (
+        {"period": 60, "keys": ["k"]},
+        {"period": 60, "keys": ["k"]},
+        {"args": {"k": 1}},
+        {"args": {"k": 2}},
+        0,
+        False,
+    ),
+    "period 60 s, first two hours old": (
+        {"period": 60},
+        {"period": 60},
+        {"args": {"k": 1}},
+        {"args": {"k": 1}},
+        7_200,
+        False,
+    ),
+    "period infinity, first two hours old": (
+        {"period": "infinity"},
+        {"period": "infinity"},
+        {"args": {"k": 1}},
+        {"args": {"k": 1}},
+        7_200,
+        True,
+    ),
+    "unique: true / unique=True, first two hours old": (
+        True,
+        True,
+        {"args": {"k": 1}},
+        {"args": {"k": 1}},
+        7_200,
+        True,
+    ),
+    "meta keys": (
+        {"fields": ["worker", "queue", "meta"], "keys": ["batch"]},
+        {"fields": ["worker", "queue", "meta"], "keys": ["batch"]},
+        {"args": {"n": 1}, "meta": {"batch": 7, "other": 1}},
+        {"args": {"n": 2}, "meta": {"batch": 7, "other": 2}},
+        0,
+        True,
+    ),
+    "exact args, one more key": (
+        {"period": 300},
+        {"period": 300},
+        {"args": {"k": 1}},
+        {"args": {"k": 1, "extra": True}},
+        0,
+        False,
+    ),
+}
+
+
+def _elixir_insert(genuine: GenuineOban, unique: Any, job: dict[str, Any]) -> tuple[int, bool]:
+    opts = {"queue": "harness", "unique": unique, **({"meta": job["meta"]} if "meta" in job else {})}
+    [done] = genuine.insert("writer", [{"worker": COMPLETES, "via": "job", "args": job["args"], "opts": opts}])
+    return done["id"], done["conflict"]
+
+
+def _python_insert(oban: Oban, unique: Any, job: dict[str, Any]) -> tuple[int, bool]:
+    done = oban.insert(Job.new(COMPLETES, job["args"], queue="harness", meta=job.get("meta"), unique=unique))
+    assert done.id is not None
+    return done.id, done.conflict
+
+
+@pytest.mark.parametrize("order", ["elixir then python", "python then elixir"])
+@pytest.mark.parametrize("case", list(UNIQUE_CASES))
+def test_uniqueness_agrees_across_languages(genuine: GenuineOban, db_dsn: str, case: str, order: str) -> None:
+    elixir_unique, python_unique, first, duplicate, age, conflict = UNIQUE_CASES[case]
+    genuine.migrate(14)
+    genuine.start("writer", leader=False)
+    with Oban.connect(db_dsn, pool_size=1) as oban:
+        inserters = [
+            lambda job: _elixir_insert(genuine, elixir_unique, job),
+            lambda job: _python_insert(oban, python_unique, job),
+        ]
+        if order == "python then elixir":
+            inserters.reverse()
+        first_id, first_conflict = inserters[0](first)
+        assert not first_conflict
+        if age:
+            with psycopg.connect(db_dsn, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE oban_jobs SET inserted_at = inserted_at - make_interval(secs => %(age)s) WHERE id = %(id)s",
+                    {"age": age, "id": first_id},
+                )
+        second_id, second_conflict = inserters[1](duplicate)
+    assert second_conflict is conflict
+    assert (second_id == first_id) is conflict
+    assert len(rows(db_dsn, "public")) == (1 if conflict else 2)
+
+
+#: Oban 2.23.1's default unique states (`:successful`); 2.22's list lacks `suspended`.
+SUCCESSFUL_2_23 = {"suspended", "available", "scheduled", "executing", "retryable", "completed"}
+
+
+@pytest.mark.parametrize(
+    "state", ["available", "suspended", "scheduled", "executing", "retryable", "completed", "discarded", "cancelled"]
+)
+def test_default_unique_states_follow_the_oban_version(genuine: GenuineOban, db_dsn: str, state: str) -> None:
+    """An existing job in each state, then its duplicate with the default states: genuine 2.23.1,
+    ours with oban_version="2.23" (both must agree), and ours by default (Oban 2.22's states)."""
+    genuine.migrate(14)
+    genuine.start("writer", leader=False)
+    first_id, _ = _elixir_insert(genuine, {"period": 60}, {"args": {"k": state}})
+
+    def duplicate(insert: Any) -> bool:
+        _, conflict = insert()
+        with psycopg.connect(db_dsn, autocommit=True) as conn:  # back to the one job in `state`
+            conn.execute("DELETE FROM oban_jobs WHERE id <> %(id)s", {"id": first_id})
+        return bool(conflict)
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE oban_jobs SET state = %(s)s::oban_job_state, attempt = 1, "
+            "completed_at = CASE WHEN %(s)s = 'completed' THEN now() END, "
+            "discarded_at = CASE WHEN %(s)s = 'discarded' THEN now() END, "
+            "cancelled_at = CASE WHEN %(s)s = 'cancelled' THEN now() END",
+            {"s": state},
+        )
+    elixir_conflict = duplicate(lambda: _elixir_insert(genuine, {"period": 60}, {"args": {"k": state}}))
+    assert elixir_conflict is (state in SUCCESSFUL_2_23)
+    with Oban.connect(db_dsn, pool_size=1, oban_version="2.23") as oban:
+        assert duplicate(lambda: _python_insert(oban, {"period": 60}, {"args": {"k": state}})) is elixir_conflict
+    with Oban.connect(db_dsn, pool_size=1) as oban:
+        assert oban.oban_version == "2.22"
+        python_conflict = duplicate(lambda: _python_insert(oban, {"period": 60}, {"args": {"k": state}}))
+        assert python_conflict is (state in SUCCESSFUL_2_23 - {"suspended"})

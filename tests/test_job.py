@@ -130,14 +130,28 @@ def test_available_with_a_time_is_refused_because_it_would_run_at_once() -> None
 
 
 def test_unique_defaults_and_validation() -> None:
+    # Oban's `unique: true` is its defaults with no time limit; the states are the inserting
+    # client's Oban version's defaults (2.22's list unless oban_version="2.23").
     job = Job.new("MyApp.W", unique=True)
-    assert job.unique == Unique(
-        ("args", "queue", "worker"),
-        (),
-        60,
-        ("scheduled", "available", "executing", "retryable", "completed"),
-        "inserted_at",
+    assert job.unique == Unique(("args", "queue", "worker"), (), "infinity", None, "inserted_at")
+    assert job.unique.states_for("2.22") == ("scheduled", "available", "executing", "retryable", "completed")
+    assert job.unique.states_for("2.23") == (
+        "suspended",
+        "available",
+        "scheduled",
+        "executing",
+        "retryable",
+        "completed",
     )
+    assert Job.new("MyApp.W", unique={}).unique == Unique(period=60)
+    assert Job.new("MyApp.W", unique={"states": "incomplete"}).unique.states == (  # type: ignore[union-attr]
+        "suspended",
+        "available",
+        "scheduled",
+        "executing",
+        "retryable",
+    )
+    assert "unique.states" in problems_of(worker="MyApp.W", unique={"states": "finished"})
     assert Job.new("MyApp.W", unique={"period": (5, "minutes")}).unique.period == 300  # type: ignore[union-attr]
     assert Job.new("MyApp.W", unique={"period": "infinity"}).unique.period == "infinity"  # type: ignore[union-attr]
     found = problems_of(

@@ -5,6 +5,7 @@
     query = jobs().worker("Cinegraph.Workers.TMDbDetailsWorker").states("cancelled")
     query = query.meta(failure_reason="no_tmdb_match").between(since, None)
     select = query.statement          # an ordinary Select: extend it, execute it, print it
+    rows = conn.execute(query)        # or session.execute / session.scalars / await aconn.execute
     print(query.sql())                # the SQL, values inlined: runs as printed, in psql too
 
 Every meta (and args) filter has two renderings. The default is containment,
@@ -228,6 +229,40 @@ class JobQuery:
             select = select.limit(self.max_rows)
         return select
 
+    # SQLAlchemy: a JobQuery is used wherever its Select is, and executes as it.
+
+    def __clause_element__(self) -> sa.Select[Any]:
+        """The Select, for SQLAlchemy's coercion: `session.execute(query)`, `sa.union(q1, q2)`,
+        `column.in_(query.with_only(query.table.c.id))` and the like."""
+        return self.statement
+
+    def _execute_on_connection(self, connection: Any, distilled_params: Any, execution_options: Any) -> Any:
+        # What Connection.execute (and so AsyncConnection.execute, Session.execute and the
+        # scalars() variants) calls on the object it is given; SQLAlchemy's own coercion of an
+        # object with __clause_element__ into a statement requires it too.
+        return self.statement._execute_on_connection(connection, distilled_params, execution_options)
+
+    def _execute_on_scalar(self, connection: Any, distilled_params: Any, execution_options: Any) -> Any:
+        # What Connection.scalar calls.
+        return self.statement._execute_on_scalar(connection, distilled_params, execution_options)
+
+    def subquery(self, name: str | None = None) -> sa.Subquery:
+        """The Select as a named subquery, to select from or join (`Select.subquery`)."""
+        return self.statement.subquery(name)
+
+    def cte(self, name: str | None = None) -> sa.CTE:
+        """The Select as a common table expression (`Select.cte`)."""
+        return self.statement.cte(name)
+
+    def exists(self) -> sa.Exists:
+        """`EXISTS (<the query>)`, for a WHERE clause or `sa.select(query.exists())` (`Select.exists`)."""
+        return self.statement.exists()
+
+    def with_only(self, *columns: Any) -> sa.Select[Any]:
+        """The same rows, selecting only `columns` (`Select.with_only_columns`), e.g.
+        `query.with_only(query.table.c.id)` for an `IN (...)` subquery or `session.scalars`."""
+        return self.statement.with_only_columns(*columns)
+
     def sql(self, *, literal: bool = True) -> str:
         """The statement as PostgreSQL SQL, values inlined.
 
@@ -331,23 +366,61 @@ def _seconds(value: datetime | None) -> str | None:
 def read_failed_lookups(conn: Any, query: JobQuery | None = None, *, prefix: str = "public") -> Iterator[FailedLookup]:
     """Stream the failed lookups the query selects as records (rows are fetched as they come).
 
-    Jobs the new worker code wrote (no legacy timestamps in meta) take inserted_at from the job
-    and updated_at from the time it was finished.
+    Whoever finished the job: one this library recorded (or the migration archived) reads back
+    exactly as recorded; one the Elixir worker finished holds only what that worker merged into
+    meta, so each field meta lacks is taken from the job: `title`, `year`, `source`,
+    `source_key`, `metadata` (and `imdb_id`) from its args, as enqueued; inserted_at from the job
+    and updated_at from the time it was finished. A field neither says is None and named in the
+    record's `unknown`. Meta wins over args where both say a thing (the worker's outcome is the
+    newer word). Only a job that names no IMDb id at all is refused.
     """
     return map(_failed_lookup, _rows(conn, query or failed_lookups(prefix=prefix)))
 
 
+#: FailedLookup field -> its meta key, for the fields a job may leave unsaid.
+_FAILED_KEYS = {
+    "title": "title",
+    "year": "year",
+    "source": "source",
+    "source_key": "source_key",
+    "metadata": "metadata",
+    "retry_count": "retry_count",
+    "last_retry_at": "last_retry_at",
+}
+#: What TMDbDetailsWorker's args carry for a failed lookup (legacy-tables.md), under meta's names.
+_FAILED_ARGS = ("imdb_id", "title", "year", "source", "source_key", "metadata")
+#: SkippedImport field -> its meta key, for the fields a job may leave unsaid.
+_SKIPPED_KEYS = {"title": "movie_title", "reason": "reason", "criteria_failed": "quality_criteria_failed"}
+
+
+def _said(row: dict[str, Any], from_args: Sequence[str]) -> dict[str, Any]:
+    """The job's meta, with what it lacks of `from_args` taken from the job's args."""
+    args = row["args"] if isinstance(row["args"], dict) else {}
+    meta = row["meta"] if isinstance(row["meta"], dict) else {}
+    return {**{key: args[key] for key in from_args if key in args}, **meta}
+
+
 def _failed_lookup(row: dict[str, Any]) -> FailedLookup:
     finished = row["cancelled_at"] or row["discarded_at"] or row["attempted_at"] or row["inserted_at"]
+    said = _said(row, _FAILED_ARGS)
+    # NOT NULL in the table: a null source is as unknown as an absent one.
+    unknown = tuple(
+        field for field, key in _FAILED_KEYS.items() if key not in said or (field == "source" and said[key] is None)
+    )
     defaults = {"legacy_inserted_at": _seconds(row["inserted_at"]), "legacy_updated_at": _seconds(finished)}
-    record: FailedLookup = _from_job(FailedLookup, row, defaults)
+    record: FailedLookup = _from_job(FailedLookup, row, {**defaults, **said}, unknown)
     return record
 
 
 def read_skipped_imports(
     conn: Any, query: JobQuery | None = None, *, prefix: str = "public"
 ) -> Iterator[SkippedImport]:
-    """Stream the soft imports the query selects as records."""
+    """Stream the soft imports the query selects as records.
+
+    As `read_failed_lookups`: a job the Elixir worker completed takes inserted_at from the job,
+    checked_at from when it completed and `tmdb_id` from its args if meta lacks it; `movie_title`,
+    `reason` or `quality_criteria_failed` missing from meta are None and named in `unknown`.
+    """
     return map(_skipped_import, _rows(conn, query or quality_skipped_imports(prefix=prefix)))
 
 
@@ -356,15 +429,18 @@ def _skipped_import(row: dict[str, Any]) -> SkippedImport:
         "legacy_inserted_at": row["inserted_at"].isoformat() + "Z",
         "checked_at": (row["completed_at"] or row["inserted_at"]).isoformat() + "Z",
     }
-    record: SkippedImport = _from_job(SkippedImport, row, defaults)
+    said = _said(row, ("tmdb_id",))
+    unknown = tuple(field for field, key in _SKIPPED_KEYS.items() if key not in said)
+    record: SkippedImport = _from_job(SkippedImport, row, {**defaults, **said}, unknown)
     return record
 
 
-def _from_job(record: type[Any], row: dict[str, Any], defaults: dict[str, Any]) -> Any:
+def _from_job(record: type[Any], row: dict[str, Any], said: dict[str, Any], unknown: tuple[str, ...]) -> Any:
     try:
-        return record.from_meta({**defaults, **(row["meta"] or {})})
+        found = record.from_meta(said, unknown=unknown)
     except ValidationError as exc:
         raise ValidationError(f"meta of job {row['id']} ({record.table} record)", exc.problems) from exc
+    return found
 
 
 def read_jobs(conn: Any, query: JobQuery) -> Iterable[dict[str, Any]]:

@@ -21,6 +21,14 @@ the Cinegraph worker already writes:
 | (table) | `legacy_table: "failed_imdb_lookups"` | `legacy_table: "skipped_imports"` |
 | (SQL NULL jsonb) | `legacy_sql_nulls: ["metadata"]` or [] | `legacy_sql_nulls: ["quality_criteria_failed"]` or [] |
 
+A job the Elixir worker finished itself holds less: its meta has what that worker merges (the
+design document's worker writes only `failure_reason`, `imdb_id`, `title`), the rest is in the
+job's args and timestamps. The readers (`cinegraph_oban.queries.read_failed_lookups`,
+`read_skipped_imports`) take what meta lacks from there, and a field that neither says is None
+and named in the record's `unknown` (for a row this library wrote, `unknown` is empty). Such a
+record is what a job said, not a whole legacy row: `to_meta()` writes its unknown fields as null,
+and `from_meta` reads them back only when given the same `unknown`.
+
 Every key is always written, with JSON null for NULL, so `from_meta(to_meta(r)) == r` for every
 record. A jsonb column can hold SQL NULL or the JSON value null; Python reads both as None, so
 `legacy_sql_nulls` names the jsonb columns that were SQL NULL and the migration's SQL restores
@@ -128,24 +136,52 @@ class _Record:
     """What both records share: validation on construction and the meta round trip."""
 
     table: ClassVar[str]
+    #: The fields a job may leave unsaid (see `unknown`).
+    unknowable: ClassVar[tuple[str, ...]]
+    unknown: tuple[str, ...]
 
     def _problems(self) -> list[Problem]:
         raise NotImplementedError
 
+    def _unknown_problems(self) -> list[Problem]:
+        problems: list[Problem] = []
+        if not isinstance(self.unknown, tuple):
+            return [Problem("unknown", f"expected a tuple of field names, got {self.unknown!r}")]
+        for name in self.unknown:
+            if name not in self.unknowable:
+                problems.append(Problem("unknown", f"{name!r} is not a field a job can leave unsaid"))
+            elif getattr(self, name) is not None:
+                problems.append(Problem(name, "is named unknown but holds a value"))
+        return problems
+
     def _validate(self) -> None:
-        problems = self._problems()
+        problems = self._unknown_problems() + self._problems()
         if problems:
             raise ValidationError(f"{self.table} row", problems)
 
 
 @dataclass(frozen=True, slots=True)
 class FailedLookup(_Record):
-    """One row of `failed_imdb_lookups`: an IMDb id TMDb had no movie for."""
+    """One row of `failed_imdb_lookups`: an IMDb id TMDb had no movie for.
+
+    `unknown` names the fields the job it was read from did not say (neither its meta nor its
+    args): each is None here, whatever the row would have held, and `source` can be None only
+    so. Empty for every record built with `new()` or read from a job this library recorded.
+    """
 
     table: ClassVar[str] = "failed_imdb_lookups"
+    unknowable: ClassVar[tuple[str, ...]] = (
+        "title",
+        "year",
+        "source",
+        "source_key",
+        "metadata",
+        "retry_count",
+        "last_retry_at",
+    )
 
     imdb_id: str
-    source: str
+    source: str | None
     reason: str
     inserted_at: datetime
     updated_at: datetime
@@ -156,6 +192,7 @@ class FailedLookup(_Record):
     retry_count: int | None = 0
     last_retry_at: datetime | None = None
     id: int | None = None
+    unknown: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate()
@@ -194,7 +231,7 @@ class FailedLookup(_Record):
     def _problems(self) -> list[Problem]:
         problems: list[Problem] = []
         _check_text(problems, "imdb_id", self.imdb_id, nullable=False)
-        _check_text(problems, "source", self.source, nullable=False)
+        _check_text(problems, "source", self.source, nullable="source" in self.unknown)
         _check_text(problems, "reason", self.reason, nullable=False)
         _check_text(problems, "title", self.title, nullable=True)
         _check_text(problems, "source_key", self.source_key, nullable=True)
@@ -227,8 +264,10 @@ class FailedLookup(_Record):
         }
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> FailedLookup:
-        _require(meta, ("failure_reason", "imdb_id", "source", "legacy_inserted_at", "legacy_updated_at"), cls.table)
+    def from_meta(cls, meta: Mapping[str, Any], *, unknown: tuple[str, ...] = ()) -> FailedLookup:
+        """The record `meta` holds; `unknown` names fields meta does not say (None, not required)."""
+        required = ("failure_reason", "imdb_id", "source", "legacy_inserted_at", "legacy_updated_at")
+        _require(meta, tuple(key for key in required if key not in unknown), cls.table)
         inserted_at = _parse_time(meta["legacy_inserted_at"], "legacy_inserted_at")
         updated_at = _parse_time(meta["legacy_updated_at"], "legacy_updated_at")
         assert inserted_at is not None and updated_at is not None
@@ -237,7 +276,7 @@ class FailedLookup(_Record):
             imdb_id=meta["imdb_id"],
             title=meta.get("title"),
             year=meta.get("year"),
-            source=meta["source"],
+            source=meta.get("source"),
             source_key=meta.get("source_key"),
             reason=meta["failure_reason"],
             metadata=meta.get("metadata"),
@@ -245,14 +284,20 @@ class FailedLookup(_Record):
             last_retry_at=_parse_time(meta.get("last_retry_at"), "last_retry_at"),
             inserted_at=inserted_at,
             updated_at=updated_at,
+            unknown=unknown,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class SkippedImport(_Record):
-    """One row of `skipped_imports`: a movie soft-imported because it failed quality criteria."""
+    """One row of `skipped_imports`: a movie soft-imported because it failed quality criteria.
+
+    `unknown` names the fields the job it was read from did not say (None here), as for
+    `FailedLookup`.
+    """
 
     table: ClassVar[str] = "skipped_imports"
+    unknowable: ClassVar[tuple[str, ...]] = ("title", "reason", "criteria_failed")
 
     tmdb_id: int
     inserted_at: datetime
@@ -261,6 +306,7 @@ class SkippedImport(_Record):
     criteria_failed: Any = None
     checked_at: datetime | None = None
     id: int | None = None
+    unknown: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._validate()
@@ -313,7 +359,8 @@ class SkippedImport(_Record):
         }
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> SkippedImport:
+    def from_meta(cls, meta: Mapping[str, Any], *, unknown: tuple[str, ...] = ()) -> SkippedImport:
+        """The record `meta` holds; `unknown` names fields meta does not say (None)."""
         _require(meta, ("tmdb_id", "legacy_inserted_at"), cls.table)
         inserted_at = _parse_time(meta["legacy_inserted_at"], "legacy_inserted_at")
         assert inserted_at is not None
@@ -325,6 +372,7 @@ class SkippedImport(_Record):
             criteria_failed=meta.get("quality_criteria_failed"),
             checked_at=_parse_time(meta.get("checked_at"), "checked_at"),
             inserted_at=inserted_at,
+            unknown=unknown,
         )
 
 

@@ -443,3 +443,233 @@ def test_default_unique_states_follow_the_oban_version(genuine: GenuineOban, db_
         assert oban.oban_version == "2.22"
         python_conflict = duplicate(lambda: _python_insert(oban, {"period": 60}, {"args": {"k": state}}))
         assert python_conflict is (state in SUCCESSFUL_2_23 - {"suspended"})
+
+
+# -- engine.py against genuine Oban's engine, state by state -------------------------------
+
+
+def _same_rows(ours: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]], step: str) -> None:
+    """Every column equal; times within 2 s of each other; attempted_by's producer uuid aside."""
+    assert sorted(ours) == sorted(theirs), step
+
+    def close(a: datetime | None, b: datetime | None) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and abs((a - b).total_seconds()) < 2)
+
+    for job_id, mine in ours.items():
+        other = theirs[job_id]
+        for column, value in mine.items():
+            if column == "errors":
+                assert [{k: e[k] for k in ("attempt", "error")} for e in value] == [
+                    {k: e[k] for k in ("attempt", "error")} for e in other[column]
+                ], (step, job_id)
+                for a, b in zip(value, other[column], strict=True):
+                    assert a["at"].endswith("Z") and b["at"].endswith("Z")
+                    parse = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: E731
+                    assert abs((parse(a["at"]) - parse(b["at"])).total_seconds()) < 2, (step, job_id)
+            elif column == "attempted_by":
+                assert (value is None) == (other[column] is None), (step, job_id)
+                if value is not None:
+                    assert (value[0], len(value)) == (other[column][0], len(other[column])), (step, job_id)
+            elif isinstance(value, datetime) or isinstance(other[column], datetime):
+                assert close(value, other[column]), (step, job_id, column, value, other[column])
+            else:
+                assert value == other[column], (step, job_id, column)
+
+
+def test_engine_against_oban(genuine: GenuineOban, db_dsn: str) -> None:
+    from cinegraph_oban import engine
+
+    genuine.migrate(14, "ours")
+    genuine.migrate(14, "theirs")
+    genuine.start("theirs", "theirs", leader=False)  # no queues, no staging: only what we call
+    message = "** (RuntimeError) boom"
+    jobs = [
+        Job.new(COMPLETES, {"n": n}, queue="harness", priority=priority, max_attempts=3)
+        for n, priority in enumerate([2, 0, 1, 0, 3, 0, 1])
+    ] + [Job.new(COMPLETES, {"later": True}, queue="harness", schedule_in=3_600)]
+    for prefix in ("ours", "theirs"):
+        with Oban.connect(db_dsn, prefix=prefix, pool_size=1) as oban:
+            assert oban.insert_all(jobs).ids == list(range(1, 9))
+
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+
+        def compare(step: str) -> None:
+            _same_rows(rows(db_dsn, "ours"), rows(db_dsn, "theirs"), step)
+
+        fetched = engine.fetch_jobs(conn, "harness", 4, prefix="ours", node="harness")
+        theirs = genuine.engine("theirs", "fetch", queue="harness", limit=4)
+        assert sorted(j.id for j in fetched) == sorted(theirs["ids"])  # type: ignore[type-var]
+        assert theirs["node"] == "harness"
+        compare("fetch")
+
+        complete, error, cancel, discard = sorted(fetched, key=lambda j: j.id or 0)
+        engine.complete_job(conn, complete, prefix="ours")
+        genuine.engine("theirs", "complete", job_id=complete.id)
+        engine.error_job(conn, error, message, prefix="ours")
+        genuine.engine("theirs", "error", job_id=error.id, message="boom", seconds=15 + 2**error.attempt)
+        engine.cancel_job(conn, cancel, message, prefix="ours")
+        genuine.engine("theirs", "cancel", job_id=cancel.id, message="boom")
+        engine.discard_job(conn, discard, message, prefix="ours")
+        genuine.engine("theirs", "discard", job_id=discard.id, message="boom")
+        compare("complete, error, cancel, discard")
+
+        [snooze] = engine.fetch_jobs(conn, "harness", 1, prefix="ours", node="harness")
+        assert genuine.engine("theirs", "fetch", queue="harness", limit=1)["ids"] == [snooze.id]
+        engine.snooze_job(conn, snooze, 60, prefix="ours")
+        genuine.engine("theirs", "snooze", job_id=snooze.id, seconds=60)
+        compare("fetch, snooze")
+
+        # Stage: the retryable and the snoozed job made due, the job an hour away left alone.
+        for prefix in ("ours", "theirs"):
+            conn.execute(
+                f"UPDATE {table(prefix)} SET scheduled_at = scheduled_at - interval '2 hours' "
+                "WHERE id = ANY(%(ids)s)".encode(),
+                {"ids": [error.id, snooze.id]},
+            )
+        staged = engine.stage_jobs(conn, prefix="ours")
+        assert sorted(staged) == genuine.engine("theirs", "stage")["ids"] == sorted([error.id, snooze.id])  # type: ignore[type-var]
+        compare("stage")
+
+        # Prune: the finished jobs made older than max_age; then one more completed just now, but
+        # it is the retryable job staged above, whose scheduled_at is two hours old, and Oban
+        # prunes completed jobs by scheduled_at: it goes too. The snoozed job (available) stays.
+        for prefix in ("ours", "theirs"):
+            conn.execute(
+                f"UPDATE {table(prefix)} SET scheduled_at = scheduled_at - interval '2 minutes', "
+                "cancelled_at = cancelled_at - interval '2 minutes', discarded_at = discarded_at - interval '2 minutes' "
+                "WHERE id = ANY(%(ids)s)".encode(),
+                {"ids": [complete.id, cancel.id, discard.id]},
+            )
+        young = engine.fetch_jobs(conn, "harness", 1, prefix="ours", node="harness")[0]
+        assert genuine.engine("theirs", "fetch", queue="harness", limit=1)["ids"] == [young.id]
+        engine.complete_job(conn, young, prefix="ours")
+        genuine.engine("theirs", "complete", job_id=young.id)
+        pruned = engine.prune_jobs(conn, max_age=60, prefix="ours")
+        assert sorted(pruned) == genuine.engine("theirs", "prune", max_age=60)["ids"]
+        assert young.id == error.id
+        assert sorted(pruned) == sorted([complete.id, cancel.id, discard.id, young.id])  # type: ignore[type-var]
+        compare("prune")
+
+
+# -- the migration's archival jobs under Oban's plugins ------------------------------------
+
+
+def test_archival_jobs_under_the_pruner_lifeline_and_stager(genuine: GenuineOban, db_dsn: str, tmp_path: Path) -> None:
+    """What the README and the runbook promise: archival jobs are never run, kept while younger
+    than the Pruner's max_age and pruned after it, and `migrate verify` then says so; outcomes
+    the worker wrote under Oban are found by failed_lookups() and read by the typed readers."""
+    from dataclasses import replace
+
+    from cinegraph_oban import FailedLookup, SkippedImport
+    from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+    from cinegraph_oban.queries import failed_lookups, read_failed_lookups, read_skipped_imports
+
+    genuine.migrate(14)
+    legacy_rows = 50
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        create_legacy_tables(conn)
+        for n in range(1, legacy_rows + 1):
+            failed = FailedLookup.new(f"tt{n:07d}", "canonical_import", title=f"Film {n}", metadata={"n": n})
+            insert_legacy_row(conn, "public", replace(failed, id=n))
+            insert_legacy_row(conn, "public", replace(SkippedImport.new(n, title=f"Soft {n}"), id=n))
+    migration = RemoveRedundantImportTables(db_dsn, export_dir=tmp_path / "export", batch_size=20)
+    migration.up()
+    archival = {i: row for i, row in rows(db_dsn, "public").items() if "archived_from" in row["args"]}
+    assert len(archival) == 2 * legacy_rows
+
+    with Oban.connect(db_dsn, pool_size=1) as oban:
+        live = oban.insert(
+            Job.new(TMDB, {"imdb_id": "tt9999999", "source": "canonical_import", "title": "Live"}, meta={"n": 1})
+        )
+        soft = oban.insert(Job.new(TMDB, {"tmdb_id": 999_999, "title": "Soft live"}))
+    genuine.start(
+        "app",
+        queues={"tmdb": 5, "default": 5},
+        plugins={"pruner": {"max_age": 60, "interval": 200}, "lifeline": {"rescue_after": 1_000, "interval": 200}},
+        stage_interval=200,
+    )
+    assert live.id is not None and soft.id is not None
+    until_states(db_dsn, "public", [live.id, soft.id], FINAL)
+    time.sleep(1.5)  # several rounds of the Pruner, Lifeline and Stager
+    now = rows(db_dsn, "public")
+    assert {i: now[i] for i in archival} == archival  # untouched: never run, staged, rescued or pruned
+
+    with psycopg.connect(db_dsn) as conn:
+        lookups = {found.imdb_id: found for found in read_failed_lookups(conn, failed_lookups())}
+        assert len(lookups) == legacy_rows + 1
+        assert (lookups["tt9999999"].title, lookups["tt9999999"].source) == ("Live", "canonical_import")
+        assert {"year", "source_key", "metadata"} <= set(lookups["tt9999999"].unknown)  # the worker never said
+        soft_live = [found for found in read_skipped_imports(conn) if found.tmdb_id == 999_999]
+        assert len(soft_live) == 1 and soft_live[0].title == "Soft live"
+
+    # Two minutes later for the archival jobs (their final timestamps are the migration's time):
+    # past the Pruner's max_age of 60 s, it deletes them; the live outcomes, just written, stay.
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE oban_jobs SET scheduled_at = scheduled_at - interval '2 minutes', "
+            "completed_at = completed_at - interval '2 minutes', discarded_at = discarded_at - interval '2 minutes' "
+            "WHERE args ? 'archived_from'",
+            {},
+        )
+    wait_for(lambda: set(rows(db_dsn, "public")) == {live.id, soft.id}, timeout=10)
+    summary = migration.verify()
+    assert summary.findings == []
+    assert summary.pruned == {"failed_imdb_lookups": legacy_rows, "skipped_imports": legacy_rows}
+
+
+# -- our installer against Oban.Migration --------------------------------------------------
+
+CATALOG = """
+SELECT 'column' AS kind, a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text
+       || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS what
+  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'constraint', conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated::text
+  FROM pg_constraint WHERE conrelid = %(table)s::regclass
+UNION ALL
+SELECT 'index', pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %(table)s::regclass
+UNION ALL
+SELECT 'trigger', tgname || ' ' || pg_get_triggerdef(oid) FROM pg_trigger
+ WHERE tgrelid = %(table)s::regclass AND NOT tgisinternal
+UNION ALL
+SELECT 'enum', string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
+  JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typname = 'oban_job_state' AND n.nspname = %(prefix)s
+UNION ALL
+SELECT 'comment', obj_description(%(table)s::regclass, 'pg_class')
+UNION ALL
+SELECT 'peers', a.attname || ' ' || format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+ WHERE a.attrelid = (%(prefix)s || '.oban_peers')::regclass AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'function', p.proname || ' ' || pg_get_functiondef(p.oid) FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %(prefix)s
+ORDER BY 1, 2
+"""
+
+
+@pytest.mark.parametrize("version", [11, 12, 13, 14])
+def test_our_installer_makes_what_oban_migration_makes(genuine: GenuineOban, db_dsn: str, version: int) -> None:
+    """tests/ and the demo install Oban's schema from sql_templates/oban_migrations (a translation
+    of Oban's migrations): the catalog it leaves must be Oban.Migration's own, object by object."""
+    from cinegraph_oban.schema import install
+
+    genuine.migrate(version, "by_oban")
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        install(conn, version, "by_us")
+
+        def catalog(prefix: str) -> list[tuple[str, str]]:
+            found = conn.execute(CATALOG.encode(), {"table": f"{prefix}.oban_jobs", "prefix": prefix}).fetchall()
+            return sorted((kind, (what or "").replace(prefix, "<prefix>")) for kind, what in found)
+
+        ours, theirs = catalog("by_us"), catalog("by_oban")
+    # The one documented difference: Oban 2.23.1's V01 creates the enum with `suspended` already,
+    # so a schema it installs from scratch at 11..13 has eight labels; ours replays the
+    # migrations as a database that was migrated over the years has them (suspended from V14
+    # on). The library reads the labels a database has, and this file runs on Oban-made schemas.
+    eight = ("enum", "available,suspended,scheduled,executing,retryable,completed,discarded,cancelled")
+    seven = ("enum", "available,scheduled,executing,retryable,completed,discarded,cancelled")
+    assert eight in theirs
+    assert (seven if version < 14 else eight) in ours
+    assert [row for row in ours if row[0] != "enum"] == [row for row in theirs if row[0] != "enum"]
+    assert ("comment", str(version)) in theirs

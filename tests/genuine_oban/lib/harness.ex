@@ -106,7 +106,7 @@ defmodule Harness do
 
     plugins =
       for {plugin, opts} <- req["plugins"] || %{} do
-        opts = for {key, value} <- opts, do: {String.to_existing_atom(key), value}
+        opts = for {key, value} <- opts, do: {String.to_atom(key), value}
 
         case plugin do
           "pruner" -> {Oban.Plugins.Pruner, opts}

@@ -673,3 +673,32 @@ def test_our_installer_makes_what_oban_migration_makes(genuine: GenuineOban, db_
     assert (seven if version < 14 else eight) in ours
     assert [row for row in ours if row[0] != "enum"] == [row for row in theirs if row[0] != "enum"]
     assert ("comment", str(version)) in theirs
+
+
+@pytest.mark.parametrize("version", [11, 14])
+def test_insert_all_from_elixir_and_from_python_are_the_same_rows(
+    genuine: GenuineOban, db_dsn: str, version: int
+) -> None:
+    """Oban.insert_all/2 beside insert_all on both of its paths (unnest below 500 jobs, COPY from
+    500): the same rows in the same order, the workers' own options applied, uniqueness not."""
+    specs = [
+        {"worker": TMDB, "args": {"tmdb_id": n % 7}, "opts": {"meta": {"n": n}, "tags": [f"Batch {n % 3}"]}}
+        for n in range(600)
+    ]
+    genuine.migrate(version, "from_elixir")
+    genuine.migrate(version, "from_python")
+    genuine.start("writer", "from_elixir", leader=False)
+    for count in (20, 600):
+        with psycopg.connect(db_dsn, autocommit=True) as conn:
+            for prefix in ("from_elixir", "from_python"):
+                conn.execute(f"TRUNCATE {table(prefix)} RESTART IDENTITY".encode(), {})
+        written = genuine.insert("writer", specs[:count], mode="insert_all")
+        with Oban.connect(db_dsn, prefix="from_python", pool_size=1) as oban:
+            ours = oban.insert_all(
+                [Job.new(TMDB, s["args"], meta=s["opts"]["meta"], tags=s["opts"]["tags"]) for s in specs[:count]]
+            )
+        assert ours.ids == [w["id"] for w in written] == list(range(1, count + 1))
+        theirs, mine = rows(db_dsn, "from_elixir"), rows(db_dsn, "from_python")
+        strip = lambda found: {i: {k: v for k, v in r.items() if k not in NOT_COMPARED} for i, r in found.items()}  # noqa: E731
+        assert strip(mine) == strip(theirs), count
+        assert {r["queue"] for r in mine.values()} == {"tmdb"} and len(mine) == count

@@ -28,7 +28,7 @@ from tests.genuine import GenuineOban, wait_for
 pytestmark = pytest.mark.genuine_oban
 
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
-SCHEMAS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, "genuine_jobs")]
+SCHEMAS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, "cg-jobs")]
 SCHEMA_IDS = [f"v{v}-{p}" for v, p in SCHEMAS]
 COMPLETES = "Harness.Workers.Completes"
 TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
@@ -192,7 +192,7 @@ def test_worker_outcomes_under_genuine_oban(genuine: GenuineOban, db_dsn: str, v
     assert 59 <= (snoozed["scheduled_at"] - snoozed["attempted_at"]).total_seconds() <= 61
 
 
-@pytest.mark.parametrize(("version", "prefix"), [(11, "public"), (14, "public"), (14, "genuine_jobs")])
+@pytest.mark.parametrize(("version", "prefix"), [(11, "public"), (14, "public"), (14, "cg-jobs")])
 def test_a_running_oban_picks_up_a_new_row_at_once(
     genuine: GenuineOban, db_dsn: str, version: int, prefix: str
 ) -> None:

@@ -1,4 +1,9 @@
+# Generated from cinegraph_oban/asyncio/engine.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """Oban's own statements, reproduced so Python can play the Elixir side.
+
+The sync face, generated from its source, cinegraph_oban/asyncio/engine.py, by
+tools/async_to_sync.py.
 
 These are the queries Oban's Basic engine, Stager and Pruner run (see `oban-contract.md`):
 claiming jobs, staging scheduled ones, recording outcomes and pruning. cinegraph-oban never runs
@@ -48,7 +53,8 @@ def _jobs(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list
 def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[int]:
     pg = to_psycopg(conn)
     with translate_errors():
-        rows = pg.execute(render(template, prefix=prefix).encode(), params).fetchall()
+        cur = pg.execute(render(template, prefix=prefix).encode(), params)
+        rows = cur.fetchall()
     return sorted(row[0] for row in rows)
 
 

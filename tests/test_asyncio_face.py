@@ -1,0 +1,170 @@
+"""The asyncio face (`cinegraph_oban.asyncio`) and the sync modules generated from it.
+
+tools/async_to_sync.py turns each asyncio source into its sync twin; these tests check that the
+generated modules are current, that each twin has the same public functions with the same
+parameters, and that both faces leave the same rows on a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from cinegraph_oban import Job, Oban, engine
+from cinegraph_oban.asyncio import engine as async_engine
+from cinegraph_oban.errors import ConnectionArgumentError
+from cinegraph_oban.schema import install
+from conftest import ObanDatabase
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import async_to_sync  # noqa: E402
+
+WORKER = "MyApp.Workers.Twin"
+
+
+def test_the_generated_sync_modules_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "async_to_sync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_transformation_keeps_comments_and_maps_names() -> None:
+    source = (
+        "from cinegraph_oban.asyncio.engine import fetch_jobs\n"
+        "async def go(conn: AsyncConnection) -> None:  # a comment stays\n"
+        "    pg = await to_async_psycopg(conn)\n"
+        "    async with async_connection_lock(pg):\n"
+        "        async for row in await pg.execute('SELECT 1'):\n"
+        "            await row.aclose()\n"
+        "    awaited = 'await in a string stays'\n"
+    )
+    assert async_to_sync.to_sync(source) == (
+        "from cinegraph_oban.engine import fetch_jobs\n"
+        "def go(conn: Connection) -> None:  # a comment stays\n"
+        "    pg = to_psycopg(conn)\n"
+        "    with connection_lock(pg):\n"
+        "        for row in pg.execute('SELECT 1'):\n"
+        "            row.close()\n"
+        "    awaited = 'await in a string stays'\n"
+    )
+
+
+@pytest.mark.parametrize("source", sorted(async_to_sync.MODULES))
+def test_each_twin_has_the_same_public_functions_and_parameters(source: str) -> None:
+    target, _ = async_to_sync.MODULES[source]
+    async_module = importlib.import_module(f"cinegraph_oban.asyncio.{source.removesuffix('.py')}")
+    sync_module = importlib.import_module(f"cinegraph_oban.{target.removesuffix('.py')}")
+    assert async_module.__all__ == sync_module.__all__
+    for name in async_module.__all__:
+        async_function, sync_function = getattr(async_module, name), getattr(sync_module, name)
+        assert list(inspect.signature(async_function).parameters) == list(inspect.signature(sync_function).parameters)
+        # I/O functions are coroutines in the asyncio face; pure ones (format_error) stay plain.
+        assert inspect.iscoroutinefunction(async_function) or not inspect.iscoroutinefunction(sync_function)
+        assert not inspect.iscoroutinefunction(sync_function)
+
+
+def _twin_rows(conn: psycopg.Connection[Any], prefix: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        f'SELECT id, state, attempt, max_attempts, errors, attempted_by[1], priority FROM "{prefix}".oban_jobs '
+        "ORDER BY id".encode(),
+        {},
+    ).fetchall()
+
+
+def _strip_error_times(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [(*row[:4], [{k: e[k] for k in ("attempt", "error")} for e in row[4]], *row[5:]) for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["psycopg", "sqlalchemy"])
+def test_both_faces_of_the_engine_leave_the_same_rows(oban: ObanDatabase, kind: str) -> None:
+    for prefix in ("sync_face", "async_face"):
+        install(oban.conn, 14, prefix)
+        with Oban(oban.conn, prefix=prefix) as client:
+            client.insert_all([Job.new(WORKER, {"n": n}, queue="q", priority=n % 3, max_attempts=2) for n in range(6)])
+
+    claimed = engine.fetch_jobs(oban.conn, "q", 5, prefix="sync_face", node="twin")
+    first, second, third, fourth, fifth = claimed
+    engine.complete_job(oban.conn, first, prefix="sync_face")
+    engine.error_job(oban.conn, second, "boom", prefix="sync_face")
+    engine.cancel_job(oban.conn, third, "stop", prefix="sync_face")
+    engine.discard_job(oban.conn, fourth, "gone", prefix="sync_face")
+    engine.snooze_job(oban.conn, fifth, 30, prefix="sync_face")
+    oban.conn.execute("UPDATE \"sync_face\".oban_jobs SET scheduled_at = scheduled_at - interval '1 hour'", {})
+    staged = engine.stage_jobs(oban.conn, prefix="sync_face")
+    oban.conn.execute(
+        "UPDATE \"sync_face\".oban_jobs SET completed_at = completed_at - interval '2 minutes', "
+        "cancelled_at = cancelled_at - interval '2 minutes', discarded_at = discarded_at - interval '2 minutes'",
+        {},
+    )
+    pruned = engine.prune_jobs(oban.conn, max_age=60, prefix="sync_face")
+
+    async def the_asyncio_face(conn: Any) -> tuple[list[int | None], list[int], list[int], Any]:
+        claimed = await async_engine.fetch_jobs(conn, "q", 5, prefix="async_face", node="twin")
+        first, second, third, fourth, fifth = claimed
+        await async_engine.complete_job(conn, first, prefix="async_face")
+        await async_engine.error_job(conn, second, "boom", prefix="async_face")
+        await async_engine.cancel_job(conn, third, "stop", prefix="async_face")
+        await async_engine.discard_job(conn, fourth, "gone", prefix="async_face")
+        await async_engine.snooze_job(conn, fifth, 30, prefix="async_face")
+        with psycopg.connect(oban.dsn, autocommit=True) as side:
+            if kind == "sqlalchemy":
+                await conn.commit()
+            side.execute("UPDATE \"async_face\".oban_jobs SET scheduled_at = scheduled_at - interval '1 hour'", {})
+        staged = await async_engine.stage_jobs(conn, prefix="async_face")
+        with psycopg.connect(oban.dsn, autocommit=True) as side:
+            if kind == "sqlalchemy":
+                await conn.commit()
+            side.execute(
+                "UPDATE \"async_face\".oban_jobs SET completed_at = completed_at - interval '2 minutes', "
+                "cancelled_at = cancelled_at - interval '2 minutes', discarded_at = discarded_at - interval '2 minutes'",
+                {},
+            )
+        pruned = await async_engine.prune_jobs(conn, max_age=60, prefix="async_face")
+        if kind == "sqlalchemy":
+            await conn.commit()
+        return [job.id for job in claimed], staged, pruned, None
+
+    async def run() -> tuple[list[int | None], list[int], list[int], Any]:
+        if kind == "psycopg":
+            async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+                return await the_asyncio_face(conn)
+        sa_engine = create_async_engine(oban.dsn.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            async with AsyncSession(sa_engine) as session:
+                return await the_asyncio_face(session)
+        finally:
+            await sa_engine.dispose()
+
+    async_claimed, async_staged, async_pruned, _ = asyncio.run(run())
+    assert async_claimed == [job.id for job in claimed]
+    assert (async_staged, async_pruned) == (staged, pruned)
+    assert staged and pruned
+    assert _strip_error_times(_twin_rows(oban.conn, "async_face")) == _strip_error_times(
+        _twin_rows(oban.conn, "sync_face")
+    )
+
+
+def test_each_face_refuses_the_other_kind_of_connection(oban: ObanDatabase) -> None:
+    with pytest.raises(ConnectionArgumentError):
+        asyncio.run(async_engine.stage_jobs(oban.conn))
+
+    async def sync_function_given_an_asyncio_connection() -> None:
+        async with await psycopg.AsyncConnection.connect(oban.dsn) as conn:
+            engine.stage_jobs(conn)
+
+    with pytest.raises(ConnectionArgumentError):
+        asyncio.run(sync_function_given_an_asyncio_connection())

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Generate the sync face of cinegraph-oban from its asyncio source (psycopg's way of keeping
+`Connection` and `AsyncConnection` in step: one hand-written source, the other face generated).
+
+    python tools/async_to_sync.py            rewrite every generated module
+    python tools/async_to_sync.py --check    exit 1 if a generated module is not current (CI)
+
+The source of each pair lives in `cinegraph_oban/asyncio/` and is the code to read and edit; the
+sync module it produces carries a header saying so. The transformation works on tokens, so
+comments and layout survive:
+- `async def` / `async with` / `async for` lose `async`; `await` is dropped;
+- names are mapped (`AsyncConnection` -> `Connection`, `to_async_psycopg` -> `to_psycopg`, ...);
+- `cinegraph_oban.asyncio.` imports become `cinegraph_oban.` ones;
+- per module, phrases of prose (docstrings) are replaced where the two faces say different things.
+The result is formatted with ruff, as the rest of the tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Async name -> sync name, applied to every NAME token (identifiers and attributes alike).
+NAMES: dict[str, str] = {
+    "AsyncConnection": "Connection",
+    "AsyncConnectionPool": "ConnectionPool",
+    "AsyncCursor": "Cursor",
+    "AsyncIterator": "Iterator",
+    "AsyncIterable": "Iterable",
+    "AsyncGenerator": "Generator",
+    "AsyncOban": "Oban",
+    "asynccontextmanager": "contextmanager",
+    "async_connection_lock": "connection_lock",
+    "async_connect": "connect",
+    "async_atomic": "atomic",
+    "to_async_psycopg": "to_psycopg",
+    "aclose": "close",
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+    "__aiter__": "__iter__",
+    "__anext__": "__next__",
+}
+
+#: source (under cinegraph_oban/asyncio/) -> (generated module, [(async phrase, sync phrase)]).
+MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "engine.py": (
+        "engine.py",
+        [
+            (
+                "`conn` is a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession; the\n"
+                "statements join its transaction. A sync connection is refused at once (ConnectionArgumentError)",
+                "`conn` is a psycopg connection, a SQLAlchemy Connection or Session; the statements join its\n"
+                "transaction. An asyncio connection is refused at once (ConnectionArgumentError)",
+            ),
+            (
+                "The asyncio face of `cinegraph_oban.engine`, and its source: the sync module is generated from\n"
+                "this one by tools/async_to_sync.py.",
+                "The sync face, generated from its source, cinegraph_oban/asyncio/engine.py, by\n"
+                "tools/async_to_sync.py.",
+            ),
+        ],
+    ),
+}
+
+HEADER = (
+    "# Generated from cinegraph_oban/asyncio/{source} by tools/async_to_sync.py: do not edit.\n"
+    "# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).\n"
+)
+
+
+def to_sync(text: str) -> str:
+    """The sync text of an asyncio module (before formatting)."""
+    text = text.replace("cinegraph_oban.asyncio.", "cinegraph_oban.")
+    edits: list[tuple[int, int, str]] = []  # (start offset, end offset, replacement)
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(position: tuple[int, int]) -> int:
+        return starts[position[0] - 1] + position[1]
+
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    for index, token in enumerate(tokens):
+        if token.type != tokenize.NAME:
+            continue
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        if token.string == "await" or (
+            token.string == "async" and following is not None and following.string in ("def", "with", "for")
+        ):
+            # Drop the keyword and the spaces after it.
+            end = offset(following.start) if following is not None else offset(token.end)
+            edits.append((offset(token.start), end, ""))
+        elif token.string in NAMES:
+            edits.append((offset(token.start), offset(token.end), NAMES[token.string]))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def generate(source: str) -> tuple[Path, str]:
+    target, phrases = MODULES[source]
+    text = (ROOT / "cinegraph_oban" / "asyncio" / source).read_text()
+    for async_phrase, sync_phrase in phrases:
+        if async_phrase not in text:
+            raise SystemExit(f"cinegraph_oban/asyncio/{source}: the phrase to replace is gone: {async_phrase!r}")
+        text = text.replace(async_phrase, sync_phrase)
+    text = HEADER.format(source=source) + to_sync(text)
+    # What the mapping leaves for ruff: imports to sort again, and `with a(): with b():` where the
+    # source had to nest a sync context manager around an async one.
+    for command in (["check", "--fix", "--exit-zero", "--quiet", "--select", "I,SIM117"], ["format"]):
+        text = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "--stdin-filename", f"cinegraph_oban/{target}", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    return ROOT / "cinegraph_oban" / target, text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated module is not current")
+    check = parser.parse_args().check
+    stale = []
+    for source in MODULES:
+        path, text = generate(source)
+        if path.exists() and path.read_text() == text:
+            continue
+        if check:
+            stale.append(path.relative_to(ROOT))
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if stale:
+        names = ", ".join(str(p) for p in stale)
+        print(f"not current: {names}; run `python tools/async_to_sync.py`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

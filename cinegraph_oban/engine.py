@@ -2,16 +2,13 @@
 # Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """Oban's own statements, reproduced so Python can play the Elixir side.
 
-The sync face, generated from its source, cinegraph_oban/asyncio/engine.py, by
-tools/async_to_sync.py.
-
 These are the queries Oban's Basic engine, Stager and Pruner run (see `oban-contract.md`):
 claiming jobs, staging scheduled ones, recording outcomes and pruning. cinegraph-oban never runs
 them against a production queue on its own; they exist so tests, the demo and the pytest plugin
 can prove that rows written here are claimed and run exactly like Oban's own.
 
-`conn` is a psycopg connection, a SQLAlchemy Connection or Session; the statements join its
-transaction. An asyncio connection is refused at once (ConnectionArgumentError), and psycopg's
+`conn` is a psycopg connection, a SQLAlchemy Connection or Session; the
+statements join its transaction. An asyncio connection is refused at once (ConnectionArgumentError), and psycopg's
 errors reach the caller as the library's (`cinegraph_oban.errors`).
 """
 

@@ -1,3 +1,5 @@
+# Generated from cinegraph_oban/asyncio/outcomes.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """Recording import outcomes on their jobs: one atomic merge into `meta`, never a replacement.
 
     record_failed_lookup(conn, job.id, FailedLookup.new("tt0111161", "canonical_import", title=...))
@@ -5,8 +7,8 @@
 
 Each is one `UPDATE ... SET meta = coalesce(meta, '{}') || patch`, so keys given at enqueue
 time (`import_type`, `source_list`, ...) survive and concurrent writers never lose each other's
-keys. `conn` is a psycopg connection, a SQLAlchemy Connection or Session; the update joins its
-transaction. An asyncio connection is refused at once (ConnectionArgumentError); a failure in
+keys. `conn` is a psycopg connection, a SQLAlchemy Connection or Session; the
+update joins its transaction. An asyncio connection is refused at once (ConnectionArgumentError); a failure in
 the database reaches the caller as the library's error (a row lock held past `lock_timeout`:
 LockNotAcquiredError; no `oban_jobs` under the prefix: UnsupportedSchemaError).
 """
@@ -30,10 +32,11 @@ def merge_job_meta(conn: Any, job_id: int, patch: Mapping[str, Any], *, prefix: 
     """Merge `patch` into job `job_id`'s meta atomically; returns the merged meta."""
     pg = to_psycopg(conn)
     with translate_errors():
-        row = pg.execute(
+        cur = pg.execute(
             render("meta/merge_meta.sql.j2", prefix=prefix).encode(),
             {"patch": Jsonb(dict(patch)), "id": job_id},
-        ).fetchone()
+        )
+        row = cur.fetchone()
     if row is None:
         raise JobNotFoundError(
             f"no job with id {job_id} in {prefix}.oban_jobs: nothing was recorded. The job may have "

@@ -24,15 +24,13 @@ form="document")` is the document's query as written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
-import psycopg
 import sqlalchemy as sa
-from psycopg.rows import dict_row
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -56,6 +54,7 @@ __all__ = [
     "outcome_index_statements",
     "quality_skipped_imports",
     "read_failed_lookups",
+    "read_jobs",
     "read_skipped_imports",
 ]
 
@@ -348,33 +347,8 @@ def create_outcome_indexes(conn: Any, prefix: str = "public", *, drop: bool = Fa
             pg.execute(statement.encode(), {})
 
 
-def _rows(conn: Any, query: JobQuery) -> Iterator[dict[str, Any]]:
-    """The rows `query` selects, streamed; the connection is checked now, not at the first row."""
-    sql, params = query.compiled()
-    return _stream(to_psycopg(conn), sql, params)
-
-
-def _stream(pg: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with translate_errors(), pg.cursor(row_factory=dict_row) as cur:
-        yield from cur.stream(sql.encode(), params)
-
-
 def _seconds(value: datetime | None) -> str | None:
     return value.replace(microsecond=0).isoformat() + "Z" if value is not None else None
-
-
-def read_failed_lookups(conn: Any, query: JobQuery | None = None, *, prefix: str = "public") -> Iterator[FailedLookup]:
-    """Stream the failed lookups the query selects as records (rows are fetched as they come).
-
-    Whoever finished the job: one this library recorded (or the migration archived) reads back
-    exactly as recorded; one the Elixir worker finished holds only what that worker merged into
-    meta, so each field meta lacks is taken from the job: `title`, `year`, `source`,
-    `source_key`, `metadata` (and `imdb_id`) from its args, as enqueued; inserted_at from the job
-    and updated_at from the time it was finished. A field neither says is None and named in the
-    record's `unknown`. Meta wins over args where both say a thing (the worker's outcome is the
-    newer word). Only a job that names no IMDb id at all is refused.
-    """
-    return map(_failed_lookup, _rows(conn, query or failed_lookups(prefix=prefix)))
 
 
 #: FailedLookup field -> its meta key, for the fields a job may leave unsaid.
@@ -412,18 +386,6 @@ def _failed_lookup(row: dict[str, Any]) -> FailedLookup:
     return record
 
 
-def read_skipped_imports(
-    conn: Any, query: JobQuery | None = None, *, prefix: str = "public"
-) -> Iterator[SkippedImport]:
-    """Stream the soft imports the query selects as records.
-
-    As `read_failed_lookups`: a job the Elixir worker completed takes inserted_at from the job,
-    checked_at from when it completed and `tmdb_id` from its args if meta lacks it; `movie_title`,
-    `reason` or `quality_criteria_failed` missing from meta are None and named in `unknown`.
-    """
-    return map(_skipped_import, _rows(conn, query or quality_skipped_imports(prefix=prefix)))
-
-
 def _skipped_import(row: dict[str, Any]) -> SkippedImport:
     defaults = {
         "legacy_inserted_at": row["inserted_at"].isoformat() + "Z",
@@ -443,6 +405,6 @@ def _from_job(record: type[Any], row: dict[str, Any], said: dict[str, Any], unkn
     return found
 
 
-def read_jobs(conn: Any, query: JobQuery) -> Iterable[dict[str, Any]]:
-    """Stream the rows a query selects, as dicts."""
-    return _rows(conn, query)
+# The readers live in cinegraph_oban.readers (generated from cinegraph_oban/asyncio/readers.py);
+# they stay importable from here, where the README shows them.
+from cinegraph_oban.readers import read_failed_lookups, read_jobs, read_skipped_imports  # noqa: E402

@@ -1,3 +1,5 @@
+# Generated from cinegraph_oban/asyncio/testing.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """Testing helpers in Oban's vocabulary, for test suites that enqueue Oban jobs from Python.
 
     from cinegraph_oban.testing import assert_enqueued, refute_enqueued, all_enqueued
@@ -8,9 +10,9 @@
 
 Like `Oban.Testing`, "enqueued" means a job in the `available` or `scheduled` state; args and
 meta match by containment (the given pairs must be in the job's), worker names without
-`Elixir.`. `conn` is a psycopg connection, a SQLAlchemy Connection or Session; an asyncio
-connection is refused at once (ConnectionArgumentError), since a check that cannot run must not
-pass. A failure in the database is raised as the library's error, never as psycopg's.
+`Elixir.`. `conn` is a psycopg connection, a SQLAlchemy Connection or Session;
+an asyncio connection is refused at once (ConnectionArgumentError), since a check that cannot run must
+not pass. A failure in the database is raised as the library's error, never as psycopg's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cinegraph_oban.connections import to_psycopg
 from cinegraph_oban.errors import translate_errors
 from cinegraph_oban.job import Job
 from cinegraph_oban.queries import jobs as job_query
-from cinegraph_oban.queries import read_jobs
+from cinegraph_oban.readers import read_jobs
 
 __all__ = ["ENQUEUED_STATES", "all_enqueued", "assert_enqueued", "refute_enqueued"]
 
@@ -63,7 +65,7 @@ def assert_enqueued(conn: Any, **filters: Any) -> list[Job]:
     """Fail unless at least one enqueued job matches; returns the matches."""
     found = all_enqueued(conn, **filters)
     if not found:
-        others = all_enqueued(conn, prefix=filters.get("prefix", "public"))[:5]
+        others = (all_enqueued(conn, prefix=filters.get("prefix", "public")))[:5]
         listed = "\n  ".join(f"{j.worker} queue={j.queue} args={j.args} meta={j.meta}" for j in others) or "(none)"
         raise AssertionError(f"expected a job enqueued with {_describe(filters)}; enqueued jobs include:\n  {listed}")
     return found

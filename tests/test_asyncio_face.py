@@ -71,6 +71,9 @@ def test_each_twin_has_the_same_public_functions_and_parameters(source: str) -> 
     assert async_module.__all__ == sync_module.__all__
     for name in async_module.__all__:
         async_function, sync_function = getattr(async_module, name), getattr(sync_module, name)
+        if not callable(async_function):  # a constant (ENQUEUED_STATES): the same value
+            assert async_function == sync_function
+            continue
         assert list(inspect.signature(async_function).parameters) == list(inspect.signature(sync_function).parameters)
         # I/O functions are coroutines in the asyncio face; pure ones (format_error) stay plain.
         assert inspect.iscoroutinefunction(async_function) or not inspect.iscoroutinefunction(sync_function)
@@ -168,3 +171,45 @@ def test_each_face_refuses_the_other_kind_of_connection(oban: ObanDatabase) -> N
 
     with pytest.raises(ConnectionArgumentError):
         asyncio.run(sync_function_given_an_asyncio_connection())
+
+
+def test_outcomes_readers_and_testing_helpers_in_both_faces(oban: ObanDatabase) -> None:
+    import cinegraph_oban
+    from cinegraph_oban import FailedLookup, SkippedImport, testing
+    from cinegraph_oban import asyncio as aio
+
+    with Oban(oban.conn) as client:
+        failed_sync, failed_async, soft_sync, soft_async = client.insert_all(
+            [Job.new("Cinegraph.Workers.TMDbDetailsWorker", {"n": n}, meta={"source_list": "x"}) for n in range(4)]
+        )
+    lookup = FailedLookup.new("tt0111161", "canonical_import", title="The Shawshank Redemption")
+    skipped = SkippedImport.new(278, title="Soft", criteria_failed={"min_votes": 10})
+    for job in (failed_sync, failed_async, soft_sync, soft_async):
+        oban.conn.execute(
+            "UPDATE oban_jobs SET state = %(s)s, attempt = 1, completed_at = now(), cancelled_at = now() "
+            "WHERE id = %(id)s",
+            {"s": "cancelled" if job in (failed_sync, failed_async) else "completed", "id": job.id},
+        )
+    merged_sync = cinegraph_oban.record_failed_lookup(oban.conn, failed_sync.id, lookup)  # type: ignore[arg-type]
+    cinegraph_oban.record_skipped_import(oban.conn, soft_sync.id, skipped)  # type: ignore[arg-type]
+    read_sync = [(r.imdb_id, r.title, r.unknown) for r in cinegraph_oban.read_failed_lookups(oban.conn)]
+    with pytest.raises(AssertionError, match="expected a job enqueued"):
+        testing.assert_enqueued(oban.conn, worker="Nobody")
+
+    async def the_asyncio_face() -> tuple[Any, ...]:
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+            merged = await aio.record_failed_lookup(conn, failed_async.id, lookup)  # type: ignore[arg-type]
+            await aio.record_skipped_import(conn, soft_async.id, skipped)  # type: ignore[arg-type]
+            lookups = [(r.imdb_id, r.title, r.unknown) async for r in await aio.read_failed_lookups(conn)]
+            soft = [r.tmdb_id async for r in await aio.read_skipped_imports(conn)]
+            rows = [row["id"] async for row in await aio.read_jobs(conn, cinegraph_oban.jobs().states("completed"))]
+            enqueued = await aio.testing.all_enqueued(conn)
+            with pytest.raises(AssertionError, match="expected a job enqueued"):
+                await aio.testing.assert_enqueued(conn, worker="Nobody")
+            await aio.testing.refute_enqueued(conn, worker="Nobody")
+            return merged, lookups, soft, rows, enqueued
+
+    merged_async, read_async, soft_read, completed, enqueued = asyncio.run(the_asyncio_face())
+    assert merged_async == merged_sync
+    assert read_async == read_sync * 2  # the sync face read one; both are there now
+    assert soft_read == [278, 278] and completed == [soft_sync.id, soft_async.id] and enqueued == []

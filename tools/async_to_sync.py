@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import subprocess
 import sys
 import tokenize
@@ -47,25 +48,26 @@ NAMES: dict[str, str] = {
     "__anext__": "__next__",
 }
 
-#: source (under cinegraph_oban/asyncio/) -> (generated module, [(async phrase, sync phrase)]).
-MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "engine.py": (
-        "engine.py",
-        [
-            (
-                "`conn` is a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession; the\n"
-                "statements join its transaction. A sync connection is refused at once (ConnectionArgumentError)",
-                "`conn` is a psycopg connection, a SQLAlchemy Connection or Session; the statements join its\n"
-                "transaction. An asyncio connection is refused at once (ConnectionArgumentError)",
-            ),
-            (
-                "The asyncio face of `cinegraph_oban.engine`, and its source: the sync module is generated from\n"
-                "this one by tools/async_to_sync.py.",
-                "The sync face, generated from its source, cinegraph_oban/asyncio/engine.py, by\n"
-                "tools/async_to_sync.py.",
-            ),
-        ],
+#: Prose (docstrings, messages) where the two faces say different things: asyncio -> sync,
+#: applied to every module. A phrase listed for a module must be in its source.
+PHRASES: list[tuple[str, str]] = [
+    (
+        "a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession",
+        "a psycopg connection, a SQLAlchemy Connection or Session",
     ),
+    ("A sync connection is refused at once", "An asyncio connection is refused at once"),
+    ("a sync connection is refused at once", "an asyncio connection is refused at once"),
+    ("async for ", "for "),
+    ("await ", ""),
+    ("cinegraph_oban.asyncio.testing", "cinegraph_oban.testing"),
+]
+
+#: source (under cinegraph_oban/asyncio/) -> (generated module, [(asyncio phrase, sync phrase)]).
+MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "engine.py": ("engine.py", []),
+    "outcomes.py": ("outcomes.py", []),
+    "readers.py": ("readers.py", []),
+    "testing.py": ("testing.py", []),
 }
 
 HEADER = (
@@ -104,6 +106,27 @@ def to_sync(text: str) -> str:
     return text
 
 
+def _prose(text: str) -> str:
+    """PHRASES applied inside string tokens only (docstrings, messages), never to code."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    for token in reversed(tokens):
+        if token.type != tokenize.STRING:
+            continue
+        start = starts[token.start[0] - 1] + token.start[1]
+        end = starts[token.end[0] - 1] + token.end[1]
+        literal = text[start:end]
+        for async_phrase, sync_phrase in PHRASES:
+            # A phrase may be broken across lines of a docstring: any run of spaces matches.
+            pattern = r"\b" + r"\s+".join(re.escape(word) for word in async_phrase.split(" "))
+            literal = re.sub(pattern, lambda _, phrase=sync_phrase: phrase, literal)
+        text = text[:start] + literal + text[end:]
+    return text
+
+
 def generate(source: str) -> tuple[Path, str]:
     target, phrases = MODULES[source]
     text = (ROOT / "cinegraph_oban" / "asyncio" / source).read_text()
@@ -111,10 +134,13 @@ def generate(source: str) -> tuple[Path, str]:
         if async_phrase not in text:
             raise SystemExit(f"cinegraph_oban/asyncio/{source}: the phrase to replace is gone: {async_phrase!r}")
         text = text.replace(async_phrase, sync_phrase)
+    text = _prose(text)
     text = HEADER.format(source=source) + to_sync(text)
-    # What the mapping leaves for ruff: imports to sort again, and `with a(): with b():` where the
-    # source had to nest a sync context manager around an async one.
-    for command in (["check", "--fix", "--exit-zero", "--quiet", "--select", "I,SIM117"], ["format"]):
+    # What the mapping leaves for ruff: imports to sort again, `with a(): with b():` where the
+    # source had to nest a sync context manager around an async one, and `for x in y: yield x`
+    # where the source had no `yield from` (an async generator cannot have one).
+    fixes = ["check", "--fix", "--unsafe-fixes", "--exit-zero", "--quiet", "--select", "I,SIM117,UP028"]
+    for command in (fixes, ["format"]):
         text = subprocess.run(
             [sys.executable, "-m", "ruff", *command, "--stdin-filename", f"cinegraph_oban/{target}", "-"],
             input=text,

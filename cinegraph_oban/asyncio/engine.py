@@ -1,8 +1,5 @@
 """Oban's own statements, reproduced so Python can play the Elixir side.
 
-The asyncio face of `cinegraph_oban.engine`, and its source: the sync module is generated from
-this one by tools/async_to_sync.py.
-
 These are the queries Oban's Basic engine, Stager and Pruner run (see `oban-contract.md`):
 claiming jobs, staging scheduled ones, recording outcomes and pruning. cinegraph-oban never runs
 them against a production queue on its own; they exist so tests, the demo and the pytest plugin

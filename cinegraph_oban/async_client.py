@@ -129,21 +129,21 @@ class AsyncOban:
         registry: WorkerRegistry | None = None,
         pool_size: int = DEFAULT_POOL_SIZE,
         oban_version: str = DEFAULT_OBAN_VERSION,
-        **kwargs: Any,
+        **connect_kwargs: Any,
     ) -> AsyncOban:
         """A client with a pool of up to `pool_size` autocommit connections (as `Oban.connect`)."""
         check_prefix(prefix)
         check_oban_version(oban_version)
         size = check_pool_size(pool_size)
-        connect_kwargs = pool_kwargs(kwargs)
+        kwargs = pool_kwargs(connect_kwargs)
         url = normalize_dsn(dsn)
-        first = await async_connect(url, **connect_kwargs)  # a clear error for a wrong URL or a server down
+        first = await async_connect(url, **kwargs)  # a clear error for a wrong URL or a server down
         await first.close()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=size,
-            kwargs=connect_kwargs,
+            kwargs=kwargs,
             open=False,
             timeout=POOL_TIMEOUT,
             name="cinegraph-oban",

@@ -213,3 +213,17 @@ def test_outcomes_readers_and_testing_helpers_in_both_faces(oban: ObanDatabase) 
     assert merged_async == merged_sync
     assert read_async == read_sync * 2  # the sync face read one; both are there now
     assert soft_read == [278, 278] and completed == [soft_sync.id, soft_async.id] and enqueued == []
+
+
+def test_async_oban_has_every_public_method_of_oban() -> None:
+    from cinegraph_oban import AsyncOban
+
+    def public(cls: type) -> dict[str, Any]:
+        return {name: getattr(cls, name) for name in dir(cls) if not name.startswith("_")}
+
+    sync_methods, async_methods = public(Oban), public(AsyncOban)
+    assert sorted(async_methods) == sorted(sync_methods)
+    for name, sync_member in sync_methods.items():
+        if callable(sync_member) and not isinstance(sync_member, type):
+            parameters = list(inspect.signature(sync_member).parameters)
+            assert list(inspect.signature(async_methods[name]).parameters) == parameters, name

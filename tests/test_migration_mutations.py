@@ -574,6 +574,7 @@ def test_an_interrupt_stops_the_per_table_workers_before_it_goes_on(oban: ObanDa
     import os
     import signal
     import threading
+    import time
 
     import pytest
 
@@ -585,11 +586,27 @@ def test_an_interrupt_stops_the_per_table_workers_before_it_goes_on(oban: ObanDa
         running.append(table)
         conn.execute("SELECT pg_sleep(30)")  # a long statement: cancelled, not waited for
 
+    def interrupt_once_both_are_in_their_statement() -> None:
+        # Not a timer: under load the workers may not have started after any fixed delay. The
+        # interrupt comes when the server shows both statements running, as a user's Ctrl-C
+        # would find them.
+        with psycopg.connect(oban.dsn, autocommit=True) as watcher:
+            for _ in range(600):
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(30)'"
+                ).fetchone()
+                if row is not None and row[0] == 2:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                time.sleep(0.05)
+
     before = threading.active_count()
-    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    interrupter = threading.Thread(target=interrupt_once_both_are_in_their_statement)
+    interrupter.start()
     started = datetime.now()
     with pytest.raises(KeyboardInterrupt):
         m._per_table(slow)
+    interrupter.join(5)
     assert (datetime.now() - started).total_seconds() < 10
     assert sorted(running) == ["failed_imdb_lookups", "skipped_imports"]
     assert threading.active_count() <= before, "no worker is left running"

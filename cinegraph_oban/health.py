@@ -1,76 +1,46 @@
+# Generated from cinegraph_oban/asyncio/health.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """How the `oban_jobs` table is doing: what `cinegraph-oban schema show` reports besides the schema.
 
 Everything here is read-only and uses PostgreSQL's own statistics views; the GIN pending lists
 are read through the `pgstattuple` extension when it is installed (this package never creates
-extensions). Each finding that needs attention comes with what to do about it.
+extensions). Each finding that needs attention comes with what to do about it. `conn` is a
+psycopg AsyncConnection. An asyncio connection is refused at once (ConnectionArgumentError).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from cinegraph_oban.connections import to_psycopg
+from cinegraph_oban.health_model import (
+    DEAD_ROWS_WARNING,
+    DEAD_SHARE_WARNING,
+    PENDING_BYTES_WARNING,
+    WAIT_WARNING_SECONDS,
+    GinIndexHealth,
+    Health,
+    QueueHealth,
+    warnings_of,
+)
 from cinegraph_oban.identifiers import check_prefix
-from cinegraph_oban.schema import ObanSchema, detect
+from cinegraph_oban.installation import detect
+from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.templates import render
 
-__all__ = ["GinIndexHealth", "Health", "QueueHealth", "health"]
-
-#: Dead row versions worth a warning: this many, and at least this share of the live ones.
-DEAD_ROWS_WARNING = 10_000
-DEAD_SHARE_WARNING = 0.2
-#: A GIN pending list this long (bytes) makes every unique lookup and meta query slower (bench:
-#: lookups 3x slower with ~1,000 pending rows, ~110 kB of args).
-PENDING_BYTES_WARNING = 256 << 10
-#: Available jobs waiting this long (seconds) suggest no Oban node runs their queue.
-WAIT_WARNING_SECONDS = 300.0
-PAGE_BYTES = 8192
-
-
-@dataclass(frozen=True, slots=True)
-class GinIndexHealth:
-    index: str
-    bytes: int
-    fastupdate: str
-    pending_limit_kb: int | None
-    pending_pages: int | None
-    pending_tuples: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueHealth:
-    queue: str
-    available: int
-    oldest_wait_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    prefix: str
-    version: int
-    jobs_by_state: dict[str, int]
-    live_rows: int
-    dead_rows: int
-    last_vacuum: datetime | None
-    last_analyze: datetime | None
-    table_bytes: int
-    total_bytes: int
-    gin_indexes: list[GinIndexHealth]
-    queues: list[QueueHealth]
-    pending_lists_measured: bool
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("last_vacuum", "last_analyze"):
-            value = out[key]
-            out[key] = value.isoformat() if value is not None else None
-        return out
+__all__ = [
+    "DEAD_ROWS_WARNING",
+    "DEAD_SHARE_WARNING",
+    "PENDING_BYTES_WARNING",
+    "WAIT_WARNING_SECONDS",
+    "GinIndexHealth",
+    "Health",
+    "QueueHealth",
+    "health",
+]
 
 
 def _sql(name: str, **context: Any) -> bytes:
@@ -86,22 +56,22 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
     conn = to_psycopg(conn)
     schema = schema if schema is not None else detect(conn, prefix)
     with conn.cursor(row_factory=dict_row) as cur:
-        by_state = {
-            str(state): int(n)
-            for state, n in conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode(), {}).fetchall()
-        }
-        table = cur.execute(_sql("table", prefix=prefix), {}).fetchone() or {}
-        gin_rows = cur.execute(_sql("gin_indexes", prefix=prefix), {}).fetchall()
-        queues = [QueueHealth(**row) for row in cur.execute(_sql("queues", prefix=prefix), {}).fetchall()]
-        ext = conn.execute(_sql("extension_schema"), {}).fetchone()
+        counted = conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode(), {})
+        by_state = {str(state): int(n) for state, n in counted.fetchall()}
+        table = (cur.execute(_sql("table", prefix=prefix), {})).fetchone() or {}
+        gin_rows = (cur.execute(_sql("gin_indexes", prefix=prefix), {})).fetchall()
+        queues = [QueueHealth(**row) for row in (cur.execute(_sql("queues", prefix=prefix), {})).fetchall()]
+        ext = (conn.execute(_sql("extension_schema"), {})).fetchone()
         gins = []
         for row in gin_rows:
             pages = tuples = None
             if ext is not None:
                 try:
                     with conn.transaction():  # a savepoint inside a caller's transaction
-                        pending = cur.execute(
-                            _sql("gin_pending", prefix=prefix, index=row["index"], extension_schema=ext[0]), {}
+                        pending = (
+                            cur.execute(
+                                _sql("gin_pending", prefix=prefix, index=row["index"], extension_schema=ext[0]), {}
+                            )
                         ).fetchone()
                 except psycopg.errors.InsufficientPrivilege:
                     ext = None  # pgstatginindex needs pg_stat_scan_tables: report "not measured"
@@ -132,29 +102,5 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
         queues=queues,
         pending_lists_measured=ext is not None,
     )
-    found.warnings.extend(_warnings(found))
+    found.warnings.extend(warnings_of(found))
     return found
-
-
-def _warnings(h: Health) -> list[str]:
-    out = []
-    if h.dead_rows >= DEAD_ROWS_WARNING and h.dead_rows >= DEAD_SHARE_WARNING * max(h.live_rows, 1):
-        out.append(
-            f"{h.prefix}.oban_jobs has {h.dead_rows:,} dead row versions for {h.live_rows:,} live ones "
-            f"(last vacuum: {h.last_vacuum or 'never'}): Oban's fetches and the Pruner slow down; run "
-            f"VACUUM {h.prefix}.oban_jobs, and lower autovacuum_vacuum_scale_factor for this table"
-        )
-    for gin in h.gin_indexes:
-        if gin.pending_pages is not None and gin.pending_pages * PAGE_BYTES >= PENDING_BYTES_WARNING:
-            out.append(
-                f"{gin.index}: {gin.pending_tuples:,} rows ({gin.pending_pages * PAGE_BYTES // 1024:,} kB) wait in "
-                f"its GIN pending list, which every unique lookup and meta query reads; VACUUM the table, or "
-                f"ALTER INDEX {h.prefix}.{gin.index} SET (gin_pending_list_limit = 64) to keep the list short"
-            )
-    for queue in h.queues:
-        if queue.oldest_wait_seconds >= WAIT_WARNING_SECONDS:
-            out.append(
-                f"queue {queue.queue!r}: {queue.available:,} available jobs, the oldest waiting "
-                f"{queue.oldest_wait_seconds / 60:.0f} min: is an Oban node running this queue?"
-            )
-    return out

@@ -13,19 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg import pq
-from psycopg.rows import dict_row
-
-from cinegraph_oban.connections import to_psycopg
 from cinegraph_oban.errors import (
-    ConnectionArgumentError,
     Problem,
     UnsupportedSchemaError,
     ValidationError,
-    translate_errors,
 )
-from cinegraph_oban.identifiers import check_prefix
 from cinegraph_oban.templates import render, render_statements
 
 __all__ = [
@@ -74,53 +66,6 @@ def install_statements(
         statements += render_statements("oban_migrations/record_version.sql.j2", prefix=prefix, version=step)
         steps.append(statements)
     return steps
-
-
-def migrated_version(conn: psycopg.Connection[Any], prefix: str = "public") -> int:
-    """Oban's own reading of the version: the table comment, 0 when there is none."""
-    conn = to_psycopg(conn)
-    row = conn.execute(render("schema/migrated_version.sql.j2").encode(), {"prefix": prefix}).fetchone()
-    comment = row[0] if row else None
-    return int(comment) if comment is not None and comment.strip().isdigit() else 0
-
-
-def install(
-    conn: psycopg.Connection[Any],
-    version: int = LATEST_VERSION,
-    prefix: str = "public",
-    *,
-    legacy_tags: bool = False,
-) -> int:
-    """Bring the Oban schema under `prefix` up to `version`, as `Oban.Migration.up/1` does.
-
-    Starts from the version already recorded (0 on an empty database). Each step commits on its
-    own, as separate Ecto migrations would: PostgreSQL will not let a later step read an enum
-    value (V09's `cancelled`) added earlier in the same transaction. Returns the version found.
-
-    `prefix` is checked first (`identifiers.check_prefix`): nothing is created under a name
-    PostgreSQL would not keep as given. A connection that is not autocommit is switched to
-    autocommit for the install and back; one inside a transaction is refused, since the
-    steps must commit on their own.
-    """
-    check_prefix(prefix)
-    conn = to_psycopg(conn)
-    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-        raise ConnectionArgumentError(
-            "install() commits each Oban migration step on its own and cannot run inside a transaction: "
-            "call it before opening one, or on an autocommit connection"
-        )
-    autocommit = conn.autocommit
-    conn.autocommit = True
-    try:
-        with translate_errors():
-            found = migrated_version(conn, prefix)
-            for statements in install_statements(version, prefix, legacy_tags=legacy_tags, from_version=found):
-                with conn.transaction():
-                    for statement in statements:
-                        conn.execute(statement.encode(), {})
-    finally:
-        conn.autocommit = autocommit
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,17 +145,6 @@ class ObanSchema:
             raise ValidationError(f"{where} for worker {job.worker!r}", problems)
 
 
-def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanSchema:
-    """Read the Oban installation under `prefix`, or say clearly why it cannot be used."""
-    check_prefix(prefix)
-    conn = to_psycopg(conn)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(detect_sql(), {"prefix": prefix})
-        row = cur.fetchone()
-    assert row is not None
-    return schema_from_catalog(row, prefix, conn.info.dbname)
-
-
 def detect_sql() -> bytes:
     return render("schema/detect.sql.j2").encode()
 
@@ -261,3 +195,8 @@ def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSc
         check_constraints=tuple(row["check_constraints"] or ()),
         probe_columns=tuple(row["probe_columns"] or ()),
     )
+
+
+# Installing and detecting (I/O) live in cinegraph_oban.installation, generated from
+# cinegraph_oban/asyncio/installation.py; they stay importable from here.
+from cinegraph_oban.installation import detect, install, migrated_version  # noqa: E402

@@ -227,3 +227,40 @@ def test_async_oban_has_every_public_method_of_oban() -> None:
         if callable(sync_member) and not isinstance(sync_member, type):
             parameters = list(inspect.signature(sync_member).parameters)
             assert list(inspect.signature(async_methods[name]).parameters) == parameters, name
+
+
+def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
+    from dataclasses import replace
+
+    from cinegraph_oban import asyncio as aio
+    from cinegraph_oban.health import health
+    from cinegraph_oban.schema import detect, migrated_version
+
+    assert install(oban.conn, 12, "sync face") == 0
+    sync_schema = detect(oban.conn, "sync face")
+    sync_health = health(oban.conn, "sync face")
+
+    async def the_asyncio_face() -> tuple[Any, ...]:
+        async with await psycopg.AsyncConnection.connect(oban.dsn) as conn:  # not autocommit: switched for it
+            found = await aio.installation.install(conn, 12, "async face")
+            again = await aio.installation.install(conn, 14, "async face")
+            assert conn.autocommit is False
+            await conn.execute("SELECT 1")  # now in a transaction: install must refuse
+            with pytest.raises(ConnectionArgumentError, match="cannot run inside a transaction"):
+                await aio.installation.install(conn, 14, "async face")
+            await conn.rollback()
+            version = await aio.installation.migrated_version(conn, "async face")
+            schema = await aio.installation.detect(conn, "async face")
+            report = await aio.health.health(conn, "async face")
+            return found, again, version, schema, report
+
+    found, again, version, async_schema, async_health = asyncio.run(the_asyncio_face())
+    assert (found, again, version) == (0, 12, 14)
+    install(oban.conn, 14, "sync face")
+    assert migrated_version(oban.conn, "sync face") == 14
+    assert replace(async_schema, prefix="x", id_sequence="", indexes=(), check_constraints=()) == replace(
+        detect(oban.conn, "sync face"), prefix="x", id_sequence="", indexes=(), check_constraints=()
+    )
+    assert sync_schema.version == 12
+    assert type(async_health) is type(sync_health)
+    assert (async_health.jobs_by_state, async_health.warnings) == (sync_health.jobs_by_state, sync_health.warnings)

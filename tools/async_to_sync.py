@@ -65,6 +65,8 @@ PHRASES: list[tuple[str, str]] = [
 #: source (under cinegraph_oban/asyncio/) -> (generated module, [(asyncio phrase, sync phrase)]).
 MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "engine.py": ("engine.py", []),
+    "health.py": ("health.py", []),
+    "installation.py": ("installation.py", []),
     "outcomes.py": ("outcomes.py", []),
     "readers.py": ("readers.py", []),
     "testing.py": ("testing.py", []),

@@ -8,7 +8,7 @@
     async for lookup in await read_failed_lookups(conn):
         ...
 
-The modules here (engine, outcomes, readers, testing) are the source of their sync twins in
+The modules here (engine, health, installation, outcomes, readers, testing) are the source of their sync twins in
 `cinegraph_oban`, which tools/async_to_sync.py generates (CI checks they are current): one
 source, two faces, the same names and parameters.
 """
@@ -16,13 +16,15 @@ source, two faces, the same names and parameters.
 from __future__ import annotations
 
 from cinegraph_oban.async_client import AsyncOban
-from cinegraph_oban.asyncio import engine, testing
+from cinegraph_oban.asyncio import engine, health, installation, testing
 from cinegraph_oban.asyncio.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
 from cinegraph_oban.asyncio.readers import read_failed_lookups, read_jobs, read_skipped_imports
 
 __all__ = [
     "AsyncOban",
     "engine",
+    "health",
+    "installation",
     "merge_job_meta",
     "read_failed_lookups",
     "read_jobs",

@@ -31,6 +31,7 @@ from cinegraph_oban.health import Health, health
 from cinegraph_oban.identifiers import check_identifier, check_prefix
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
+from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
 
 __all__ = ["main"]
 
@@ -39,11 +40,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
 
 
-def _client(database_url: str, prefix: str) -> Oban:
+def _client(database_url: str, prefix: str, oban_version: str = DEFAULT_OBAN_VERSION) -> Oban:
     """A client on one autocommit connection of its own: a command runs one thing at a time,
     and reads through `oban.connection` what it wrote."""
     check_prefix(prefix)  # before connecting: a refused prefix leaves no connection open
-    return Oban(connect(database_url, autocommit=True), prefix=prefix, owns_connection=True)
+    check_oban_version(oban_version)
+    return Oban(connect(database_url, autocommit=True), prefix=prefix, owns_connection=True, oban_version=oban_version)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -390,6 +392,14 @@ def _load_json_object(text: str, what: str) -> dict[str, Any]:
     help="JSON Lines file, one job per line: {worker, args, meta, queue, priority, ...}; inserted all or nothing "
     "as one bulk insert, like Oban's insert_all: uniqueness is NOT applied. Not with --worker, --args, --meta.",
 )
+@click.option(
+    "--oban-version",
+    default=DEFAULT_OBAN_VERSION,
+    show_default=True,
+    envvar="CINEGRAPH_OBAN_VERSION",
+    help="The Oban your Elixir application runs: its default unique states apply (2.23.1 and later "
+    "count a suspended job as a duplicate).",
+)
 @json_option
 @friendly_errors
 def enqueue(
@@ -402,6 +412,7 @@ def enqueue(
     priority: int | None,
     schedule_in: float | None,
     jobs_file: Path | None,
+    oban_version: str,
     as_json: bool,
 ) -> None:
     """Enqueue one job (the worker's unique options apply), or a JSON Lines file of jobs (a bulk
@@ -450,7 +461,7 @@ def enqueue(
         priority=priority,
         schedule_in=schedule_in,
     )
-    with _client(database_url, prefix) as oban:
+    with _client(database_url, prefix, oban_version) as oban:
         stored = oban.insert(job)
     if as_json:
         click.echo(
@@ -561,7 +572,10 @@ def _emit(rows: list[dict[str, Any]], columns: list[str], output: str, title: st
         writer.writeheader()
         for row in rows:
             writer.writerow(
-                {k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v for k, v in row.items()}
+                {
+                    k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list | tuple) else v
+                    for k, v in row.items()
+                }
             )
     else:
         from rich import box

@@ -4,8 +4,10 @@
 
 Everything here is read-only and uses PostgreSQL's own statistics views; the GIN pending lists
 are read through the `pgstattuple` extension when it is installed (this package never creates
-extensions). Each finding that needs attention comes with what to do about it. `conn` is a
-psycopg AsyncConnection. An asyncio connection is refused at once (ConnectionArgumentError).
+extensions). Each finding that needs attention comes with what to do about it.
+
+`conn` is a psycopg connection, a SQLAlchemy Connection or Session.
+An asyncio connection is refused at once (ConnectionArgumentError).
 """
 
 from __future__ import annotations

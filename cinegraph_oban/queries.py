@@ -371,7 +371,15 @@ def _said(row: dict[str, Any], from_args: Sequence[str]) -> dict[str, Any]:
     """The job's meta, with what it lacks of `from_args` taken from the job's args."""
     args = row["args"] if isinstance(row["args"], dict) else {}
     meta = row["meta"] if isinstance(row["meta"], dict) else {}
-    return {**{key: args[key] for key in from_args if key in args}, **meta}
+    said = {**{key: args[key] for key in from_args if key in args}, **meta}
+    for key in _NOT_NULL:  # a null in meta for a NOT NULL column says nothing: the args may
+        if said.get(key) is None and args.get(key) is not None and key in from_args:
+            said[key] = args[key]
+    return said
+
+
+#: Columns of the legacy tables that were NOT NULL: meta's null for them is no value at all.
+_NOT_NULL = ("imdb_id", "source", "tmdb_id")
 
 
 def _failed_lookup(row: dict[str, Any]) -> FailedLookup:

@@ -17,6 +17,7 @@ __all__ = [
     "UNIQUE_FIELDS",
     "UNIQUE_STATE_GROUPS",
     "Unique",
+    "default_states",
 ]
 
 #: Every state of `oban_job_state` at schema version 14, in enum order.
@@ -45,14 +46,27 @@ REPLACEABLE_FIELDS: tuple[str, ...] = (
 )
 #: The Oban versions whose unique defaults differ, and the one assumed when a client names none
 #: (Cinegraph runs Oban 2.22).
-OBAN_VERSIONS: tuple[str, ...] = ("2.22", "2.23")
+#: The Oban versions a client may name (`oban_version=`): 2.17 to 2.23, with or without the
+#: patch release, and the one assumed when none is named (Cinegraph runs Oban 2.22).
+OBAN_VERSIONS: tuple[str, ...] = tuple(f"2.{minor}" for minor in range(17, 24))
 DEFAULT_OBAN_VERSION = "2.22"
-#: Oban's default unique states, by version: 2.22's list, and 2.23's `:successful` group, which
-#: adds `suspended` (`@unique_defaults` and `unique_states/1` in lib/oban/job.ex).
+#: Oban's default unique states: up to 2.23.0 the list below; from 2.23.1 the `:successful`
+#: group, which adds `suspended` ("[Job] Set `successful` state as default unique options",
+#: Oban's CHANGELOG under v2.23.1; `@unique_defaults` and `unique_states/1` in lib/oban/job.ex).
 DEFAULT_STATES: dict[str, tuple[str, ...]] = {
     "2.22": ("scheduled", "available", "executing", "retryable", "completed"),
     "2.23": ("suspended", "available", "scheduled", "executing", "retryable", "completed"),
 }
+
+
+def default_states(oban_version: str = DEFAULT_OBAN_VERSION) -> tuple[str, ...]:
+    """Oban's default unique states in `oban_version` ("2.23" means 2.23.1 and later)."""
+    parts = [int(part) for part in oban_version.split(".")]
+    minor, patch = parts[1], parts[2] if len(parts) > 2 else None
+    successful = minor > 23 or (minor == 23 and (patch is None or patch >= 1))
+    return DEFAULT_STATES["2.23" if successful else "2.22"]
+
+
 #: Oban 2.23's named state groups (`Oban.Job.unique_states/1`), accepted for `states`.
 UNIQUE_STATE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": JOB_STATES,
@@ -95,7 +109,7 @@ class Unique:
 
     def states_for(self, oban_version: str = DEFAULT_OBAN_VERSION) -> tuple[str, ...]:
         """The states the lookup searches: those given, else Oban's defaults for `oban_version`."""
-        return self.states if self.states is not None else DEFAULT_STATES[oban_version]
+        return self.states if self.states is not None else default_states(oban_version)
 
     def __post_init__(self) -> None:
         # A list given for a tuple (`Unique(fields=["args"])`) is taken as the tuple it means: a
@@ -238,9 +252,13 @@ def _cast_period(value: Any) -> tuple[Period, Problem | None]:
 
 
 def check_oban_version(version: object) -> str:
-    """The Oban version a client targets, as "2.22" or "2.23" ("2.23.1" is read as "2.23")."""
-    short = ".".join(str(version).split(".")[:2])
-    if not isinstance(version, str) or short not in OBAN_VERSIONS:
-        expected = f"expected one of {list(OBAN_VERSIONS)} (the Oban your Elixir application runs), got {version!r}"
+    """The Oban version a client targets: "2.17" to "2.23", or with its patch ("2.23.0")."""
+    parts = str(version).split(".")
+    well_formed = isinstance(version, str) and 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+    if not well_formed or ".".join(parts[:2]) not in OBAN_VERSIONS:
+        expected = (
+            f"expected the Oban your Elixir application runs, {OBAN_VERSIONS[0]} to {OBAN_VERSIONS[-1]} "
+            f"(e.g. '2.22' or '2.23.1'), got {version!r}"
+        )
         raise ValidationError("client options", [Problem("oban_version", expected)])
-    return short
+    return ".".join(str(int(p)) for p in parts)

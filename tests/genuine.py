@@ -45,7 +45,10 @@ def required() -> bool:
 
 def build() -> Path:
     """Build (or reuse) the harness; its directory. Raises Unavailable saying what is missing."""
-    result = subprocess.run([str(BUILD)], check=False, capture_output=True, text=True, timeout=900)
+    try:
+        result = subprocess.run([str(BUILD)], check=False, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as error:
+        raise Unavailable(f"tests/genuine_oban/build did not finish within 900 s ({HOW_TO_RUN})") from error
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "cannot build" in line), lines[-1] if lines else "")
@@ -76,9 +79,13 @@ class Harness:
         self._reader.start()
         self._next_id = 0
         self._lock = threading.Lock()
-        ready = self._answers.get(timeout=60)
+        try:
+            ready = self._answers.get(timeout=60)
+        except queue.Empty:
+            ready = None
         if not ready or not ready.get("ready"):
-            raise Unavailable(f"the harness did not start ({ready!r})")
+            self.close()
+            raise Unavailable(f"the harness did not start within 60 s ({ready!r}; its log: {self.log})")
         self.oban_version: str = ready["oban"]
 
     def _read(self) -> None:
@@ -95,7 +102,15 @@ class Harness:
             assert self._process.stdin is not None
             self._process.stdin.write(json.dumps(request) + "\n")
             self._process.stdin.flush()
-            answer = self._answers.get(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    answer = self._answers.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    # Its answer, when it comes, is dropped by the next call (an older id).
+                    raise HarnessError(f"{op}: no answer within {timeout} s (Oban's log: {self.log})") from None
+                if answer is None or answer.get("id", request["id"]) >= request["id"]:
+                    break  # an answer to an earlier call that timed out is dropped
         if answer is None:
             raise HarnessError(f"the harness exited (status {self._process.wait(5)}) during {op}")
         if answer.get("id") != request["id"]:
@@ -144,6 +159,7 @@ class GenuineOban:
         leader: bool = True,
         node: str = "harness",
     ) -> str:
+        self._instances.append(name)  # before the call: stopped at the end even if it times out
         self.harness.call(
             "start",
             name=name,
@@ -155,7 +171,6 @@ class GenuineOban:
             leader=leader,
             node=node,
         )
-        self._instances.append(name)
         return name
 
     def stop(self, name: str) -> None:
@@ -171,9 +186,20 @@ class GenuineOban:
         return self.harness.call("engine", name=name, fun=fun, **fields)
 
     def close(self) -> None:
+        """Stop every instance this test started, then the repo, before the database is dropped;
+        each is tried even when another fails, and the first failure is raised after."""
+        failures: list[HarnessError] = []
         for name in list(self._instances):
-            self.stop(name)
-        self.harness.call("forget", url=self.url)
+            try:
+                self.stop(name)
+            except HarnessError as error:
+                failures.append(error)
+        try:
+            self.harness.call("forget", url=self.url)
+        except HarnessError as error:
+            failures.append(error)
+        if failures:
+            raise failures[0]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:

@@ -264,3 +264,19 @@ def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
     assert sync_schema.version == 12
     assert type(async_health) is type(sync_health)
     assert (async_health.jobs_by_state, async_health.warnings) == (sync_health.jobs_by_state, sync_health.warnings)
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
+    """Modules that import each other (queries and readers, schema and installation) must load
+    whichever is imported first."""
+    package = ROOT / "cinegraph_oban"
+    modules = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in package.rglob("*.py")
+    )
+    runs = {
+        m: subprocess.Popen([sys.executable, "-c", f"import {m}"], stderr=subprocess.PIPE, text=True) for m in modules
+    }
+    failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in runs.items()}
+    assert {m: err for m, err in failed.items() if runs[m].returncode != 0} == {}
+    assert "cinegraph_oban.readers" in runs and "cinegraph_oban.asyncio.installation" in runs

@@ -311,3 +311,23 @@ def test_schema_install_with_legacy_tables_for_trying_the_migration(
     down = run("migrate", "down", "--yes", *where, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     assert _count(db_conn, "imports.skipped_imports") == 20
+
+
+def test_enqueue_applies_the_default_unique_states_of_the_named_oban_version(oban: ObanDatabase) -> None:
+    """A suspended job is a duplicate from Oban 2.23.1 on, not before: --oban-version (or
+    CINEGRAPH_OBAN_VERSION) says which Oban the application runs."""
+    job = ["--worker", "Cinegraph.Workers.TMDbDetailsWorker", "--args", '{"tmdb_id": 278}', "--json"]
+    first = run("enqueue", "--database-url", oban.dsn, *job)
+    assert first.returncode == 0, first.stderr
+    oban.conn.execute("UPDATE oban_jobs SET state = 'suspended'")
+    by_default = json.loads(run("enqueue", "--database-url", oban.dsn, *job).stdout)
+    assert by_default["conflict"] is False
+    oban.conn.execute("DELETE FROM oban_jobs WHERE id <> %(id)s", {"id": json.loads(first.stdout)["id"]})
+    newer = run("enqueue", "--database-url", oban.dsn, *job, env={"CINEGRAPH_OBAN_VERSION": "2.23.1"})
+    assert json.loads(newer.stdout)["conflict"] is True
+    assert (
+        json.loads(run("enqueue", "--database-url", oban.dsn, *job, "--oban-version", "2.23.0").stdout)["conflict"]
+        is False
+    )
+    refused = run("enqueue", "--database-url", oban.dsn, *job, "--oban-version", "2.24")
+    assert "oban_version" in _one_error_line(refused, 1)

@@ -143,6 +143,14 @@ def test_unique_defaults_and_validation() -> None:
         "retryable",
         "completed",
     )
+    assert job.unique.states_for("2.23.0") == job.unique.states_for("2.22")  # suspended came in 2.23.1
+    assert job.unique.states_for("2.23.1") == job.unique.states_for("2.23")
+    from cinegraph_oban.unique import check_oban_version
+
+    assert check_oban_version("2.23.01") == "2.23.1"
+    for wrong in ("2.24", "2.16", "3.0", "2", "2.x", 2.22):
+        with pytest.raises(ValidationError, match="oban_version"):
+            check_oban_version(wrong)
     assert Job.new("MyApp.W", unique={}).unique == Unique(period=60)
     assert Job.new("MyApp.W", unique={"states": "incomplete"}).unique.states == (  # type: ignore[union-attr]
         "suspended",

@@ -415,3 +415,12 @@ def test_pruned_jobs_without_an_export_say_nothing_was_verified(oban: ObanDataba
     assert summary.findings == [] and summary.pruned == {}
     assert len(summary.notices) == 2
     assert all("nothing was verified" in n and "Pass --export-dir" in n for n in summary.notices)
+
+
+def test_a_null_in_meta_for_a_not_null_column_falls_back_to_the_args(oban: ObanDatabase) -> None:
+    job_id = _enqueue(oban, {"imdb_id": "tt0111161", "source": "canonical_import", "title": "T"}, {})
+    _merge_meta(oban, job_id, {"failure_reason": "no_tmdb_match", "imdb_id": None, "source": None, "title": None})
+    _cancel(oban, job_id)
+    [found] = read_failed_lookups(oban.conn)
+    # imdb_id and source were NOT NULL: meta's null there says nothing, the args do; title could be NULL.
+    assert (found.imdb_id, found.source, found.title) == ("tt0111161", "canonical_import", None)

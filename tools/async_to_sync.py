@@ -80,7 +80,9 @@ HEADER = (
 
 def to_sync(text: str) -> str:
     """The sync text of an asyncio module (before formatting)."""
-    text = text.replace("cinegraph_oban.asyncio.", "cinegraph_oban.")
+    # The asyncio package in any import form: `cinegraph_oban.asyncio.x`, `from cinegraph_oban.asyncio
+    # import x`, `import cinegraph_oban.asyncio`.
+    text = re.sub(r"\bcinegraph_oban\.asyncio\b", "cinegraph_oban", text)
     edits: list[tuple[int, int, str]] = []  # (start offset, end offset, replacement)
     lines = text.splitlines(keepends=True)
     starts = [0]
@@ -108,6 +110,10 @@ def to_sync(text: str) -> str:
     return text
 
 
+#: String tokens: on Python 3.12+ an f-string is split into parts, its text in FSTRING_MIDDLE.
+_STRING_TOKENS = {tokenize.STRING} | ({tokenize.FSTRING_MIDDLE} if hasattr(tokenize, "FSTRING_MIDDLE") else set())
+
+
 def _prose(text: str) -> str:
     """PHRASES applied inside string tokens only (docstrings, messages), never to code."""
     tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
@@ -116,7 +122,7 @@ def _prose(text: str) -> str:
     for line in lines:
         starts.append(starts[-1] + len(line))
     for token in reversed(tokens):
-        if token.type != tokenize.STRING:
+        if token.type not in _STRING_TOKENS:
             continue
         start = starts[token.start[0] - 1] + token.start[1]
         end = starts[token.end[0] - 1] + token.end[1]
@@ -129,6 +135,20 @@ def _prose(text: str) -> str:
     return text
 
 
+def _check_sync(source: str, text: str) -> None:
+    """Refuse output that still holds the asyncio face: code naming it, or prose about its kinds."""
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.NAME and token.string in ("async", "await", *NAMES):
+            raise SystemExit(f"cinegraph_oban/asyncio/{source}: {token.string!r} survives at line {token.start[0]}")
+        if token.type in _STRING_TOKENS and re.search(r"Async(Connection|Session|Oban)\b", token.string):
+            raise SystemExit(
+                f"cinegraph_oban/asyncio/{source}: line {token.start[0]} still speaks of the asyncio face: "
+                f"{token.string[:80]!r}; add the phrase to PHRASES"
+            )
+    if "cinegraph_oban.asyncio" in text:
+        raise SystemExit(f"cinegraph_oban/asyncio/{source}: an import of cinegraph_oban.asyncio survives")
+
+
 def generate(source: str) -> tuple[Path, str]:
     target, phrases = MODULES[source]
     text = (ROOT / "cinegraph_oban" / "asyncio" / source).read_text()
@@ -138,6 +158,7 @@ def generate(source: str) -> tuple[Path, str]:
         text = text.replace(async_phrase, sync_phrase)
     text = _prose(text)
     text = HEADER.format(source=source) + to_sync(text)
+    _check_sync(source, text)
     # What the mapping leaves for ruff: imports to sort again, `with a(): with b():` where the
     # source had to nest a sync context manager around an async one, and `for x in y: yield x`
     # where the source had no `yield from` (an async generator cannot have one).

@@ -2,8 +2,8 @@
 
 `install` replays Oban's own Postgres migrations (`cinegraph_oban.schema.install_statements`)
 and records the version as the table comment; `detect` reads the catalogs into an `ObanSchema`.
-`conn` is a psycopg AsyncConnection (or a SQLAlchemy AsyncConnection or AsyncSession for
-`detect` and `migrated_version`). A sync connection is refused at once (ConnectionArgumentError).
+`conn` is a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession.
+A sync connection is refused at once (ConnectionArgumentError).
 """
 
 from __future__ import annotations

@@ -19,13 +19,6 @@ from psycopg.rows import dict_row
 
 from cinegraph_oban.connections import to_async_psycopg
 from cinegraph_oban.errors import translate_errors
-from cinegraph_oban.queries import (
-    JobQuery,
-    _failed_lookup,
-    _skipped_import,
-    failed_lookups,
-    quality_skipped_imports,
-)
 from cinegraph_oban.records import FailedLookup, SkippedImport
 
 __all__ = ["read_failed_lookups", "read_jobs", "read_skipped_imports"]
@@ -77,3 +70,14 @@ async def read_skipped_imports(
     `reason` or `quality_criteria_failed` missing from meta are None and named in `unknown`.
     """
     return _records(_skipped_import, await read_jobs(conn, query or quality_skipped_imports(prefix=prefix)))
+
+
+# At the end, not the top: cinegraph_oban.queries re-exports the sync readers from its own end,
+# so whichever of the two is imported first, the other finds the names it needs defined.
+from cinegraph_oban.queries import (  # noqa: E402
+    JobQuery,
+    _failed_lookup,
+    _skipped_import,
+    failed_lookups,
+    quality_skipped_imports,
+)

@@ -10,7 +10,9 @@ prefix (default 14, `public`), made the way Elixir Oban's migrations make it; wi
 `legacy_tables=True` it also has `failed_imdb_lookups`, `skipped_imports` (with `legacy_rows`
 realistic rows each) and Ecto's `schema_migrations`. The server is `--cinegraph-oban-dsn`, else
 `CINEGRAPH_OBAN_TEST_DSN`, else postgresql://postgres@127.0.0.1:5432/postgres. The database is
-dropped after the test.
+dropped after the test. `oban_database.oban` targets the Oban version the marker's
+`oban_version` names, else `--cinegraph-oban-version`, else `CINEGRAPH_OBAN_VERSION`, else 2.22
+(its default unique states: from 2.23.1 a suspended job counts as a duplicate).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from cinegraph_oban.client import Oban
 from cinegraph_oban.schema import LATEST_VERSION, install
 from cinegraph_oban.templates import render
+from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
 
 __all__ = ["ObanTestDatabase"]
 
@@ -60,6 +63,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--cinegraph-oban-export-dir", default="cinegraph-oban-export", help="export archive for the checks"
     )
     group.addoption(
+        "--cinegraph-oban-version",
+        default=None,
+        help="the Oban your Elixir application runs, for oban_database's client (its default unique states); "
+        "default: CINEGRAPH_OBAN_VERSION or 2.22",
+    )
+    group.addoption(
         "--cinegraph-oban-dsn",
         default=None,
         help="PostgreSQL server for oban_database fixtures (default: CINEGRAPH_OBAN_TEST_DSN or 127.0.0.1:5432)",
@@ -69,7 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "oban(version=14, prefix='public', legacy_tables=False, legacy_rows=0): the oban_database fixture's layout",
+        "oban(version=14, prefix='public', legacy_tables=False, legacy_rows=0, oban_version=None): the "
+        "oban_database fixture's layout and its client's Oban version",
     )
 
 
@@ -121,6 +131,12 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
     options: dict[str, Any] = dict(marker.kwargs) if marker else {}
     version = int(options.get("version", LATEST_VERSION))
     prefix = str(options.get("prefix", "public"))
+    oban_version = check_oban_version(
+        options.get("oban_version")
+        or request.config.getoption("--cinegraph-oban-version")
+        or os.environ.get("CINEGRAPH_OBAN_VERSION")
+        or DEFAULT_OBAN_VERSION
+    )
     server = _server(request.config)
     name = f"cinegraph_oban_fixture_{uuid.uuid4().hex[:12]}"
     info = psycopg.conninfo.conninfo_to_dict(server)
@@ -133,7 +149,8 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
             install(conn, version, prefix)
             if options.get("legacy_tables"):
                 _legacy(conn, int(options.get("legacy_rows", 0)))
-            yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=Oban(conn, prefix=prefix))
+            client = Oban(conn, prefix=prefix, oban_version=oban_version)
+            yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=client)
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(render("testing/drop_database.sql.j2", database=name).encode(), {})

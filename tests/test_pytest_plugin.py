@@ -38,10 +38,19 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
 
         def test_each_test_gets_a_fresh_database(oban_database):
             assert all_enqueued(oban_database.conn) == []
+
+        def test_the_option_names_the_oban_version(oban_database):
+            assert oban_database.oban.oban_version == "2.23.1"
+
+        @pytest.mark.oban(oban_version="2.22")
+        def test_the_marker_names_it_for_one_test(oban_database):
+            assert oban_database.oban.oban_version == "2.22"
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}")
-    result.assert_outcomes(passed=4)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}", "--cinegraph-oban-version=2.23.1"
+    )
+    result.assert_outcomes(passed=6)
     leftovers = oban.conn.execute(
         "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'cinegraph_oban_fixture_')"
     ).fetchone()

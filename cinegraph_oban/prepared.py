@@ -50,12 +50,30 @@ from cinegraph_oban.timestamps import to_naive_utc
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
-try:  # psycopg's non-blocking execution, as its cursors use it (psycopg >= 3.1)
+#: The psycopg releases (major, minor) whose internals this module drives, and is tested with:
+#: `psycopg.generators` and `errors.error_from_result` are not public API. pyproject.toml caps
+#: psycopg below the next minor release; any other release here takes the cursor path.
+TESTED_PSYCOPG: tuple[tuple[int, int], ...] = ((3, 3),)
+
+
+def _tested(version: str) -> bool:
+    parts = version.split(".")
+    return (
+        len(parts) >= 2
+        and parts[0].isdigit()
+        and parts[1].isdigit()
+        and (int(parts[0]), int(parts[1])) in TESTED_PSYCOPG
+    )
+
+
+try:  # psycopg's non-blocking execution, as its cursors use it
     from psycopg.errors import error_from_result
     from psycopg.generators import execute as _execute_gen
     from psycopg.generators import fetch_many as _fetch_many_gen
     from psycopg.generators import send as _send_gen
 except ImportError:  # pragma: no cover - a psycopg without them takes the cursor path
+    _execute_gen = None
+if not _tested(psycopg.__version__):  # pragma: no cover - exercised by a test that reloads the module
     _execute_gen = None
 
 T = TypeVar("T")

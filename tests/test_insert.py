@@ -858,3 +858,28 @@ def test_one_line_errors_take_the_first_line_or_a_fallback() -> None:
     assert first_line(ValueError("connection failed\nDETAIL: more")) == "connection failed"
     assert first_line(ValueError("  ")) == "ValueError"
     assert first_line(ValueError(""), "unreadable") == "unreadable"
+
+
+def test_psycopg_internals_are_driven_only_on_the_releases_they_are_tested_with(
+    oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepared.py uses psycopg.generators (not public API) only on TESTED_PSYCOPG releases; on
+    any other, inserts take the cursor path and still work."""
+    import importlib
+
+    from cinegraph_oban import prepared
+
+    assert prepared._tested(psycopg.__version__), "this psycopg is the tested one: the fast path is in use"
+    assert prepared.applies(oban.conn)
+    assert not prepared._tested("3.4.0") and not prepared._tested("4.0") and not prepared._tested("dev")
+    monkeypatch.setattr(psycopg, "__version__", "3.4.0")
+    try:
+        untested = importlib.reload(prepared)
+        assert not untested.applies(oban.conn)
+        client = Oban(oban.conn)
+        first = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+        again = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
+        assert (first.conflict, again.conflict, again.id) == (False, True, first.id)
+    finally:
+        monkeypatch.undo()
+        assert importlib.reload(prepared).applies(oban.conn)

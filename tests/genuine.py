@@ -100,8 +100,11 @@ class Harness:
             self._next_id += 1
             request = {"id": self._next_id, "op": op, **fields}
             assert self._process.stdin is not None
-            self._process.stdin.write(json.dumps(request) + "\n")
-            self._process.stdin.flush()
+            try:
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+            except OSError as error:  # the BEAM is gone (BrokenPipeError): say so, with its log
+                raise HarnessError(f"{op}: the harness is not running ({error}; Oban's log: {self.log})") from None
             deadline = time.monotonic() + timeout
             while True:
                 try:

@@ -280,3 +280,12 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in runs.items()}
     assert {m: err for m, err in failed.items() if runs[m].returncode != 0} == {}
     assert "cinegraph_oban.readers" in runs and "cinegraph_oban.asyncio.installation" in runs
+
+
+def test_the_transformation_counts_lines_as_tokenize_does() -> None:
+    """A form feed or U+2028 inside a string is no line break to tokenize; offsets counted by
+    str.splitlines() shifted every edit after it (the code came out mangled)."""
+    source = '"""a\x0cb\u2028c"""\nasync def f(conn: AsyncConnection):\n    await g()\n'
+    assert async_to_sync.to_sync(async_to_sync._prose(source)) == (
+        '"""a\x0cb\u2028c"""\ndef f(conn: Connection):\n    g()\n'
+    )

@@ -78,33 +78,36 @@ HEADER = (
 )
 
 
+def _tokens(text: str) -> list[tuple[tokenize.TokenInfo, int, int]]:
+    """Python's tokens of `text`, each with its start and end as offsets into `text`. Lines are
+    counted as tokenize counts them (split at newlines only, not at form feeds or U+2028)."""
+    starts = [0]
+    for line in io.StringIO(text).readlines():
+        starts.append(starts[-1] + len(line))
+    return [
+        (token, starts[token.start[0] - 1] + token.start[1], starts[token.end[0] - 1] + token.end[1])
+        for token in tokenize.generate_tokens(io.StringIO(text).readline)
+    ]
+
+
 def to_sync(text: str) -> str:
     """The sync text of an asyncio module (before formatting)."""
     # The asyncio package in any import form: `cinegraph_oban.asyncio.x`, `from cinegraph_oban.asyncio
     # import x`, `import cinegraph_oban.asyncio`.
     text = re.sub(r"\bcinegraph_oban\.asyncio\b", "cinegraph_oban", text)
     edits: list[tuple[int, int, str]] = []  # (start offset, end offset, replacement)
-    lines = text.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-
-    def offset(position: tuple[int, int]) -> int:
-        return starts[position[0] - 1] + position[1]
-
-    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    for index, token in enumerate(tokens):
+    tokens = _tokens(text)
+    for index, (token, start, end) in enumerate(tokens):
         if token.type != tokenize.NAME:
             continue
         following = tokens[index + 1] if index + 1 < len(tokens) else None
         if token.string == "await" or (
-            token.string == "async" and following is not None and following.string in ("def", "with", "for")
+            token.string == "async" and following is not None and following[0].string in ("def", "with", "for")
         ):
             # Drop the keyword and the spaces after it.
-            end = offset(following.start) if following is not None else offset(token.end)
-            edits.append((offset(token.start), end, ""))
+            edits.append((start, following[1] if following is not None else end, ""))
         elif token.string in NAMES:
-            edits.append((offset(token.start), offset(token.end), NAMES[token.string]))
+            edits.append((start, end, NAMES[token.string]))
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text
@@ -116,16 +119,9 @@ _STRING_TOKENS = {tokenize.STRING} | ({tokenize.FSTRING_MIDDLE} if hasattr(token
 
 def _prose(text: str) -> str:
     """PHRASES applied inside string tokens only (docstrings, messages), never to code."""
-    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    lines = text.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    for token in reversed(tokens):
+    for token, start, end in reversed(_tokens(text)):
         if token.type not in _STRING_TOKENS:
             continue
-        start = starts[token.start[0] - 1] + token.start[1]
-        end = starts[token.end[0] - 1] + token.end[1]
         literal = text[start:end]
         for async_phrase, sync_phrase in PHRASES:
             # A phrase may be broken across lines of a docstring: any run of spaces matches.

@@ -33,6 +33,7 @@ from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 
+from cinegraph_oban import row
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.statements import (
@@ -46,7 +47,6 @@ from cinegraph_oban.statements import (
     rollback_sql,
     transaction_sql,
 )
-from cinegraph_oban.timestamps import to_naive_utc
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
@@ -272,22 +272,17 @@ def _text(pg: psycopg.Connection[Any], value: Any) -> bytes | None:
         return value.encode()
     if isinstance(value, int) and not isinstance(value, bool):
         return b"%d" % value
-    if isinstance(value, Jsonb):  # statements.json_param: already encoded JSON text
+    if isinstance(value, Jsonb):  # row.json_param: already encoded JSON text
         return str(value.obj).encode()
     if isinstance(value, datetime):  # as naive UTC: a timestamp parameter ignores an offset
-        return _timestamp_text(value).encode()
+        return row.timestamp_text(value)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return _array(value)
+        return row.text_array(value)
     return bytes(Transformer(pg).get_dumper(value, PyFormat.TEXT).dump(value) or b"")
 
 
 _PG_EPOCH = datetime(2000, 1, 1)
 _INT8 = struct.Struct("!q")
-
-
-def _timestamp_text(value: datetime) -> str:
-    """A time as naive UTC in ISO form, which PostgreSQL reads the same under any DateStyle."""
-    return to_naive_utc(value).isoformat(sep=" ")
 
 
 def _timestamp(data: bytes) -> datetime:
@@ -297,30 +292,11 @@ def _timestamp(data: bytes) -> datetime:
 
 def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
     """The text-format values of `statements.insert_statement(job, schema)`, in the order of its
-    prepared form, built straight from the job (the same values; tests compare the two)."""
-    values: list[bytes | None] = [
-        job.state.encode(),
-        job.queue.encode(),
-        job.worker.encode(),
-        job.args_json.encode(),
-        job.meta_json.encode(),
-        _array(job.tags),
-        b"%d" % job.max_attempts,
-        b"%d" % job.priority,
-    ]
-    if job.scheduled_at is not None:
-        values.append(_timestamp_text(job.scheduled_at).encode())
+    prepared form: the job row's (`row.texts`), then the notification's channel and payload."""
+    values = row.texts(job)
     if not schema.notifies_itself:
         values += (schema.channel.encode(), insert_payload(job.queue).encode())
     return values
-
-
-def _array(items: tuple[str, ...] | list[str]) -> bytes:
-    """A text[] in PostgreSQL's array input form, every element quoted."""
-    if not items:
-        return b"{}"
-    quoted = (item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
-    return ("{" + ",".join(f'"{item}"' for item in quoted) + "}").encode()
 
 
 def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tuple[int, datetime, datetime] | None:
@@ -354,8 +330,7 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
 @cache
 def _insert_prepared(prefix: str, scheduled: bool, notify: bool) -> Prepared:
     statement = prepared(insert_sql(prefix, scheduled, notify))
-    expected = ["state", "queue", "worker", "args", "meta", "tags", "max_attempts", "priority"]
-    expected += ["scheduled_at"] if scheduled else []
+    expected = [column.name for column in row.columns(scheduled=scheduled)]
     expected += ["channel", "payload"] if notify else []
     if list(statement.params) != expected:
         raise AssertionError(f"jobs/insert_job.sql.j2 takes {statement.params}, job_values gives {expected}")

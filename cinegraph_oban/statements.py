@@ -12,13 +12,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
+from cinegraph_oban import row
 from cinegraph_oban.job import Job
+from cinegraph_oban.row import json_param
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.templates import render, unparametrized
 from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, Unique
@@ -48,33 +47,10 @@ class Statement:
     probe: tuple[str, str, str, str] | None = None
 
 
-def _identity(text: str) -> str:
-    return text
-
-
-def json_param(text: str) -> Jsonb:
-    """Already-encoded JSON text, bound as jsonb without encoding it again."""
-    return Jsonb(text, dumps=_identity)
-
-
 @cache
 def insert_payload(queue: str) -> str:
     """Oban's insert notification payload, encoded as Jason encodes it."""
     return json.dumps({"queue": queue}, separators=(",", ":"), ensure_ascii=False)
-
-
-def _job_params(job: Job) -> dict[str, Any]:
-    return {
-        "state": job.state,
-        "queue": job.queue,
-        "worker": job.worker,
-        "args": json_param(job.args_json),
-        "meta": json_param(job.meta_json),
-        "tags": list(job.tags),
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "scheduled_at": job.scheduled_at,
-    }
 
 
 def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
@@ -107,7 +83,7 @@ def insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
 def insert_statement(job: Job, schema: ObanSchema) -> Statement:
     """A plain insert with its notification, as one statement."""
     notify, params = _notify_params(job, schema)
-    params.update(_job_params(job))
+    params.update(row.params(job))
     return Statement(insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
 
 
@@ -151,7 +127,7 @@ def unique_statements(
     states, base = _unique_identity(unique, schema.states, oban_version)
     identity = dict(base)
     map_fields: list[tuple[str, str]] = []
-    params = _job_params(job)
+    params = row.params(job)
     probe: tuple[str, str, str, str] | None = None
     for field in ("args", "meta"):
         if field in unique.fields:
@@ -321,17 +297,7 @@ def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:
     """A small batch as one `unnest` statement, notifications included."""
     payloads = _payloads(jobs)
     notify = bool(payloads) and not schema.notifies_itself
-    params: dict[str, Any] = {
-        "states": [j.state for j in jobs],
-        "queues": [j.queue for j in jobs],
-        "workers": [j.worker for j in jobs],
-        "args": [json_param(j.args_json) for j in jobs],
-        "metas": [json_param(j.meta_json) for j in jobs],
-        "tags": [json_param(json.dumps(list(j.tags), ensure_ascii=False)) for j in jobs],
-        "max_attempts": [j.max_attempts for j in jobs],
-        "priorities": [j.priority for j in jobs],
-        "scheduled_ats": [j.scheduled_at for j in jobs],
-    }
+    params: dict[str, Any] = row.unnest_params(jobs)
     if notify:
         params.update({"channel": schema.channel, "payloads": payloads})
     sql = render(
@@ -369,27 +335,8 @@ def copy_statement(schema: ObanSchema, *, scheduled: bool) -> bytes:
 
 
 def copy_types(schema: ObanSchema, *, scheduled: bool) -> list[str]:
-    """Binary COPY types in column order; an enum's binary form is its label, like text."""
-    tags = "varchar[]" if schema.max_tag_length else "text[]"
-    types = ["int8", "text", "text", "text", "jsonb", "jsonb", tags, "int4", "int4"]
-    return [*types, "timestamp"] if scheduled else types
+    """Binary COPY types of a chunk's columns (see `row.copy_types`)."""
+    return row.copy_types(scheduled=scheduled, varchar_tags=bool(schema.max_tag_length))
 
 
-def copy_row(job: Job, job_id: int, now: datetime | None) -> tuple[Any, ...]:
-    """One COPY row. With `now` (a chunk with scheduled jobs) unscheduled jobs carry the
-    transaction's timezone('UTC', now()), exactly the column default; without it the column is
-    left to its default."""
-    row = (
-        job_id,
-        job.state,
-        job.queue,
-        job.worker,
-        json_param(job.args_json),
-        json_param(job.meta_json),
-        list(job.tags),
-        job.max_attempts,
-        job.priority,
-    )
-    if now is None:
-        return row
-    return (*row, job.scheduled_at if job.scheduled_at is not None else now)
+copy_row = row.copy_row

@@ -23,6 +23,8 @@ from typing import Any
 import jinja2
 from psycopg import sql
 
+from cinegraph_oban.row import INSERTABLE
+
 __all__ = ["render", "render_statements", "split_statements", "template_root", "unparametrized"]
 
 
@@ -69,6 +71,7 @@ def _environment() -> jinja2.Environment:
     env.filters["ident"] = _ident
     env.filters["literal"] = _literal
     env.filters["name_literal"] = _name_literal
+    env.globals["insertable"] = INSERTABLE  # the job row's columns (jobs/_row.sql.j2)
     return env
 
 

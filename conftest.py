@@ -28,7 +28,6 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from cinegraph_oban import statements
 from cinegraph_oban.client import Oban
 from cinegraph_oban.schema import install
 
@@ -196,15 +195,6 @@ def listener(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """A second, autocommit connection for LISTEN."""
     with contextlib.closing(psycopg.connect(db_dsn, autocommit=True)) as conn:
         yield conn
-
-
-@pytest.fixture(autouse=True)
-def _forget_unselective_probes() -> Iterator[None]:
-    """What one test taught the process about unselective probe keys (statements._UNSELECTIVE)
-    must not change the lookups of the next."""
-    statements._UNSELECTIVE.clear()
-    yield
-    statements._UNSELECTIVE.clear()
 
 
 @pytest.fixture(scope="session")

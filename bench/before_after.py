@@ -1,11 +1,19 @@
-"""The readers at two revisions, side by side in one run (issue 17: "no speed lost").
+"""Two revisions side by side in one run (issue 17: "no speed lost").
 
-    .venv/bin/python bench/before_after.py REV [--pairs 7] [--jobs 50000]
+    .venv/bin/python bench/before_after.py REV [--pairs 7] [--jobs 50000]    the readers
+    .venv/bin/python bench/before_after.py REV --inserts [--pairs 5]         the insert paths
 
-Checks REV out into a temporary git worktree, fills a scratch database with `--jobs` cancelled
-TMDbDetailsWorker jobs holding a failed lookup in meta, then alternates: `read_failed_lookups`
-over all of them at REV, then at the working tree, `--pairs` times (5 runs each, medians), and
-prints both and their ratio. Needs the PostgreSQL on 127.0.0.1:5432 (or BENCH_DSN's server).
+Checks REV out into a temporary git worktree and alternates runs at REV and at the working tree,
+`--pairs` times, each run in a fresh interpreter, then prints both and their ratio.
+
+- The readers: a scratch database with `--jobs` cancelled TMDbDetailsWorker jobs holding a failed
+  lookup in meta; `read_failed_lookups` over all of them (5 runs each, medians).
+- `--inserts`: each run on an emptied table, from plain data (the Job built in the timing):
+  2,000 single inserts on one autocommit connection, sync and asyncio; 1,000 unique inserts
+  (TMDbDetailsWorker's own unique options), sync and asyncio; 20 insert_all of 100 (unnest);
+  one insert_all of 100,000 (COPY).
+
+Needs the PostgreSQL on 127.0.0.1:5432 (or BENCH_DSN's server).
 """
 
 from __future__ import annotations
@@ -34,6 +42,51 @@ with psycopg.connect(sys.argv[2]) as conn:
 print(count, statistics.median(times))
 """
 
+INSERTS = r"""
+import asyncio, sys, time
+sys.path.insert(0, sys.argv[1])
+import psycopg
+from cinegraph_oban import AsyncOban, Job, Oban
+W = "Cinegraph.Workers.TMDbDetailsWorker"
+dsn = sys.argv[2]
+def data(n, tag):
+    return [({"imdb_id": f"tt{tag}{i}", "source": "canonical_import"}, {"import_type": "canonical"}) for i in range(n)]
+def plain(args, meta):
+    return Job.new(W, args, meta=meta, unique=False)
+def unique(args, meta):
+    return Job.new(W, args, meta=meta)
+def timed(run):
+    start = time.perf_counter(); run(); return time.perf_counter() - start
+results = {}
+with psycopg.connect(dsn, autocommit=True) as conn:
+    oban = Oban(conn); oban.schema()
+    rows = data(2000, "s")
+    results["single (sync) 2,000"] = timed(lambda: [oban.insert(plain(a, m)) for a, m in rows])
+    rows = data(1000, "u")
+    results["unique (sync) 1,000"] = timed(lambda: [oban.insert(unique(a, m)) for a, m in rows])
+    rows = data(2000, "b")
+    batches = [rows[i:i + 100] for i in range(0, 2000, 100)]
+    results["insert_all 20 x 100"] = timed(lambda: [oban.insert_all([plain(a, m) for a, m in b]) for b in batches])
+    rows = data(100_000, "c")
+    results["insert_all 100,000 (COPY)"] = timed(lambda: oban.insert_all(plain(a, m) for a, m in rows))
+async def go():
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        oban = AsyncOban(conn); await oban.schema()
+        rows = data(2000, "as")
+        start = time.perf_counter()
+        for a, m in rows:
+            await oban.insert(plain(a, m))
+        results["single (asyncio) 2,000"] = time.perf_counter() - start
+        rows = data(1000, "au")
+        start = time.perf_counter()
+        for a, m in rows:
+            await oban.insert(unique(a, m))
+        results["unique (asyncio) 1,000"] = time.perf_counter() - start
+asyncio.run(go())
+for name, seconds in results.items():
+    print(f"{name}\t{seconds}")
+"""
+
 
 def fill(dsn: str, jobs: int) -> None:
     import psycopg
@@ -57,11 +110,44 @@ def run(checkout: Path, dsn: str) -> tuple[int, float]:
     return int(count), float(seconds)
 
 
+def run_inserts(checkout: Path, dsn: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE oban_jobs", {})
+        conn.execute("VACUUM ANALYZE oban_jobs", {})
+    command = [sys.executable, "-c", INSERTS, str(checkout), dsn]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return {name: float(seconds) for name, seconds in (line.split("\t") for line in out.stdout.splitlines())}
+
+
+def inserts(options: argparse.Namespace, worktree: Path, dsn: str) -> None:
+    import psycopg
+
+    from cinegraph_oban.schema import install
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        install(conn, 14)
+    before: list[dict[str, float]] = []
+    after: list[dict[str, float]] = []
+    for _ in range(options.pairs):
+        before.append(run_inserts(worktree, dsn))
+        after.append(run_inserts(ROOT, dsn))
+    print(f"insert paths, {options.pairs} alternating pairs, seconds (medians), after/before per pair")
+    print(f"  {'':28} {options.rev[:12]:>12} {'working tree':>12}  ratio (min..max)")
+    for name in before[0]:
+        b = statistics.median(run[name] for run in before)
+        a = statistics.median(run[name] for run in after)
+        ratios = sorted(x[name] / y[name] for x, y in zip(after, before, strict=True))
+        print(f"  {name:28} {b:12.3f} {a:12.3f}  {statistics.median(ratios):.2f} ({ratios[0]:.2f}..{ratios[-1]:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev")
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--inserts", action="store_true", help="the insert paths instead of the readers")
     options = parser.parse_args()
     import psycopg
 
@@ -74,6 +160,9 @@ def main() -> None:
         add = ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(worktree), options.rev]
         subprocess.run(add, check=True)
         try:
+            if options.inserts:
+                inserts(options, worktree, dsn)
+                return
             fill(dsn, options.jobs)
             before, after = [], []
             for _ in range(options.pairs):

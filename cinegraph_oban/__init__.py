@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cinegraph_oban.async_client import AsyncOban
+from cinegraph_oban.asyncio.client import AsyncOban
 from cinegraph_oban.client import InsertedJobs, Oban
 from cinegraph_oban.errors import (
     CinegraphObanError,

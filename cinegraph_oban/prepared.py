@@ -1,5 +1,8 @@
+# Generated from cinegraph_oban/asyncio/prepared.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
 """Statements prepared once per session, sent straight through libpq: the single insert and the
-one-round-trip unique insert.
+one-round-trip unique insert, for both faces of the client (this asyncio source, and
+`cinegraph_oban/prepared.py` generated from it).
 
 Both run only on a connection in autocommit mode with no transaction open (the client's own
 connection, or a caller's autocommit connection outside `conn.transaction()`), whose psycopg
@@ -8,24 +11,26 @@ statements would not survive it). Each statement is prepared the first time a se
 and again when something dropped it (`DISCARD ALL`): the failed run did nothing, because a
 statement that does not exist never starts, and its transaction is rolled back.
 
-They go to libpq through psycopg's `pq` wrapper and psycopg's own non-blocking wait (so Ctrl-C
-still cancels them): in a single insert psycopg's cursor layer costs more client time than all
-the rest (measured in bench/README.md). The single insert sends its values in text form and
+They go to libpq through psycopg's `pq` wrapper and psycopg's own non-blocking generators,
+driven by the connection's own `wait` (so Ctrl-C still cancels them):
+in a single insert psycopg's cursor layer costs more client time than all the rest (measured
+in bench/README.md). The single insert sends its values in text form and
 gets its id and times back in binary form, which no session setting changes. The unique insert
 sends BEGIN, its lock, its lookup and COMMIT in one libpq pipeline with a single Sync (psycopg's
 own pipeline syncs once more when it ends: a second round trip), values in text form, and its
 text results are loaded by a psycopg `Transformer`, as psycopg loads them.
+
+What a session has prepared is remembered per connection in the client's `ClientMemory`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import struct
-import weakref
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -34,6 +39,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban import row
+from cinegraph_oban.insertion import ClientMemory, PreparedSession
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.statements import (
@@ -76,23 +82,8 @@ except ImportError:  # pragma: no cover - a psycopg without them takes the curso
 if not _tested(psycopg.__version__):  # pragma: no cover - exercised by a test that reloads the module
     _execute_gen = None
 
-T = TypeVar("T")
-
 #: libpq 14+ (psycopg's binary package bundles a newer one).
 _PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
-
-
-class _Session:
-    """What one server session has prepared."""
-
-    __slots__ = ("names", "pid")
-
-    def __init__(self, pg: psycopg.Connection[Any]) -> None:
-        self.pid = pg.pgconn.backend_pid
-        self.names: set[str] = set()
-
-
-_SESSIONS: weakref.WeakKeyDictionary[psycopg.Connection[Any], _Session] = weakref.WeakKeyDictionary()
 
 
 def applies(pg: psycopg.Connection[Any], *, pipeline: bool = False) -> bool:
@@ -111,10 +102,10 @@ def applies(pg: psycopg.Connection[Any], *, pipeline: bool = False) -> bool:
     )
 
 
-def _session(pg: psycopg.Connection[Any]) -> _Session:
-    session = _SESSIONS.get(pg)
+def _session(pg: psycopg.Connection[Any], memory: ClientMemory) -> PreparedSession:
+    session = memory.sessions.get(pg)
     if session is None or session.pid != pg.pgconn.backend_pid:
-        session = _SESSIONS[pg] = _Session(pg)
+        session = memory.sessions[pg] = PreparedSession(pg.pgconn.backend_pid)
     return session
 
 
@@ -142,10 +133,12 @@ def _forget(pg: psycopg.Connection[Any], names: set[str], needed: tuple[Prepared
             names.discard(statement.name)
 
 
-def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], run: Callable[[], T]) -> T:
+def _with_prepared(
+    pg: psycopg.Connection[Any], memory: ClientMemory, needed: tuple[Prepared, ...], run: Callable[[], Any]
+) -> Any:
     """`run()` once the `needed` statements are prepared in this session; once more after
     preparing them anew if they were stale (see `_STALE`)."""
-    names = _session(pg).names
+    names = _session(pg, memory).names
     for attempt in (1, 2):
         for statement in needed:
             _prepare(pg, names, statement)
@@ -158,7 +151,9 @@ def _with_prepared(pg: psycopg.Connection[Any], needed: tuple[Prepared, ...], ru
     raise AssertionError("unreachable")
 
 
-def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) -> dict[str, Any] | None:
+def unique_row(
+    pg: psycopg.Connection[Any], lock: Statement, lookup: Statement, memory: ClientMemory
+) -> dict[str, Any] | None:
     """A unique insert in one round trip: BEGIN, the prepared lock, the prepared lookup and
     COMMIT in one libpq pipeline, with one Sync after them.
 
@@ -195,9 +190,10 @@ def unique_row(pg: psycopg.Connection[Any], lock: Statement, lookup: Statement) 
         for result in read:
             if result.status == pq.ExecStatus.FATAL_ERROR:
                 raise error_from_result(result, encoding=pg.info.encoding)
-        return _unique_result_row(pg, needed[1].name, read[2])
+        return _unique_result_row(pg, needed[1].name, read[2], memory)
 
-    return _with_prepared(pg, needed, run)
+    found: dict[str, Any] | None = _with_prepared(pg, memory, needed, run)
+    return found
 
 
 #: BEGIN, lock, lookup, COMMIT and the Sync.
@@ -229,24 +225,23 @@ def _end_pipeline(pg: psycopg.Connection[Any], complete: bool) -> None:
         pg.close()
 
 
-#: Where `conflict`, `id`, `inserted_at`, `scheduled_at` and `probed` (-1: none) are in each
-#: lookup's result.
-_COLUMNS: dict[str, tuple[int, int, int, int, int]] = {}
-
-
-def _unique_result_row(pg: psycopg.Connection[Any], name: str, result: pq.abc.PGresult) -> dict[str, Any]:
+def _unique_result_row(
+    pg: psycopg.Connection[Any], name: str, result: pq.abc.PGresult, memory: ClientMemory
+) -> dict[str, Any]:
     """The lookup's row: all of it for a conflict (the existing job), else only what a new job
     needs from the database (`conflict`, `id`, `inserted_at`, `scheduled_at`, and `probed` when
     the lookup probed), loaded as psycopg loads them."""
     transformer = Transformer(pg)  # one per result: it reads DateStyle and the encoding when made
-    columns = _COLUMNS.get(name)
+    # Where `conflict`, `id`, `inserted_at`, `scheduled_at` and `probed` (-1: none) are in the
+    # lookup's result, found once per lookup.
+    columns = memory.columns.get(name)
     if columns is None:
         names = [result.fname(i) for i in range(result.nfields)]
         conflict, id_, inserted_at, scheduled_at = (
             names.index(column) for column in (b"conflict", b"id", b"inserted_at", b"scheduled_at")
         )
         probed = names.index(b"probed") if b"probed" in names else -1
-        columns = _COLUMNS[name] = (conflict, id_, inserted_at, scheduled_at, probed)
+        columns = memory.columns[name] = (conflict, id_, inserted_at, scheduled_at, probed)
     if result.get_value(0, columns[0]) == b"t":
         transformer.set_pgresult(result)
         row = transformer.load_row(0, tuple)
@@ -299,7 +294,9 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
     return values
 
 
-def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tuple[int, datetime, datetime] | None:
+def insert_row(
+    pg: psycopg.Connection[Any], job: Job, schema: ObanSchema, memory: ClientMemory
+) -> tuple[int, datetime, datetime] | None:
     """(id, inserted_at, scheduled_at) of `job` inserted with its notification through libpq;
     None when this path does not apply (see `applies`): the caller then uses a cursor.
 
@@ -317,14 +314,15 @@ def insert_row(pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> tup
     def run() -> tuple[int, datetime, datetime]:
         with pg.lock:
             pgconn.send_query_prepared(name, values, result_format=pq.Format.BINARY)
-            result = pg.wait(_execute_gen(pgconn))[-1]
+            result = (pg.wait(_execute_gen(pgconn)))[-1]
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise error_from_result(result, encoding=pg.info.encoding)
         id_, inserted_at, scheduled_at = result.get_value(0, 0), result.get_value(0, 1), result.get_value(0, 2)
         assert id_ is not None and inserted_at is not None and scheduled_at is not None
         return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
 
-    return _with_prepared(pg, (statement,), run)
+    inserted: tuple[int, datetime, datetime] = _with_prepared(pg, memory, (statement,), run)
+    return inserted
 
 
 @cache

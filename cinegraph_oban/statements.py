@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -114,10 +114,14 @@ def _unique_identity(
 
 
 def unique_statements(
-    job: Job, schema: ObanSchema, oban_version: str = DEFAULT_OBAN_VERSION
+    job: Job,
+    schema: ObanSchema,
+    oban_version: str = DEFAULT_OBAN_VERSION,
+    unselective: Collection[tuple[str, str, str, str]] = frozenset(),
 ) -> tuple[Statement, Statement]:
     """The lock, then the lookup-and-insert, for a job with unique options (whose default states
-    are those of `oban_version`).
+    are those of `oban_version`), probing with no key the client has found `unselective` (see
+    `note_probed`).
 
     The two must run in this order inside one transaction, as separate statements: the lookup
     takes its snapshot after the lock is held.
@@ -136,7 +140,7 @@ def unique_statements(
             if subset is not None:
                 params[f"{field}_unique"] = json_param(subset)
                 if probe is None and field in schema.probe_columns:
-                    probe = _probe(schema.prefix, job.worker, field, identity[field], unique.keys)
+                    probe = _probe(schema.prefix, job.worker, field, identity[field], unique.keys, unselective)
                     if probe is not None:
                         params["probe_path"] = _probe_path(identity[field][probe[3]])
     for field in ("worker", "queue"):
@@ -173,13 +177,17 @@ def unique_statements(
 #: A probe that finds more candidates than this marks its key as unselective (see `_probe`).
 PROBE_CANDIDATES = 64
 
-#: (prefix, worker, field, key) whose probes found more than PROBE_CANDIDATES rows: this process
-#: no longer probes with them.
-_UNSELECTIVE: set[tuple[str, str, str, str]] = set()
+#: Keys a client remembers as unselective at most (insertion.ClientMemory.unselective).
+UNSELECTIVE_LIMIT = 10_000
 
 
 def _probe(
-    prefix: str, worker: str, field: str, subset: Mapping[str, Any], keys: Sequence[str]
+    prefix: str,
+    worker: str,
+    field: str,
+    subset: Mapping[str, Any],
+    keys: Sequence[str],
+    unselective: Collection[tuple[str, str, str, str]],
 ) -> tuple[str, str, str, str] | None:
     """Which value of the job's args/meta the lookup searches Oban's GIN index for: that of the
     first unique key (in the order the worker lists them; all of them in args order when it
@@ -189,7 +197,7 @@ def _probe(
         value = subset.get(key, _MISSING)
         if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
             candidate = (prefix, worker, field, key)
-            if candidate not in _UNSELECTIVE:
+            if candidate not in unselective:
                 return candidate
     return None
 
@@ -206,11 +214,16 @@ def _probe_path(value: str | int) -> str:
     return "strict $.* ? (@ == " + literal + ")"
 
 
-def note_probed(lookup: Statement, row: Mapping[str, Any]) -> None:
+def note_probed(lookup: Statement, row: Mapping[str, Any], unselective: set[tuple[str, str, str, str]]) -> None:
     """Learn from a unique lookup's result: a probe that found many candidates (a value many
-    jobs share, such as a source name) is not used again for that worker and key."""
-    if lookup.probe is not None and (row.get("probed") or 0) > PROBE_CANDIDATES and len(_UNSELECTIVE) < 10_000:
-        _UNSELECTIVE.add(lookup.probe)
+    jobs share, such as a source name) goes into the client's `unselective` keys, and the
+    client no longer probes with that worker and key."""
+    if (
+        lookup.probe is not None
+        and (row.get("probed") or 0) > PROBE_CANDIDATES
+        and len(unselective) < UNSELECTIVE_LIMIT
+    ):
+        unselective.add(lookup.probe)
 
 
 @cache

@@ -128,3 +128,63 @@ def test_async_connect_reads_an_ecto_url(oban: ObanDatabase) -> None:
             await client.close()
 
     assert asyncio.run(go()) == 1 and oban.count() == 1
+
+
+# The libpq fast path (prepared.py, generated from asyncio/prepared.py) serves asyncio too.
+
+_PREPARED = (
+    "SELECT name, statement LIKE '%%candidates%%' FROM pg_prepared_statements "
+    "WHERE name LIKE 'cinegraph_oban_%%' ORDER BY statement LIKE '%%candidates%%'"
+)
+
+
+def test_async_inserts_prepare_once_per_session_and_survive_discard_all(oban: ObanDatabase) -> None:
+    async def go() -> tuple[list[Any], list[Any], list[Job]]:
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+            client = AsyncOban(conn)
+            plain = [await client.insert(Job.new(TMDB, {"n": n}, unique=False)) for n in range(3)]
+            unique = [await client.insert(Job.new(TMDB, {"imdb_id": "tt1", "source_key": "k"})) for _ in range(3)]
+            made = await (await conn.execute(_PREPARED, {})).fetchall()
+            await conn.execute("DISCARD ALL", {})
+            after = [
+                await client.insert(Job.new(TMDB, {"n": 9}, unique=False)),
+                await client.insert(Job.new(TMDB, {"imdb_id": "tt2", "source_key": "k"})),
+            ]
+            remade = await (await conn.execute(_PREPARED, {})).fetchall()
+            return made, remade, plain + unique + after
+
+    made, remade, jobs = run(go())
+    # The insert, the unique lock and the lookup: prepared through libpq, not by psycopg's cursor.
+    assert [is_lookup for _, is_lookup in made] == [False, False, True] == [is_lookup for _, is_lookup in remade]
+    assert [j.conflict for j in jobs] == [False, False, False, False, True, True, False, False]
+    assert oban.count() == 6
+    stored = {row["id"]: row for row in oban.rows()}
+    for job in jobs:
+        assert (stored[job.id]["inserted_at"], stored[job.id]["args"]) == (job.inserted_at, job.args)
+
+
+def test_a_task_cancelled_in_a_fast_unique_insert_leaves_nothing_half_done(oban: ObanDatabase) -> None:
+    """A lookup stuck behind another session's lock, its task cancelled: psycopg cancels the
+    query, the pipeline is not read to its end and the connection is closed; nothing is written
+    and the client goes on on a new connection of its pool."""
+    job = Job.new(TMDB, {"imdb_id": "tt-held", "source_key": "k"})
+
+    async def go() -> tuple[bool, Job]:
+        async with await AsyncOban.connect(oban.dsn, pool_size=1) as client:
+            holder = await psycopg.AsyncConnection.connect(oban.dsn)
+            await holder.execute(f"LOCK TABLE {oban.table} IN ACCESS EXCLUSIVE MODE".encode(), {})
+            task = asyncio.create_task(client.insert(job))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await holder.rollback()
+            await holder.close()
+            assert client.pool is not None
+            async with client.pool.connection() as conn:
+                closed = conn.closed
+            return bool(closed), await client.insert(job)
+
+    closed, inserted = run(go())
+    assert not closed, "the pool handed out a working connection"
+    assert not inserted.conflict and oban.count() == 1

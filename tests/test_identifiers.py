@@ -271,10 +271,12 @@ def test_split_statements(text: str, expected: list[str]) -> None:
 ALLOWED = {
     ("prepared.py", "pg.execute(statement.prepare, prepare=False)"),
     ("prepared.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
+    ("asyncio/prepared.py", "pg.execute(statement.prepare, prepare=False)"),
+    ("asyncio/prepared.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
     # COPY merges parameters only when there are some: its text is sent as statements
     # .copy_statement and templates.unparametrized make it (`%%` already turned into `%`).
     ("client.py", "cur.copy(copy_sql, writer=QueuedLibpqWriter(cur))"),
-    ("async_client.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
+    ("asyncio/client.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
     ("migration.py", "cur.copy(unparametrized(self._sql('export_rows', table=table)))"),
 }
 
@@ -283,7 +285,8 @@ def test_every_execute_in_the_package_passes_parameters() -> None:
     """The `ident` and `literal` filters write `%` as `%%`, which psycopg reads back as `%` only
     when the statement is executed with parameters (`{}` when it has none)."""
     missing = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
@@ -292,6 +295,6 @@ def test_every_execute_in_the_package_passes_parameters() -> None:
             if len(node.args) >= 2 or any(k.arg == "params" for k in node.keywords):
                 continue
             call = ast.unparse(node)
-            if (path.name, call) not in ALLOWED:
-                missing.append(f"{path.name}:{node.lineno}: {call}")
+            if (name, call) not in ALLOWED:
+                missing.append(f"{name}:{node.lineno}: {call}")
     assert missing == []

@@ -119,7 +119,7 @@ def test_a_probed_lookup_finds_what_oban_containment_finds(
 def test_the_lookup_probes_the_first_unique_key_with_a_value(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "1001_movies", "title": "x"})
-    _, lookup = statements.unique_statements(job, client.schema())
+    _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
     # TMDbDetailsWorker's keys are tmdb_id, imdb_id, source_key: tmdb_id is absent.
     assert lookup.probe == ("public", TMDB, "args", "imdb_id")
     assert json.loads(lookup.params["probe_path"].removeprefix("strict $.* ? (@ == ").removesuffix(")")) == "tt0111161"
@@ -138,13 +138,19 @@ def test_a_key_many_jobs_share_is_not_probed_again(oban: ObanDatabase) -> None:
         [Job.new(TMDB, {"source_key": "oscar", "imdb_id": f"tt{n}"}, unique=False) for n in range(shared)]
     )
     job = Job.new(TMDB, {"source_key": "oscar", "imdb_id": "tt1"}, unique=unique)
-    assert statements.unique_statements(job, client.schema())[1].probe == ("public", TMDB, "args", "source_key")
+
+    def probe(of: Oban) -> tuple[str, str, str, str] | None:
+        return statements.unique_statements(job, of.schema(), unselective=of._memory.unselective)[1].probe
+
+    assert probe(client) == ("public", TMDB, "args", "source_key")
     found = client.insert(job)
     assert found.conflict and found.args == {"source_key": "oscar", "imdb_id": "tt1"}, "still exact"
-    assert statements.unique_statements(job, client.schema())[1].probe == ("public", TMDB, "args", "imdb_id")
+    assert probe(client) == ("public", TMDB, "args", "imdb_id")
     assert client.insert(job).id == found.id
     new = client.insert(Job.new(TMDB, {"source_key": "oscar", "imdb_id": "tt-new"}, unique=unique))
     assert not new.conflict and oban.count() == shared + 1
+    # What a client learns is its own: another client on the same database starts afresh.
+    assert probe(Oban(oban.conn)) == ("public", TMDB, "args", "source_key")
 
 
 def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase) -> None:
@@ -153,7 +159,7 @@ def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase) -> None:
         client.insert(Job.new(TMDB, {"imdb_id": "tt1", "n": n}, unique=False))
     job = Job.new(TMDB, {"imdb_id": "tt1"}, unique={"keys": ["imdb_id"], "period": "infinity"})
     assert client.insert(job).conflict
-    assert not statements._UNSELECTIVE
+    assert not client._memory.unselective
 
 
 @pytest.mark.parametrize(
@@ -173,7 +179,7 @@ def test_no_probe_without_a_plain_jsonb_ops_gin_index(oban: ObanDatabase, index:
     client = Oban(oban.conn)
     assert client.schema().probe_columns == ("meta",)
     job = Job.new(TMDB, {"imdb_id": "tt1"})
-    assert statements.unique_statements(job, client.schema())[1].probe is None
+    assert statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)[1].probe is None
     first = client.insert(job)
     assert client.insert(job).id == first.id
 
@@ -195,7 +201,7 @@ def test_a_value_that_is_also_a_key_name_reads_no_job_from_the_index(oban: ObanD
     client.insert_all([Job.new(TMDB, {"imdb_id": f"tt{n}"}, unique=False) for n in range(200)])
     oban.conn.execute("VACUUM ANALYZE oban_jobs")
     job = Job.new(TMDB, {"label": "imdb_id"}, unique={"keys": ["label"], "period": "infinity"})
-    _, lookup = statements.unique_statements(job, client.schema())
+    _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
     assert lookup.probe == ("public", TMDB, "args", "label")
     with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
@@ -226,7 +232,7 @@ def test_a_probe_of_a_value_many_jobs_share_reads_few_of_them(oban: ObanDatabase
     unique = {"keys": ["source_key", "imdb_id"], "period": "infinity"}
     for imdb_id, conflict in (("tt150", True), ("tt-new", False)):
         job = Job.new(TMDB, {"source_key": "oscar", "imdb_id": imdb_id}, unique=unique)
-        _, lookup = statements.unique_statements(job, client.schema())
+        _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
         assert lookup.probe == ("public", TMDB, "args", "source_key")
         with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
             cur.execute("SET LOCAL enable_seqscan = off")  # 200 rows: as on a table of many

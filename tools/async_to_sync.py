@@ -8,6 +8,9 @@
 The source of each pair lives in `cinegraph_oban/asyncio/` and is the code to read and edit; the
 sync module it produces carries a header saying so. The transformation works on tokens, so
 comments and layout survive:
+- a block `if True:  # ASYNC` keeps its body in the asyncio face and becomes its `else:` body in
+  the sync one, for the few lines where the two faces differ in more than `await` (as in
+  psycopg's sources);
 - `async def` / `async with` / `async for` lose `async`; `await` is dropped;
 - names are mapped (`AsyncConnection` -> `Connection`, `to_async_psycopg` -> `to_psycopg`, ...);
 - `cinegraph_oban.asyncio.` imports become `cinegraph_oban.` ones;
@@ -18,6 +21,7 @@ The result is formatted with ruff, as the rest of the tree.
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import re
 import subprocess
@@ -36,6 +40,8 @@ NAMES: dict[str, str] = {
     "AsyncIterable": "Iterable",
     "AsyncGenerator": "Generator",
     "AsyncOban": "Oban",
+    "AsyncQueuedLibpqWriter": "QueuedLibpqWriter",
+    "anext": "next",
     "asynccontextmanager": "contextmanager",
     "async_connection_lock": "connection_lock",
     "async_connect": "connect",
@@ -58,16 +64,37 @@ PHRASES: list[tuple[str, str]] = [
     ("A sync connection is refused at once", "An asyncio connection is refused at once"),
     ("a sync connection is refused at once", "an asyncio connection is refused at once"),
     ("async for ", "for "),
+    ("AsyncConnectionPool", "ConnectionPool"),
+    ("AsyncOban", "Oban"),
     ("await ", ""),
     ("cinegraph_oban.asyncio.testing", "cinegraph_oban.testing"),
 ]
 
 #: source (under cinegraph_oban/asyncio/) -> (generated module, [(asyncio phrase, sync phrase)]).
 MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "client.py": (
+        "client.py",
+        [
+            (
+                "The client: enqueue Oban jobs from Python with psycopg 3, on asyncio connections.",
+                "The client: enqueue Oban jobs from Python with psycopg 3.",
+            ),
+            (
+                "This is the source of both faces: `cinegraph_oban/client.py` (`Oban`, for threads) is generated\n"
+                "from it by tools/async_to_sync.py.",
+                "Generated from the asyncio source, `cinegraph_oban/asyncio/client.py`, by\ntools/async_to_sync.py.",
+            ),
+            ("every task of a process", "every thread of a process"),
+            ("so two tasks never", "so two threads never"),
+            ("safe to share between tasks", "safe to share between threads"),
+            ("use `async with oban.pool.connection()", "use `with oban.pool.connection()"),
+        ],
+    ),
     "engine.py": ("engine.py", []),
     "health.py": ("health.py", []),
     "installation.py": ("installation.py", []),
     "outcomes.py": ("outcomes.py", []),
+    "prepared.py": ("prepared.py", [("(so Ctrl-C, or a cancelled task, still", "(so Ctrl-C still")]),
     "readers.py": ("readers.py", []),
     "testing.py": ("testing.py", []),
 }
@@ -90,8 +117,42 @@ def _tokens(text: str) -> list[tuple[tokenize.TokenInfo, int, int]]:
     ]
 
 
+_ASYNC_BLOCK = re.compile(r"^\s*if True:\s*# ASYNC\s*$")
+
+
+def _sync_blocks(text: str) -> str:
+    """Each `if True:  # ASYNC` block replaced by the body of its `else:` (or by nothing), one
+    indentation level out."""
+    lines = text.splitlines(keepends=True)
+    blocks = [
+        node
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.If) and _ASYNC_BLOCK.match(lines[node.lineno - 1])
+    ]
+    for node in sorted(blocks, key=lambda n: n.lineno, reverse=True):
+        assert node.end_lineno is not None
+        inner = [n for n in blocks if n is not node and node.lineno < n.lineno <= node.end_lineno]
+        if inner:
+            raise SystemExit(f"line {inner[0].lineno}: an ASYNC block inside another one at line {node.lineno}")
+        if node.orelse and isinstance(node.orelse[0], ast.If) and node.orelse[0].col_offset == node.col_offset:
+            raise SystemExit(f"line {node.lineno}: an ASYNC block takes `else:`, not `elif`")
+        indent = " " * node.col_offset
+        replacement: list[str] = []
+        if node.orelse:
+            body_end = node.body[-1].end_lineno
+            assert body_end is not None
+            else_line = next(i for i in range(body_end, node.orelse[0].lineno) if lines[i].strip().startswith("else"))
+            for line in lines[else_line + 1 : node.end_lineno]:
+                if line.strip() and not line.startswith(indent + "    "):
+                    raise SystemExit(f"line {node.lineno}: the `else:` of an ASYNC block is not indented by 4")
+                replacement.append(line[4:] if line.strip() else line)
+        lines[node.lineno - 1 : node.end_lineno] = replacement
+    return "".join(lines)
+
+
 def to_sync(text: str) -> str:
     """The sync text of an asyncio module (before formatting)."""
+    text = _sync_blocks(text)
     # The asyncio package in any import form: `cinegraph_oban.asyncio.x`, `from cinegraph_oban.asyncio
     # import x`, `import cinegraph_oban.asyncio`.
     text = re.sub(r"\bcinegraph_oban\.asyncio\b", "cinegraph_oban", text)
@@ -155,10 +216,13 @@ def generate(source: str) -> tuple[Path, str]:
     text = _prose(text)
     text = HEADER.format(source=source) + to_sync(text)
     _check_sync(source, text)
-    # What the mapping leaves for ruff: imports to sort again, `with a(): with b():` where the
-    # source had to nest a sync context manager around an async one, and `for x in y: yield x`
-    # where the source had no `yield from` (an async generator cannot have one).
-    fixes = ["check", "--fix", "--unsafe-fixes", "--exit-zero", "--quiet", "--select", "I,SIM117,UP028"]
+    # What the mapping leaves for ruff: imports to sort again (F401: those only an ASYNC block
+    # used), `with a(): with b():` where the source had to nest a sync context manager around an
+    # async one, `for x in y: yield x` where the source had no `yield from` (an async generator
+    # cannot have one), `Iterable[X] | Iterable[X]` from `Iterable[X] | AsyncIterable[X]`, and
+    # an `__all__` whose names sort differently once mapped.
+    rules = "F401,I,PYI016,RUF022,SIM117,UP028"
+    fixes = ["check", "--fix", "--unsafe-fixes", "--exit-zero", "--quiet", "--select", rules]
     for command in (fixes, ["format"]):
         text = subprocess.run(
             [sys.executable, "-m", "ruff", *command, "--stdin-filename", f"cinegraph_oban/{target}", "-"],

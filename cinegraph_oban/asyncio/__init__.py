@@ -8,17 +8,44 @@
     async for lookup in await read_failed_lookups(conn):
         ...
 
-The modules here (engine, health, installation, outcomes, readers, testing) are the source of their sync twins in
-`cinegraph_oban`, which tools/async_to_sync.py generates (CI checks they are current): one
-source, two faces, the same names and parameters.
+The modules here (client, engine, health, installation, outcomes, prepared, readers, testing)
+are the source of their sync twins in `cinegraph_oban`, which tools/async_to_sync.py generates
+(CI checks they are current): one source, two faces, the same names and parameters.
 """
 
 from __future__ import annotations
 
-from cinegraph_oban.async_client import AsyncOban
-from cinegraph_oban.asyncio import engine, health, installation, testing
+from typing import TYPE_CHECKING, Any
+
+from cinegraph_oban.asyncio import engine, health, installation
+from cinegraph_oban.asyncio.client import AsyncOban
 from cinegraph_oban.asyncio.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
-from cinegraph_oban.asyncio.readers import read_failed_lookups, read_jobs, read_skipped_imports
+
+if TYPE_CHECKING:
+    from cinegraph_oban.asyncio import testing
+    from cinegraph_oban.asyncio.readers import read_failed_lookups, read_jobs, read_skipped_imports
+
+# The readers (and the testing helpers, which use them) build their queries with SQLAlchemy,
+# which takes a third of a second to import: loaded on first use (as in `cinegraph_oban`), so
+# asyncio enqueueing code starts without it.
+_READERS = frozenset({"read_failed_lookups", "read_jobs", "read_skipped_imports"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "testing":
+        import importlib
+
+        module = importlib.import_module("cinegraph_oban.asyncio.testing")
+        globals()[name] = module
+        return module
+    if name in _READERS:
+        from cinegraph_oban.asyncio import readers
+
+        value = getattr(readers, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncOban",

@@ -21,6 +21,9 @@ every row from the archival jobs (or from an export, when Oban's Pruner has remo
 resets the id sequences, removes the archival jobs and the `schema_migrations` row.
 
 A session-level advisory lock lets only one migrator run at a time.
+
+`UP_STEPS` lists the steps of `up` with every statement each may run; `plan()` (`migrate plan`)
+is rendered from it, and `up` refuses to render a statement its running step does not list.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from cinegraph_oban.errors import (
 )
 from cinegraph_oban.identifiers import check_identifier, check_prefix
 from cinegraph_oban.records import FailedLookup, SkippedImport
-from cinegraph_oban.schema import detect
+from cinegraph_oban.schema import ObanSchema, detect
 from cinegraph_oban.templates import render, render_statements, unparametrized
 from cinegraph_oban.timestamps import utc_now
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
@@ -221,6 +224,85 @@ def _as_sent(text: str) -> str:
     return text.replace("%%", "%")
 
 
+#: The backstop limit of the GIN pending lists in the backfill's own sessions (see `_backfill_all`).
+BACKFILL_PENDING_LIST_LIMIT = "256MB"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of `up`: its title in `migrate plan` and every statement it may run, named by
+    template (under sql_templates/migration/, or a path for another folder's). `per_table`: run
+    for each legacy table in turn, consecutive ones as a group; `when`: only with that option of
+    the migration (`audit_log`, `compat_views`); `transaction`: the step is one transaction.
+
+    `plan()` is rendered from these, and `up` refuses to render a statement its current step does
+    not list (`_sql`), so the plan cannot leave out what runs."""
+
+    key: str
+    title: str
+    templates: tuple[str, ...]  # in the order they run; a bulk session's setup once for all
+    per_table: frozenset[str] = frozenset()
+    when: tuple[tuple[str, str], ...] = ()
+    transaction: bool = False
+
+
+UP_STEPS: tuple[Step, ...] = (
+    Step("lock", "lock: one migrator at a time", ("migration_lock",)),
+    Step(
+        "state",
+        "where the database stands (read-only; the migration record only when the tables are gone)",
+        ("relation_kind", "schema/detect", "schema_migrations_exists", "migration_recorded"),
+    ),
+    Step(
+        "preflight",
+        "preflight (read-only)",
+        ("schema/detect", "legacy_columns", "legacy_stats"),
+        per_table=frozenset({"legacy_stats"}),
+    ),
+    Step(
+        "export",
+        "export (a bulk session per table)",
+        ("bulk_session", "export_encoding", "export_rows"),
+        per_table=frozenset({"export_rows"}),
+    ),
+    Step(
+        "backfill",
+        "backfill (a bulk session per table, its statement repeated per batch), merging the pending lists "
+        "of Oban's GIN indexes meanwhile (a connection per index)",
+        ("gin_indexes", "bulk_session", "pending_list_limit", "archived_progress", "backfill", "merge_pending_list"),
+        per_table=frozenset({"archived_progress", "backfill"}),
+    ),
+    Step(
+        "verify",
+        "verify (read-only, a bulk session per table)",
+        ("bulk_session", "verify"),
+        per_table=frozenset({"verify"}),
+    ),
+    Step(
+        "drop",
+        "drop and record (one transaction)",
+        (
+            "lock_timeout",
+            "lock_legacy_tables",
+            "legacy_stats",
+            "backfill",
+            "final_count",
+            "create_audit_log",
+            "drop_legacy_tables",
+            "create_compat_views",
+            "schema_migrations_exists",
+            "migration_recorded",
+            "lock_schema_migrations",
+            "record_migration",
+        ),
+        per_table=frozenset({"legacy_stats", "backfill", "final_count"}),
+        when=(("create_audit_log", "audit_log"), ("create_compat_views", "compat_views")),
+        transaction=True,
+    ),
+    Step("unlock", "unlock", ("migration_unlock",)),
+)
+
+
 class RemoveRedundantImportTables:
     """The migration, bound to one database, Oban prefix and schema of the legacy tables."""
 
@@ -256,68 +338,89 @@ class RemoveRedundantImportTables:
         self.progress = progress or (lambda step, done, total: None)
         self.worker = TMDB_DETAILS_WORKER.name
         self._stop = threading.Event()
+        #: The step of `up` running now (None outside `up`), and the (step, template) pairs
+        #: rendered in `up` so far.
+        self._step: Step | None = None
+        self.ran: list[tuple[str, str]] = []
 
     # Rendering
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"prefix": self.prefix, "schema": self.schema, "worker": self.worker, **extra}
 
+    def _template(self, name: str, extra: dict[str, Any]) -> str:
+        """The template's path, after checking that the running step of `up` lists it."""
+        step = self._step
+        if step is not None:
+            if name not in step.templates:
+                raise AssertionError(f"up's step {step.key!r} ran {name!r}, which UP_STEPS does not list for it")
+            self.ran.append((step.key, name))
+        if name == "lock_timeout":
+            extra.setdefault("timeout_ms", self.lock_timeout_ms)
+        elif name == "pending_list_limit":
+            extra.setdefault("limit", BACKFILL_PENDING_LIST_LIMIT)
+        return name if "/" in name else f"migration/{name}"
+
     def _sql(self, name: str, **extra: Any) -> bytes:
-        return render(f"migration/{name}.sql.j2", **self._ctx(**extra)).encode()
+        return render(f"{self._template(name, extra)}.sql.j2", **self._ctx(**extra)).encode()
+
+    def _statements(self, name: str, **extra: Any) -> list[bytes]:
+        """The statements of a template that holds several (see `templates.render_statements`)."""
+        path = self._template(name, extra)
+        return [statement.encode() for statement in render_statements(f"{path}.sql.j2", **self._ctx(**extra))]
+
+    @contextlib.contextmanager
+    def _running(self, key: str) -> Iterator[None]:
+        """Run a step of `up`: statements it renders must be listed for it in UP_STEPS."""
+        outer = self._step
+        self._step = next(step for step in UP_STEPS if step.key == key)
+        try:
+            yield
+        finally:
+            self._step = outer
 
     def plan(self) -> list[tuple[str, list[str]]]:
-        """Every statement `up` runs, step by step, without touching the database."""
+        """Every statement `up` may run, step by step, rendered from UP_STEPS without touching
+        the database (what only some runs need, such as the migration record of an already
+        migrated database, is there too)."""
         steps: list[tuple[str, list[str]]] = []
-        steps.append(("lock: one migrator at a time", [self._text("migration_lock")]))
-        steps.append(
-            (
-                "preflight (read-only)",
-                [self._text("legacy_columns")] + [self._text("legacy_stats", table=t) for t in LEGACY_TABLES],
-            )
-        )
-        steps.append(("bulk sessions (export, backfill, verify: a connection per table)", [self._text("bulk_session")]))
-        steps.append(
-            ("export", [self._text("export_encoding")] + [self._text("export_rows", table=t) for t in LEGACY_TABLES])
-        )
-        backfill = []
-        for table in LEGACY_TABLES:
-            backfill += [self._text("archived_progress", table=table), self._text("backfill", table=table)]
-        steps.append(("backfill (repeated per batch)", backfill))
-        steps.append(
-            (
-                "merge the pending lists of Oban's GIN indexes, during the backfill (a connection per index)",
-                [
-                    self._text("gin_indexes"),
-                    self._text("pending_list_limit", limit="256MB"),
-                    self._text("merge_pending_list"),
-                ],
-            )
-        )
-        steps.append(("verify (read-only)", [self._text("verify", table=t) for t in LEGACY_TABLES]))
-        drop = ["BEGIN;", self._text("lock_timeout", timeout_ms=self.lock_timeout_ms), self._text("lock_legacy_tables")]
-        for table in LEGACY_TABLES:
-            drop += [self._text(name, table=table) for name in ("legacy_stats", "backfill", "final_count")]
-        if self.audit_log:
-            drop += [_as_sent(s) for s in render_statements("migration/create_audit_log.sql.j2", **self._ctx())]
-        drop.append(self._text("drop_legacy_tables"))
-        if self.compat_views:
-            drop += [_as_sent(s) for s in render_statements("migration/create_compat_views.sql.j2", **self._ctx())]
-        drop += [self._text("lock_schema_migrations"), self._text("record_migration"), "COMMIT;"]
-        steps.append(("drop and record (one transaction)", drop))
-        steps.append(("unlock", [self._text("migration_unlock")]))
+        for step in UP_STEPS:
+            options = dict(step.when)
+            names = [name for name in step.templates if name not in options or getattr(self, options[name])]
+            statements = ["BEGIN;"] if step.transaction else []
+            index = 0
+            while index < len(names):
+                if names[index] not in step.per_table:
+                    statements += self._shown(names[index])
+                    index += 1
+                    continue
+                group = []
+                while index < len(names) and names[index] in step.per_table:
+                    group.append(names[index])
+                    index += 1
+                for table in LEGACY_TABLES:
+                    for name in group:
+                        statements += self._shown(name, table=table)
+            if step.transaction:
+                statements.append("COMMIT;")
+            steps.append((step.title, statements))
         return steps
 
-    def _text(self, name: str, **extra: Any) -> str:
-        text = _as_sent(render(f"migration/{name}.sql.j2", **self._ctx(**extra)))
-        return text if text.rstrip().endswith(";") else text.rstrip() + ";"
+    def _shown(self, name: str, **extra: Any) -> list[str]:
+        """A template's statements as `migrate plan` shows them: each as sent, ending in `;`."""
+        path = self._template(name, extra)
+        shown = [_as_sent(s) for s in render_statements(f"{path}.sql.j2", **self._ctx(**extra))]
+        return [text if text.rstrip().endswith(";") else text.rstrip() + ";" for text in shown]
 
     # Connections and the migration lock
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+    def _session(self, *, up: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A connection holding the migration lock (for `up`, its lock and unlock steps)."""
         conn = connect(self.database_url, autocommit=True)
         try:
-            locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
+            with self._running("lock") if up else contextlib.nullcontext():
+                locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
             if not locked or not locked[0]:
                 raise LockNotAcquiredError(
                     "another RemoveRedundantImportTables migrator is running on this database (its advisory "
@@ -326,7 +429,7 @@ class RemoveRedundantImportTables:
             try:
                 yield conn
             finally:
-                with contextlib.suppress(psycopg.Error):
+                with self._running("unlock") if up else contextlib.nullcontext(), contextlib.suppress(psycopg.Error):
                     conn.execute(self._sql("migration_unlock"), {})
         finally:
             conn.close()
@@ -334,7 +437,12 @@ class RemoveRedundantImportTables:
     # State
 
     def _kind(self, conn: psycopg.Connection[Any], name: str) -> str | None:
-        return relation_kind(conn, self.schema, name)
+        row = conn.execute(self._sql("relation_kind"), {"schema": self.schema, "name": name}).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def _detect(self, conn: psycopg.Connection[Any]) -> ObanSchema:
+        self._template("schema/detect", {})  # checked and noted; `detect` renders it
+        return detect(conn, self.prefix)
 
     def _recorded(self, conn: psycopg.Connection[Any]) -> bool | None:
         exists = conn.execute(self._sql("schema_migrations_exists"), {"schema": self.schema}).fetchone()
@@ -384,7 +492,7 @@ class RemoveRedundantImportTables:
     # Preflight
 
     def _preflight(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
-        oban = detect(conn, self.prefix)
+        oban = self._detect(conn)
         missing_states = {"discarded", "completed"} - set(oban.states)
         if missing_states:
             raise UnsupportedSchemaError(f"{self.prefix}.oban_job_state lacks {sorted(missing_states)}")
@@ -598,7 +706,7 @@ class RemoveRedundantImportTables:
 
         def backfill(bulk: psycopg.Connection[Any], table: str) -> Backfilled:
             if mergers and not refused:
-                bulk.execute(self._sql("pending_list_limit", limit="256MB"), {})
+                bulk.execute(self._sql("pending_list_limit"), {})
             return self._backfill(bulk, table, summary.rows[table], now, batch=self.batch_size)
 
         def backfill_ended(key: str) -> None:
@@ -646,20 +754,23 @@ class RemoveRedundantImportTables:
     def up(self) -> MigrationSummary:
         summary = MigrationSummary(action="up")
         started = time.perf_counter()
-        with self._session() as conn:
-            kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
-            if all(k != "r" for k in kinds.values()):
-                detect(conn, self.prefix)
-                if self._recorded(conn) is False:
+        with self._session(up=True) as conn:
+            with self._running("state"):
+                kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
+                if all(k != "r" for k in kinds.values()):
+                    self._detect(conn)
+                    if self._recorded(conn) is False:
+                        raise VerificationError(
+                            f"the legacy tables are not there, but schema_migrations has no version {self.version}: "
+                            "they were removed some other way; nothing to do, and nothing was changed"
+                        )
+                    summary.already_done = True
+                    summary.notices.append("already migrated: the legacy tables are gone and the migration is recorded")
+                    return summary
+                if any(k != "r" for k in kinds.values()):
                     raise VerificationError(
-                        f"the legacy tables are not there, but schema_migrations has no version {self.version}: "
-                        "they were removed some other way; nothing to do, and nothing was changed"
+                        f"only one legacy table is a table ({kinds}); restore it or migrate by hand"
                     )
-                summary.already_done = True
-                summary.notices.append("already migrated: the legacy tables are gone and the migration is recorded")
-                return summary
-            if any(k != "r" for k in kinds.values()):
-                raise VerificationError(f"only one legacy table is a table ({kinds}); restore it or migrate by hand")
             mark = time.perf_counter()
 
             def lap(step: str) -> None:
@@ -667,23 +778,28 @@ class RemoveRedundantImportTables:
                 summary.timings[step] = time.perf_counter() - mark
                 mark = time.perf_counter()
 
-            self._preflight(conn, summary)
+            with self._running("preflight"):
+                self._preflight(conn, summary)
             lap("preflight")
-            self.export(summary.rows)  # counted by the preflight just now
+            with self._running("export"):
+                self.export(summary.rows)  # counted by the preflight just now
             summary.export = str(self.export_dir / "manifest.json")
             lap("export")
             _crash_point("after-export")
             now = utc_now()
-            progress = self._backfill_all(conn, summary, now)
+            with self._running("backfill"):
+                progress = self._backfill_all(conn, summary, now)
             lap("backfill")
             _crash_point("after-backfill")
-            summary.findings = self._verify()
+            with self._running("verify"):
+                summary.findings = self._verify()
             lap("verify")
             if summary.findings:
                 raise VerificationError(
                     "verify found differences; nothing was dropped:\n  " + "\n  ".join(map(str, summary.findings))
                 )
-            summary.lock_held_seconds = self._drop(conn, summary, now, progress)
+            with self._running("drop"):
+                summary.lock_held_seconds = self._drop(conn, summary, now, progress)
             lap("drop")
         summary.seconds = time.perf_counter() - started
         return summary
@@ -717,7 +833,7 @@ class RemoveRedundantImportTables:
         progress: dict[str, Backfilled],
     ) -> float:
         with conn.transaction():
-            conn.execute(self._sql("lock_timeout", timeout_ms=self.lock_timeout_ms), {})
+            conn.execute(self._sql("lock_timeout"), {})
             conn.execute(self._sql("lock_legacy_tables"), {})
             locked_at = time.perf_counter()
             for table in LEGACY_TABLES:
@@ -740,12 +856,12 @@ class RemoveRedundantImportTables:
                     {"total": archived, "last_id": last_id, "job_id": last_job_id},
                 )
             if self.audit_log:
-                for statement in render_statements("migration/create_audit_log.sql.j2", **self._ctx()):
-                    conn.execute(statement.encode(), {})
+                for statement in self._statements("create_audit_log"):
+                    conn.execute(statement, {})
             conn.execute(self._sql("drop_legacy_tables"), {})
             if self.compat_views:
-                for statement in render_statements("migration/create_compat_views.sql.j2", **self._ctx()):
-                    conn.execute(statement.encode(), {})
+                for statement in self._statements("create_compat_views"):
+                    conn.execute(statement, {})
             if self._recorded(conn) is None:
                 summary.notices.append(
                     f"{self.schema}.schema_migrations does not exist: the migration is not recorded for Ecto"

@@ -32,6 +32,7 @@ from cinegraph_oban import (
 from cinegraph_oban.migration import (
     CRASH_VARIABLE,
     DEFAULT_VERSION,
+    UP_STEPS,
     RemoveRedundantImportTables,
     create_legacy_tables,
     insert_legacy_row,
@@ -362,6 +363,27 @@ def test_plan_is_deterministic_and_touches_nothing(tmp_path: Path) -> None:
     statements = [s for _, group in first for s in group]
     assert all(s.rstrip().endswith(";") for s in statements)
     assert any("DROP TABLE" in s for s in statements) and any("schema_migrations" in s for s in statements)
+
+
+def test_up_runs_exactly_what_its_steps_list_and_the_plan_shows_them(oban: ObanDatabase, tmp_path: Path) -> None:
+    """`plan()` is rendered from UP_STEPS and `up` refuses a statement its step does not list:
+    with every option, and again on the migrated database, every listed statement ran."""
+    setup(oban.conn)
+    sample_rows(oban.conn, count=20)
+    m = migration(oban.dsn, tmp_path, compat_views=True, audit_log=True)
+    m.up()
+    assert m.up().already_done
+    declared = {(step.key, name) for step in UP_STEPS for name in step.templates}
+    assert set(m.ran) == declared, "listed but never run: " + repr(sorted(declared - set(m.ran)))
+    shown = dict(m.plan())
+    assert [title for title, _ in m.plan()] == [step.title for step in UP_STEPS]
+    drop = next(step for step in UP_STEPS if step.key == "drop")
+    assert shown[drop.title][0] == "BEGIN;" and shown[drop.title][-1] == "COMMIT;"
+    assert sum("CREATE VIEW" in statement for statement in shown[drop.title]) == 2, "the compat views, per option"
+    plain = dict(migration(oban.dsn, tmp_path).plan())
+    assert not any("CREATE VIEW" in statement for statement in plain[drop.title])
+    with m._running("verify"), pytest.raises(AssertionError, match="does not list"):
+        m._sql("drop_legacy_tables")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

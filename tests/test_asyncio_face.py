@@ -248,6 +248,24 @@ def test_outcomes_readers_and_testing_helpers_in_both_faces(oban: ObanDatabase) 
     assert soft_read == [278, 278] and completed == [soft_sync.id, soft_async.id] and enqueued == []
 
 
+def test_every_public_function_taking_a_connection_has_its_twin_in_the_asyncio_namespace() -> None:
+    import cinegraph_oban
+    import cinegraph_oban.asyncio as face
+
+    taking = [
+        name
+        for name in cinegraph_oban.__all__
+        if inspect.isfunction(function := getattr(cinegraph_oban, name))
+        and {"conn", "connection"} & set(inspect.signature(function).parameters)
+    ]
+    assert {"install", "detect", "record_failed_lookup", "read_failed_lookups"} <= set(taking)
+    for name in taking:
+        assert name in face.__all__, f"cinegraph_oban.asyncio lacks {name}"
+        twin, function = getattr(face, name), getattr(cinegraph_oban, name)
+        assert list(inspect.signature(twin).parameters) == list(inspect.signature(function).parameters), name
+        assert inspect.iscoroutinefunction(twin), name
+
+
 def test_async_oban_has_every_public_method_of_oban() -> None:
     from cinegraph_oban import AsyncOban
 

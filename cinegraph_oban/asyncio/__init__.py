@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cinegraph_oban.asyncio import engine, health, installation
 from cinegraph_oban.asyncio.client import AsyncOban
+from cinegraph_oban.asyncio.installation import detect, install, migrated_version
 from cinegraph_oban.asyncio.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
 
 if TYPE_CHECKING:
@@ -49,10 +50,13 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncOban",
+    "detect",
     "engine",
     "health",
+    "install",
     "installation",
     "merge_job_meta",
+    "migrated_version",
     "read_failed_lookups",
     "read_jobs",
     "read_skipped_imports",

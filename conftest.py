@@ -7,9 +7,10 @@ Which server (decided once per session, in this order):
 4. Otherwise pytest-postgresql starts its own (`postgresql_proc`); as root, where `initdb`
    refuses to run, cinegraph-oban's throwaway server starts one as an unprivileged user.
 
-Every test gets a fresh database, cloned from an empty template (`db_conn`, `db_dsn`); the Oban
-schema is installed into it per test through the `sql_templates/` migrations (`oban`,
-`oban_any`).
+Every test gets a fresh database (`db_conn`, `db_dsn`), cloned from a template: an empty one, or
+for a test that asks for `oban` / `oban_any` one with the Oban schema of that layout already
+installed through the `sql_templates/` migrations. Each layout's template is made once per
+session, on first use, instead of replaying the migrations for every test.
 """
 
 from __future__ import annotations
@@ -125,14 +126,85 @@ def oban_db_server(request: pytest.FixtureRequest) -> Iterator[Any]:
                 yield executor
 
 
-db_conn_factory = factories.postgresql("oban_db_server")
+def _janitor(server: Any, dbname: str, template: str, *, as_template: bool = False) -> DatabaseJanitor:
+    return DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        dbname=dbname,
+        template_dbname=template,
+        password=getattr(server, "password", None) or None,
+        as_template=as_template,
+    )
+
+
+def _connect(server: Any, dbname: str) -> psycopg.Connection[Any]:
+    password = getattr(server, "password", None) or None
+    return psycopg.connect(
+        dbname=dbname, user=server.user, password=password, host=server.host, port=server.port, autocommit=True
+    )
+
+
+class LayoutTemplates:
+    """Per schema layout (version, prefix), a template database holding that Oban schema,
+    installed once per session when a test first asks for it, dropped at the end."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.made: dict[tuple[int, str], DatabaseJanitor] = {}
+
+    def __getitem__(self, layout: tuple[int, str]) -> str:
+        janitor = self.made.get(layout)
+        if janitor is None:
+            version, prefix = layout
+            name = f"{self.server.template_dbname}_v{version}_{LAYOUTS.index(layout)}"
+            janitor = _janitor(self.server, name, self.server.template_dbname, as_template=True)
+            janitor.init()
+            try:
+                with _connect(self.server, name) as conn:
+                    install(conn, version, prefix)
+            except BaseException:
+                janitor.drop()
+                raise
+            self.made[layout] = janitor
+        return janitor.dbname
+
+    def drop(self) -> None:
+        for janitor in self.made.values():
+            janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def layout_templates(oban_db_server: Any) -> Iterator[LayoutTemplates]:
+    templates = LayoutTemplates(oban_db_server)
+    try:
+        yield templates
+    finally:
+        templates.drop()
+
+
+def _layout(request: pytest.FixtureRequest) -> tuple[int, str] | None:
+    """The schema layout the test's fixtures ask for (`oban_any`'s parameter, `oban`'s V14
+    under public), or None for an empty database."""
+    if "oban_any" in request.fixturenames:
+        layout: tuple[int, str] = request.node.callspec.params["oban_any"]
+        return layout
+    if "oban" in request.fixturenames:
+        return (14, "public")
+    return None
 
 
 @pytest.fixture
-def db_conn(db_conn_factory: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    """An autocommit connection to a fresh, empty database."""
-    db_conn_factory.autocommit = True
-    return db_conn_factory
+def db_conn(request: pytest.FixtureRequest, oban_db_server: Any) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to a fresh database: empty, or cloned from the template of the
+    Oban layout the test asks for (see `_layout`)."""
+    layout = _layout(request)
+    template = oban_db_server.template_dbname
+    if layout is not None:
+        template = request.getfixturevalue("layout_templates")[layout]
+    dbname = oban_db_server.dbname
+    with _janitor(oban_db_server, dbname, template), _connect(oban_db_server, dbname) as conn:
+        yield conn
 
 
 @pytest.fixture
@@ -173,7 +245,7 @@ LAYOUTS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, 
 
 
 def _oban_database(conn: psycopg.Connection[Any], dsn: str, version: int, prefix: str) -> ObanDatabase:
-    install(conn, version, prefix)
+    """The test's database, cloned from its layout's template (db_conn): the schema is there."""
     return ObanDatabase(conn=conn, dsn=dsn, version=version, prefix=prefix)
 
 

@@ -6,6 +6,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 from conftest import ObanDatabase
 
@@ -38,16 +39,40 @@ def test_the_python_tour_runs_as_written(oban: ObanDatabase) -> None:
     assert states == {"available": 1 + 1_000 + 1, "scheduled": 1, "cancelled": 1}, states
 
 
-def test_the_asyncio_snippet_runs_as_written(oban: ObanDatabase) -> None:
-    """The asyncio face's snippet, after the sync tour's first two snippets (whose lookup it lists)."""
+def _run_tour(script: str, dsn: str) -> list[str]:
+    script = script.replace(TOUR_DSN, dsn).replace("range(1_000_000, 1_100_000)", "range(1_000_000, 1_001_000)")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(script, str(README), "exec"), {})
+    return out.getvalue().splitlines()
+
+
+def _rows(oban: ObanDatabase) -> list[tuple[Any, ...]]:
+    """Every job, its meta without the instants (`*_at`: stamped when the record was made)."""
+    rows = oban.conn.execute(
+        "SELECT id, state::text, queue, worker, args, meta, tags, priority, max_attempts, attempt "
+        "FROM oban_jobs ORDER BY id"
+    ).fetchall()
+    return [(*row[:5], {k: v for k, v in row[5].items() if not k.endswith("_at")}, *row[6:]) for row in rows]
+
+
+def test_the_asyncio_tour_prints_and_stores_what_the_sync_tour_does(oban: ObanDatabase) -> None:
+    """The asyncio face's tour against the sync tour's first, second and querying snippets,
+    each on an empty table: the same printed lines (but the query's SQL) and the same rows."""
     text = README.read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     [asyncio_block] = [b for b in blocks if b.startswith("# asyncio face")]
     sync_blocks = [b for b in blocks if not b.startswith("# asyncio face")]
-    script = "\n".join([*sync_blocks[:2], asyncio_block]).replace(TOUR_DSN, oban.dsn)
-    script = script.replace("range(1_000_000, 1_100_000)", "range(1_000_000, 1_000_010)")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(script, str(README), "exec"), {})
-    assert out.getvalue().splitlines()[-1] == "no_tmdb_match ['tt0000417', 'tt0000439']"
-    assert oban.conn.execute("SELECT count(*) FROM oban_jobs WHERE state = 'cancelled'").fetchone() == (2,)
+    querying = next(b for b in sync_blocks if "read_failed_lookups(conn, failed_lookups(" in b)
+    printed = _run_tour("\n".join([*sync_blocks[:2], querying]), oban.dsn)
+    expected = [line for line in printed if "SELECT" not in line and not line.startswith(("FROM", "WHERE"))]
+    sync_rows = _rows(oban)
+    oban.conn.execute("TRUNCATE oban_jobs RESTART IDENTITY")
+    assert _run_tour(asyncio_block, oban.dsn) == expected
+    assert expected == [
+        "1 available tmdb 5",
+        "scheduled False",
+        "1001_movies no_tmdb_match",
+        "tt0000417 A Trip to the Moon",
+    ]
+    assert _rows(oban) == sync_rows

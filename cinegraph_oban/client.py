@@ -251,7 +251,7 @@ class Oban:
             schema.check_job(job)
             if job.unique is not None:
                 return self._insert_unique(pg, job, schema)
-            row = prepared.insert_row(pg, job, schema, self._memory)
+            row = prepared.insert_row(pg, job, schema)
             if row is None:
                 statement = statements.insert_statement(job, schema)
                 with joined_savepoint(pg), pg.cursor() as cur:

@@ -8,6 +8,7 @@ insert's result row means, the result of `insert_all`, and what one client learn
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -37,6 +38,7 @@ __all__ = [
     "pool_exhausted",
     "pool_kwargs",
     "pool_not_autocommit",
+    "prepared_session",
     "unique_result",
 ]
 
@@ -47,16 +49,16 @@ class ClientMemory:
 
     - `unselective`: the (prefix, worker, field, key) whose unique probes found more than
       `statements.PROBE_CANDIDATES` candidates; the client no longer probes with them;
-    - `sessions`: per connection, the server session (backend pid) and the statements prepared
-      in it (prepared.py);
     - `columns`: per prepared lookup, where its result's columns are.
+
+    What a server session has prepared belongs to the connection, not to a client: every client
+    using a connection shares it (`prepared_session`).
     """
 
-    __slots__ = ("columns", "sessions", "unselective")
+    __slots__ = ("columns", "unselective")
 
     def __init__(self) -> None:
         self.unselective: set[tuple[str, str, str, str]] = set()
-        self.sessions: weakref.WeakKeyDictionary[Any, PreparedSession] = weakref.WeakKeyDictionary()
         self.columns: dict[str, tuple[int, int, int, int, int]] = {}
 
 
@@ -69,6 +71,22 @@ class PreparedSession:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.names: set[str] = set()
+
+
+_PREPARED: weakref.WeakKeyDictionary[Any, PreparedSession] = weakref.WeakKeyDictionary()
+_PREPARED_GUARD = threading.Lock()
+
+
+def prepared_session(pg: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> PreparedSession:
+    """What the server session behind `pg` has prepared (prepared.py), for every client that
+    uses `pg`: a second client on the same connection does not prepare the same statements
+    again. Forgotten with the connection object."""
+    pid = pg.pgconn.backend_pid
+    with _PREPARED_GUARD:
+        session = _PREPARED.get(pg)
+        if session is None or session.pid != pid:
+            session = _PREPARED[pg] = PreparedSession(pid)
+        return session
 
 
 #: Below this many jobs `insert_all` sends one `unnest` statement; from here on, binary COPY.
@@ -130,8 +148,9 @@ def check_pool(pool: object, expected: type, client: str) -> None:
     client that takes it when it is the other kind."""
     if pool is None or isinstance(pool, expected):
         return
-    other = {"ConnectionPool": "Oban", "AsyncConnectionPool": "AsyncOban"}.get(type(pool).__name__)
-    hint = f"; use {other} for a psycopg_pool.{type(pool).__name__}" if other is not None and other != client else ""
+    name = type(pool).__name__
+    other = ("AsyncOban" if "Async" in name else "Oban") if name.endswith("ConnectionPool") else None
+    hint = f"; use {other} for a psycopg_pool.{name}" if other is not None and other != client else ""
     raise ConnectionArgumentError(f"pool= takes a psycopg_pool.{expected.__name__}, got {type(pool).__name__}{hint}")
 
 

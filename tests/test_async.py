@@ -163,28 +163,62 @@ def test_async_inserts_prepare_once_per_session_and_survive_discard_all(oban: Ob
         assert (stored[job.id]["inserted_at"], stored[job.id]["args"]) == (job.inserted_at, job.args)
 
 
-def test_a_task_cancelled_in_a_fast_unique_insert_leaves_nothing_half_done(oban: ObanDatabase) -> None:
-    """A lookup stuck behind another session's lock, its task cancelled: psycopg cancels the
-    query, the pipeline is not read to its end and the connection is closed; nothing is written
-    and the client goes on on a new connection of its pool."""
-    job = Job.new(TMDB, {"imdb_id": "tt-held", "source_key": "k"})
+def test_a_task_cancelled_in_the_fast_unique_insert_leaves_the_connection_usable(
+    oban: ObanDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup of a unique insert on the libpq pipeline, stuck behind another session's lock,
+    its task cancelled: psycopg cancels the query and reads the pipeline to its end, the
+    transaction is rolled back, nothing is written, and the same connection goes on."""
+    from cinegraph_oban.asyncio import prepared
 
-    async def go() -> tuple[bool, Job]:
-        async with await AsyncOban.connect(oban.dsn, pool_size=1) as client:
+    ended: list[bool] = []
+    real_end = prepared._end_pipeline
+
+    async def end_pipeline(pg: Any, complete: bool) -> None:
+        ended.append(complete)
+        await real_end(pg, complete)
+
+    monkeypatch.setattr(prepared, "_end_pipeline", end_pipeline)
+    shape = {"source_key": "k"}
+
+    async def go() -> tuple[Any, Job]:
+        async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as conn:
+            client = AsyncOban(conn)
+            await client.insert(Job.new(TMDB, {"imdb_id": "tt-warm", **shape}))  # prepared: the next one pipelines
+            ended.clear()
             holder = await psycopg.AsyncConnection.connect(oban.dsn)
             await holder.execute(f"LOCK TABLE {oban.table} IN ACCESS EXCLUSIVE MODE".encode(), {})
-            task = asyncio.create_task(client.insert(job))
+            task = asyncio.create_task(client.insert(Job.new(TMDB, {"imdb_id": "tt-held", **shape})))
             await asyncio.sleep(0.5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             await holder.rollback()
             await holder.close()
-            assert client.pool is not None
-            async with client.pool.connection() as conn:
-                closed = conn.closed
-            return bool(closed), await client.insert(job)
+            state = (conn.closed, conn.info.transaction_status, conn.pgconn.pipeline_status)
+            return state, await client.insert(Job.new(TMDB, {"imdb_id": "tt-held", **shape}))
 
-    closed, inserted = run(go())
-    assert not closed, "the pool handed out a working connection"
-    assert not inserted.conflict and oban.count() == 1
+    state, inserted = run(go())
+    assert ended == [True, True], "the cancelled pipeline was read to its end, then the insert after it"
+    assert state == (False, psycopg.pq.TransactionStatus.IDLE, psycopg.pq.PipelineStatus.OFF)
+    assert not inserted.conflict and oban.count() == 2
+
+
+def test_clients_sharing_a_connection_prepare_each_statement_once(oban: ObanDatabase) -> None:
+    """What a session has prepared belongs to the connection: a second client on it (one per
+    request, say) sends no PREPARE again, so the server logs no duplicate-statement errors."""
+    prepares: list[str] = []
+
+    class Counting(psycopg.Connection[Any]):
+        def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+            if bytes(query).startswith(b"PREPARE"):
+                prepares.append(bytes(query)[:40].decode())
+            return super().execute(query, *args, **kwargs)
+
+    with Counting.connect(oban.dsn, autocommit=True) as conn:
+        for n in range(3):
+            client = Oban(conn)
+            client.insert(Job.new(TMDB, {"n": n}, unique=False))
+            client.insert(Job.new(TMDB, {"imdb_id": f"tt{n}", "source_key": "k"}))
+    assert len(prepares) == 3, prepares  # the insert, the unique lock and its lookup, once each
+    assert oban.count() == 6

@@ -274,7 +274,7 @@ class AsyncOban:
             schema.check_job(job)
             if job.unique is not None:
                 return await self._insert_unique(pg, job, schema)
-            row = await prepared.insert_row(pg, job, schema, self._memory)
+            row = await prepared.insert_row(pg, job, schema)
             if row is None:
                 statement = statements.insert_statement(job, schema)
                 async with joined_savepoint(pg), pg.cursor() as cur:

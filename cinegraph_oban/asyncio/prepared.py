@@ -18,7 +18,8 @@ sends BEGIN, its lock, its lookup and COMMIT in one libpq pipeline with a single
 own pipeline syncs once more when it ends: a second round trip), values in text form, and its
 text results are loaded by a psycopg `Transformer`, as psycopg loads them.
 
-What a session has prepared is remembered per connection in the client's `ClientMemory`.
+What a session has prepared is remembered per connection (`insertion.prepared_session`), for
+every client using it; where a lookup's result columns are, in the client's `ClientMemory`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban import row
-from cinegraph_oban.insertion import ClientMemory, PreparedSession
+from cinegraph_oban.insertion import ClientMemory, prepared_session
 from cinegraph_oban.job import Job
 from cinegraph_oban.schema import ObanSchema
 from cinegraph_oban.statements import (
@@ -100,13 +101,6 @@ def applies(pg: psycopg.AsyncConnection[Any], *, pipeline: bool = False) -> bool
     )
 
 
-def _session(pg: psycopg.AsyncConnection[Any], memory: ClientMemory) -> PreparedSession:
-    session = memory.sessions.get(pg)
-    if session is None or session.pid != pg.pgconn.backend_pid:
-        session = memory.sessions[pg] = PreparedSession(pg.pgconn.backend_pid)
-    return session
-
-
 async def _prepare(pg: psycopg.AsyncConnection[Any], names: set[str], statement: Prepared) -> None:
     """Prepare `statement` in this session unless it is among `names` (what it has prepared)."""
     if statement.name not in names:
@@ -131,12 +125,10 @@ async def _forget(pg: psycopg.AsyncConnection[Any], names: set[str], needed: tup
             names.discard(statement.name)
 
 
-async def _with_prepared(
-    pg: psycopg.AsyncConnection[Any], memory: ClientMemory, needed: tuple[Prepared, ...], run: Callable[[], Any]
-) -> Any:
+async def _with_prepared(pg: psycopg.AsyncConnection[Any], needed: tuple[Prepared, ...], run: Callable[[], Any]) -> Any:
     """`run()` once the `needed` statements are prepared in this session; once more after
     preparing them anew if they were stale (see `_STALE`)."""
-    names = _session(pg, memory).names
+    names = prepared_session(pg).names
     for attempt in (1, 2):
         for statement in needed:
             await _prepare(pg, names, statement)
@@ -190,7 +182,7 @@ async def unique_row(
                 raise error_from_result(result, encoding=pg.info.encoding)
         return _unique_result_row(pg, needed[1].name, read[2], memory)
 
-    found: dict[str, Any] | None = await _with_prepared(pg, memory, needed, run)
+    found: dict[str, Any] | None = await _with_prepared(pg, needed, run)
     return found
 
 
@@ -293,7 +285,7 @@ def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
 
 
 async def insert_row(
-    pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema, memory: ClientMemory
+    pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema
 ) -> tuple[int, datetime, datetime] | None:
     """(id, inserted_at, scheduled_at) of `job` inserted with its notification through libpq;
     None when this path does not apply (see `applies`): the caller then uses a cursor.
@@ -319,7 +311,7 @@ async def insert_row(
         assert id_ is not None and inserted_at is not None and scheduled_at is not None
         return _INT8.unpack(id_)[0], _timestamp(inserted_at), _timestamp(scheduled_at)
 
-    inserted: tuple[int, datetime, datetime] = await _with_prepared(pg, memory, (statement,), run)
+    inserted: tuple[int, datetime, datetime] = await _with_prepared(pg, (statement,), run)
     return inserted
 
 

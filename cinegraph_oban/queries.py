@@ -30,6 +30,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
@@ -38,7 +39,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from cinegraph_oban.connections import to_psycopg
 from cinegraph_oban.errors import CinegraphObanError, ValidationError, translate_errors
 from cinegraph_oban.records import FailedLookup, SkippedImport
-from cinegraph_oban.templates import render_statements
+from cinegraph_oban.templates import render, render_statements
 from cinegraph_oban.timestamps import to_naive_utc
 from cinegraph_oban.unique import JOB_STATES
 from cinegraph_oban.workers import TMDB_DETAILS_WORKER
@@ -51,6 +52,7 @@ __all__ = [
     "failed_lookups",
     "jobs",
     "oban_jobs_table",
+    "outcome_index_state",
     "outcome_index_statements",
     "quality_skipped_imports",
     "read_failed_lookups",
@@ -345,6 +347,16 @@ def create_outcome_indexes(conn: Any, prefix: str = "public", *, drop: bool = Fa
         for statement in outcome_index_statements(prefix, drop=drop):
             # Parameters, even none, so that psycopg reads a `%%` in a rendered identifier as `%`.
             pg.execute(statement.encode(), {})
+
+
+def outcome_index_state(conn: psycopg.Connection[Any], prefix: str = "public") -> dict[str, bool]:
+    """The opt-in indexes (OUTCOME_INDEXES) that exist under `prefix`, each with whether
+    it is valid: False for one whose CONCURRENTLY build failed half-way, which PostgreSQL ignores.
+    Reads the catalog only."""
+    rows = conn.execute(
+        render("indexes/outcome_index_state.sql.j2").encode(), {"prefix": prefix, "names": list(OUTCOME_INDEXES)}
+    ).fetchall()
+    return {str(name): bool(valid) for name, valid in rows}
 
 
 def _seconds(value: datetime | None) -> str | None:

@@ -2,7 +2,8 @@
 
 Jobs look like the ones Cinegraph's importers enqueue for `TMDbDetailsWorker`: canonical lists
 (1001 Movies You Must See Before You Die), Oscar ceremonies and festival line-ups by IMDb id, and
-plain TMDb ids.
+plain TMDb ids. `create_legacy_sample` writes Cinegraph's two legacy import tables with sample
+rows, to try the migration on a scratch database.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["FILMS", "import_args"]
+import psycopg
+
+__all__ = ["FILMS", "create_legacy_sample", "import_args"]
 
 #: (imdb_id, title, year, tmdb_id) of films that appear in Cinegraph's canonical lists.
 FILMS: tuple[tuple[str, str, int, int], ...] = (
@@ -103,3 +106,19 @@ def import_args(count: int, seed: int = 1001) -> Iterator[dict[str, Any]]:
             }
         else:
             yield {"tmdb_id": tmdb_id}
+
+
+def create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int) -> None:
+    """Create `schema` if needed, both legacy tables in it as the Ecto migrations made them with
+    `rows` sample rows each (legacy/sample_rows.sql.j2), and Ecto's `schema_migrations` if it is
+    not there, all in one transaction: a failure leaves none of it behind. `schema` must be a name
+    `check_identifier` accepts; the tables must not exist yet (see `legacy.legacy_kinds`)."""
+    from cinegraph_oban.migration import create_legacy_tables
+    from cinegraph_oban.templates import render, render_statements
+
+    with conn.transaction():
+        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode(), {})
+        create_legacy_tables(conn, schema)
+        for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
+            conn.execute(statement.encode(), {"rows": rows})
+        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})

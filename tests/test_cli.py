@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import cinegraph_oban.cli
 from conftest import ObanDatabase
 
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
@@ -167,3 +169,66 @@ def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
     bad = run("jobs", "--database-url", oban.dsn, "--state", "sleeping")
     assert bad.returncode == 2 and "unknown job states" in bad.stderr
     assert "Jobs" in run("jobs", "--database-url", oban.dsn).stdout
+
+
+#: Calls that make or run SQL: psycopg's, and the templates' rendering.
+SQL_CALLS = frozenset(
+    {"execute", "executemany", "copy", "stream", "cursor", "transaction", "fetchone", "fetchall", "fetchmany"}
+    | {"render", "render_statements", "split_statements", "unparametrized"}
+)
+#: Modules that make SQL text: the templates, and psycopg's composition.
+SQL_MODULES = ("cinegraph_oban.templates", "psycopg.sql")
+
+
+def _sql_in(source: str) -> list[str]:
+    """Each place in `source` that makes or runs SQL: a call in SQL_CALLS (as a method or a bare
+    name), or an import from SQL_MODULES (or of `sql` from psycopg)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+            if name in SQL_CALLS:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ImportFrom):
+            names = {alias.name for alias in node.names}
+            if node.module in SQL_MODULES or (node.module == "psycopg" and "sql" in names):
+                found.append(f"{node.lineno}: from {node.module} import {', '.join(sorted(names))}")
+        elif isinstance(node, ast.Import):
+            found.extend(
+                f"{node.lineno}: import {alias.name}" for alias in node.names if alias.name.startswith(SQL_MODULES)
+            )
+    return found
+
+
+def test_the_cli_package_renders_and_runs_no_sql_of_its_own() -> None:
+    """Every statement a command runs is the library's: the CLI parses, calls and prints."""
+    package = Path(cinegraph_oban.cli.__file__).parent
+    modules = sorted(package.rglob("*.py"))
+    assert {p.name for p in modules} >= {"__init__.py", "common.py", "schema.py", "indexes.py", "migrate.py"}
+    found = [f"{p.relative_to(package).as_posix()}:{where}" for p in modules for where in _sql_in(p.read_text())]
+    assert found == []
+    # The walk sees what the CLI once did itself.
+    assert len(_sql_in('rows = conn.execute(render("indexes/state.sql.j2").encode(), {}).fetchall()')) == 3
+    assert len(_sql_in("from cinegraph_oban.templates import render_statements\nfrom psycopg import sql")) == 2
+
+
+def test_what_the_commands_read_and_write_through_the_library(oban: ObanDatabase) -> None:
+    """outcome_index_state (indexes create/drop), legacy_kinds (schema install --legacy-tables,
+    export) and create_legacy_sample (schema install --legacy-tables), called directly."""
+    from cinegraph_oban.legacy import legacy_kinds
+    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
+    from cinegraph_oban.sample_data import create_legacy_sample
+
+    assert outcome_index_state(oban.conn) == {}
+    create_outcome_indexes(oban.conn)
+    assert outcome_index_state(oban.conn) == dict.fromkeys(OUTCOME_INDEXES, True)
+    assert outcome_index_state(oban.conn, "elsewhere") == {}
+    assert legacy_kinds(oban.conn, "imports") == {}
+    create_legacy_sample(oban.conn, "imports", 7)
+    assert legacy_kinds(oban.conn, "imports") == {"failed_imdb_lookups": "a table", "skipped_imports": "a table"}
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        assert oban.conn.execute(f"SELECT count(*) FROM imports.{table}".encode()).fetchone() == (7,)
+    assert oban.conn.execute("SELECT to_regclass('imports.schema_migrations') IS NOT NULL").fetchone() == (True,)
+    oban.conn.execute("CREATE VIEW public.skipped_imports AS SELECT 1 AS id")
+    assert legacy_kinds(oban.conn, "public") == {"skipped_imports": "a view"}

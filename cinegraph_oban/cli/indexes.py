@@ -3,10 +3,7 @@ and `skipped`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
-import psycopg
 
 from cinegraph_oban.cli.common import Group, database_url_option, fail, friendly_errors, open_client, prefix_option
 
@@ -16,28 +13,17 @@ def indexes() -> None:
     """Opt-in partial indexes that make `failures` and `skipped` read a small index."""
 
 
-def _outcome_index_state(conn: psycopg.Connection[Any], prefix: str) -> dict[str, bool]:
-    """The opt-in indexes that exist under `prefix`, each with whether it is valid."""
-    from cinegraph_oban.queries import OUTCOME_INDEXES
-    from cinegraph_oban.templates import render
-
-    rows = conn.execute(
-        render("indexes/outcome_index_state.sql.j2").encode(), {"prefix": prefix, "names": list(OUTCOME_INDEXES)}
-    ).fetchall()
-    return {str(name): bool(valid) for name, valid in rows}
-
-
 @indexes.command("create")
 @database_url_option(required=True)
 @prefix_option
 @friendly_errors
 def indexes_create(database_url: str, prefix: str) -> None:
     """Build the indexes CONCURRENTLY (inserts go on meanwhile); those already there are kept."""
-    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
+    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
 
     with open_client(database_url, prefix) as oban:
         oban.schema()
-        before = _outcome_index_state(oban.connection, prefix)
+        before = outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix)
     invalid = [name for name, valid in before.items() if not valid]
     for name in OUTCOME_INDEXES:
@@ -60,10 +46,10 @@ def indexes_create(database_url: str, prefix: str) -> None:
 @friendly_errors
 def indexes_drop(database_url: str, prefix: str) -> None:
     """Drop the indexes CONCURRENTLY."""
-    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes
+    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
 
     with open_client(database_url, prefix) as oban:
-        before = _outcome_index_state(oban.connection, prefix)
+        before = outcome_index_state(oban.connection, prefix)
         create_outcome_indexes(oban.connection, prefix, drop=True)
     for name in OUTCOME_INDEXES:
         click.echo(f"{name}: {'dropped' if name in before else 'was not there'}")

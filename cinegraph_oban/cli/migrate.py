@@ -27,9 +27,9 @@ from cinegraph_oban.cli.common import (
     json_option,
     prefix_option,
 )
-from cinegraph_oban.cli.schema import _legacy_kinds
 from cinegraph_oban.connections import connect
 from cinegraph_oban.identifiers import check_identifier, check_prefix
+from cinegraph_oban.legacy import legacy_kinds
 
 
 def _migration(
@@ -91,31 +91,25 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-    class RowsPerSecond(TextColumn):
-        def __init__(self) -> None:
-            super().__init__("")
-
-        def render(self, task: Any) -> Any:
-            from rich.text import Text
-
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} rows/s" if speed else "")
-
     tasks: dict[str, Any] = {}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        RowsPerSecond(),
+        TextColumn("{task.fields[rate]}", markup=False),  # rows/s, set at each update
         TimeElapsedColumn(),
         console=err_console,
     ) as bars:
 
         def update(step: str, done: int, total: int) -> None:
             if step not in tasks:
-                tasks[step] = bars.add_task(step, total=max(total, 1))
+                tasks[step] = bars.add_task(step, total=max(total, 1), rate="")
             bars.update(tasks[step], completed=done, total=max(total, done, 1))
+            # A task's speed changes only when it is updated: its text is made here, once.
+            task = next(t for t in bars.tasks if t.id == tasks[step])
+            speed = task.finished_speed or task.speed
+            bars.update(tasks[step], rate=f"{speed:,.0f} rows/s" if speed else "")
 
         yield update
 
@@ -334,7 +328,7 @@ def export_command(
     check_prefix(prefix)
     check_identifier(schema, field="schema")
     with connect(database_url, autocommit=True) as conn:
-        existing = _legacy_kinds(conn, schema)
+        existing = legacy_kinds(conn, schema)
     tables = [name for name, kind in existing.items() if kind == "a table"]
     if not tables:
         fail(f"no legacy tables under schema {schema!r} ({', '.join(LEGACY_TABLES)}); nothing to export")

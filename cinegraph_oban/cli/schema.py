@@ -4,10 +4,8 @@ legacy tables for trying the migration on."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
-import psycopg
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,6 +23,8 @@ from cinegraph_oban.cli.common import (
 from cinegraph_oban.connections import connect
 from cinegraph_oban.health import Health, health
 from cinegraph_oban.identifiers import check_identifier, check_prefix
+from cinegraph_oban.legacy import legacy_kinds
+from cinegraph_oban.sample_data import create_legacy_sample
 from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
 
 
@@ -143,7 +143,7 @@ def schema_install(
         check_identifier(legacy_schema, field="schema")
     with connect(database_url, autocommit=True) as conn:
         if legacy_tables:
-            existing = _legacy_kinds(conn, legacy_schema)
+            existing = legacy_kinds(conn, legacy_schema)
             if existing:
                 found_text = ", ".join(f"{t} ({kind})" for t, kind in existing.items())
                 fail(
@@ -162,38 +162,10 @@ def schema_install(
         else:
             click.echo(f"Oban schema under {prefix!r}: upgraded from version {found} to {version}")
         if legacy_tables:
-            _create_legacy_sample(conn, legacy_schema, legacy_rows)
+            create_legacy_sample(conn, legacy_schema, legacy_rows)
             click.echo(
                 f"legacy tables under {legacy_schema!r}: failed_imdb_lookups and skipped_imports with "
                 f"{legacy_rows:,} rows each, and {legacy_schema}.schema_migrations; next: cinegraph-oban migrate plan"
                 + ("" if legacy_schema == "public" else f" --schema {legacy_schema}")
                 + ("" if prefix == "public" else f" --prefix {prefix}")
             )
-
-
-_RELATION_KINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "p": "a table", "f": "a foreign table"}
-
-
-def _legacy_kinds(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
-    """The legacy names that exist under `schema`, with what each is."""
-    from cinegraph_oban.migration import LEGACY_TABLES, relation_kind
-
-    found: dict[str, str] = {}
-    for table in LEGACY_TABLES:
-        kind = relation_kind(conn, schema, table)
-        if kind:
-            found[table] = _RELATION_KINDS.get(kind, f"relkind {kind}")
-    return found
-
-
-def _create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int) -> None:
-    """Both legacy tables as the Ecto migrations made them, `rows` sample rows each, and schema_migrations."""
-    from cinegraph_oban.migration import create_legacy_tables
-    from cinegraph_oban.templates import render, render_statements
-
-    with conn.transaction():
-        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode(), {})
-        create_legacy_tables(conn, schema)
-        for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
-            conn.execute(statement.encode(), {"rows": rows})
-        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})

@@ -26,7 +26,12 @@ from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-err_console = Console(stderr=True)
+
+def err_console() -> Console:
+    """A console on stderr, made where it is used, as every console of the CLI is: it writes to
+    the `sys.stderr` of that moment (click's CliRunner swaps it in tests) and reads the colour
+    system and COLUMNS then, not once at import."""
+    return Console(stderr=True)
 
 
 def open_client(database_url: str, prefix: str, oban_version: str = DEFAULT_OBAN_VERSION) -> Oban:
@@ -38,7 +43,7 @@ def open_client(database_url: str, prefix: str, oban_version: str = DEFAULT_OBAN
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -117,7 +122,7 @@ class Cli(Group):
         except click.ClickException as exc:
             fail(" ".join(exc.format_message().split()), exc.exit_code)
         except click.Abort:
-            err_console.print()  # end the prompt's line
+            err_console().print()  # end the prompt's line
             fail("aborted; nothing was changed", 1)
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -99,7 +99,7 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
         TaskProgressColumn(),
         TextColumn("{task.fields[rate]}", markup=False),  # rows/s, set at each update
         TimeElapsedColumn(),
-        console=err_console,
+        console=err_console(),
     ) as bars:
 
         def update(step: str, done: int, total: int) -> None:
@@ -119,7 +119,7 @@ def _print_summary(summary: Any, as_json: bool) -> None:
         click.echo(json.dumps(summary.as_dict(), indent=2, default=str))
         return
     for warning in summary.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        err_console().print(f"[yellow]warning:[/] {warning}")
     for notice in summary.notices:
         click.echo(f"notice: {notice}")
     table = Table(title=f"migrate {summary.action}")
@@ -297,7 +297,7 @@ def migrate_verify(database_url: str, prefix: str, schema: str, version: int, ex
     _print_summary(summary, as_json)
     if summary.findings:
         for finding in summary.findings:
-            err_console.print(f"[red]finding:[/] {escape(str(finding))}", highlight=False, soft_wrap=True)
+            err_console().print(f"[red]finding:[/] {escape(str(finding))}", highlight=False, soft_wrap=True)
     if unverified:
         jobs_text = ", ".join(f"{n:,} for {name}" for name, n in unverified.items())
         fail(

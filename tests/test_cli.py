@@ -1,42 +1,30 @@
-"""The real console script, run against a real database."""
+"""The command line against a real database: in this process through click's CliRunner, and as
+the real console script where the process itself is what is tested."""
 
 from __future__ import annotations
 
 import ast
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import cinegraph_oban.cli
 from conftest import ObanDatabase
-
-SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False, cwd=cwd
-    )
+from tests.helpers import run_cli, run_script
 
 
 def test_version_and_help() -> None:
-    assert run("--version").stdout.startswith("cinegraph-oban, version ")
-    out = run("--help").stdout
+    """The installed console script starts, and its entry point is the CLI."""
+    assert run_script("--version").stdout.startswith("cinegraph-oban, version ")
+    out = run_script("--help").stdout
     for command in ("demo", "enqueue", "schema"):
         assert command in out
 
 
 def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:
-    result = run("demo", "--jobs", "300", env={"DATABASE_URL": db_dsn})
-    assert result.returncode == 0, result.stderr
+    result = run_cli("demo", "--jobs", "300", env={"DATABASE_URL": db_dsn})
+    assert result.exit_code == 0, result.stderr
     assert "conflict=True" in result.stdout and "Done" in result.stdout
     assert "rollback identical: True" in " ".join(result.stdout.split())
     assert "GIN-served one agree: True" in " ".join(result.stdout.split())
@@ -49,28 +37,29 @@ def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_con
     reason="the throwaway server needs PostgreSQL's server binaries (initdb, pg_ctl) installed",
 )
 def test_demo_without_a_database_starts_and_removes_a_throwaway_server() -> None:
-    result = run("demo", "--jobs", "200")
-    assert result.returncode == 0, result.stderr
+    result = run_cli("demo", "--jobs", "200")
+    assert result.exit_code == 0, result.stderr
     assert "throwaway PostgreSQL" in result.stdout and "Done" in result.stdout
 
 
 def test_errors_are_one_line_without_traceback(oban: ObanDatabase) -> None:
-    bad_url = run("schema", "show", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
-    assert bad_url.returncode == 1
+    """From a real process: what a user sees is one line, no interpreter traceback."""
+    bad_url = run_script("schema", "show", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    assert bad_url.exit_code == 1
     assert "cannot connect" in bad_url.stderr and "Traceback" not in bad_url.stderr
-    no_table = run("schema", "show", "--database-url", oban.dsn, "--prefix", "missing")
-    assert no_table.returncode == 1 and "missing.oban_jobs does not exist" in no_table.stderr
-    bare = run("enqueue", "--database-url", oban.dsn, "--worker", "Mailer", "--args", "{}")
-    assert bare.returncode == 1 and "bare module name" in bare.stderr and "Traceback" not in bare.stderr
-    bad_json = run("enqueue", "--database-url", oban.dsn, "--worker", "MyApp.Mailer", "--args", "{nope")
-    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    no_table = run_script("schema", "show", "--database-url", oban.dsn, "--prefix", "missing")
+    assert no_table.exit_code == 1 and "missing.oban_jobs does not exist" in no_table.stderr
+    bare = run_script("enqueue", "--database-url", oban.dsn, "--worker", "Mailer", "--args", "{}")
+    assert bare.exit_code == 1 and "bare module name" in bare.stderr and "Traceback" not in bare.stderr
+    bad_json = run_script("enqueue", "--database-url", oban.dsn, "--worker", "MyApp.Mailer", "--args", "{nope")
+    assert bad_json.exit_code == 2 and "not valid JSON" in bad_json.stderr
 
 
 def test_enqueue_one_and_a_file(oban: ObanDatabase, tmp_path: Path) -> None:
-    one = run(
+    one = run_cli(
         "enqueue", "--database-url", oban.dsn, "--worker", "TMDbDetailsWorker", "--args", '{"tmdb_id": 278}', "--json"
     )
-    assert one.returncode == 0, one.stderr
+    assert one.exit_code == 0, one.stderr
     assert json.loads(one.stdout) == {
         "id": 1,
         "worker": "Cinegraph.Workers.TMDbDetailsWorker",
@@ -81,23 +70,23 @@ def test_enqueue_one_and_a_file(oban: ObanDatabase, tmp_path: Path) -> None:
     lines = [json.dumps({"worker": "MyApp.Mailer", "args": {"n": n}}) for n in range(5)]
     good = tmp_path / "jobs.jsonl"
     good.write_text("\n".join(lines) + "\n")
-    assert run("enqueue", "--database-url", oban.dsn, "--file", str(good)).returncode == 0
+    assert run_cli("enqueue", "--database-url", oban.dsn, "--file", str(good)).exit_code == 0
     assert oban.count() == 6
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join([*lines, json.dumps({"worker": "MyApp.Mailer", "args": {"n": 1}, "priority": 12})]) + "\n")
-    result = run("enqueue", "--database-url", oban.dsn, "--file", str(bad))
-    assert result.returncode == 1 and f"{bad}:6" in result.stderr and "priority" in result.stderr
+    result = run_cli("enqueue", "--database-url", oban.dsn, "--file", str(bad))
+    assert result.exit_code == 1 and f"{bad}:6" in result.stderr and "priority" in result.stderr
     assert oban.count() == 6, "nothing from the bad file was inserted"
 
 
 def test_schema_show_and_install(db_dsn: str) -> None:
-    assert run("schema", "install", "--database-url", db_dsn, "--version", "12").returncode == 0
-    shown = run("schema", "show", "--database-url", db_dsn, "--json")
-    assert shown.returncode == 0, shown.stderr
+    assert run_cli("schema", "install", "--database-url", db_dsn, "--version", "12").exit_code == 0
+    shown = run_cli("schema", "show", "--database-url", db_dsn, "--json")
+    assert shown.exit_code == 0, shown.stderr
     info = json.loads(shown.stdout)
     assert info["version"] == 12 and info["max_priority"] == 9 and "suspended" not in info["states"]
-    assert run("schema", "install", "--database-url", db_dsn).returncode == 0
-    assert json.loads(run("schema", "show", "--database-url", db_dsn, "--json").stdout)["version"] == 14
+    assert run_cli("schema", "install", "--database-url", db_dsn).exit_code == 0
+    assert json.loads(run_cli("schema", "show", "--database-url", db_dsn, "--json").stdout)["version"] == 14
 
 
 def _outcomes(oban: ObanDatabase) -> None:
@@ -127,26 +116,28 @@ def _outcomes(oban: ObanDatabase) -> None:
 
 def test_failures_and_skipped_as_table_json_and_csv(oban: ObanDatabase) -> None:
     _outcomes(oban)
-    table = run("failures", "--database-url", oban.dsn)
-    assert table.returncode == 0, table.stderr
+    table = run_cli("failures", "--database-url", oban.dsn)
+    assert table.exit_code == 0, table.stderr
     assert "tt0" in table.stdout and "3 rows" in table.stdout
-    as_json = json.loads(run("failures", "--database-url", oban.dsn, "--json", "--source", "canonical_import").stdout)
+    as_json = json.loads(
+        run_cli("failures", "--database-url", oban.dsn, "--json", "--source", "canonical_import").stdout
+    )
     assert sorted(r["imdb_id"] for r in as_json) == ["tt0", "tt2"]
-    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--state", "discarded").stdout) == []
-    assert len(json.loads(run("failures", "--database-url", oban.dsn, "--json", "--limit", "1").stdout)) == 1
-    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--since", "1h").stdout)
-    assert json.loads(run("failures", "--database-url", oban.dsn, "--json", "--since", "2999-01-01").stdout) == []
-    csv_out = run("skipped", "--database-url", oban.dsn, "--csv").stdout.splitlines()
+    assert json.loads(run_cli("failures", "--database-url", oban.dsn, "--json", "--state", "discarded").stdout) == []
+    assert len(json.loads(run_cli("failures", "--database-url", oban.dsn, "--json", "--limit", "1").stdout)) == 1
+    assert json.loads(run_cli("failures", "--database-url", oban.dsn, "--json", "--since", "1h").stdout)
+    assert json.loads(run_cli("failures", "--database-url", oban.dsn, "--json", "--since", "2999-01-01").stdout) == []
+    csv_out = run_cli("skipped", "--database-url", oban.dsn, "--csv").stdout.splitlines()
     assert csv_out[0].startswith("tmdb_id,title,reason,criteria_failed")
     assert csv_out[1].startswith("278,Shawshank,quality_criteria,")
-    bad = run("failures", "--database-url", oban.dsn, "--since", "yesterday")
-    assert bad.returncode == 2 and "duration like 7d" in bad.stderr
+    bad = run_cli("failures", "--database-url", oban.dsn, "--since", "yesterday")
+    assert bad.exit_code == 2 and "duration like 7d" in bad.stderr
 
 
 def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
     _outcomes(oban)
     listed = json.loads(
-        run(
+        run_cli(
             "jobs", "--database-url", oban.dsn, "--json", "--state", "cancelled", "--meta", "source=oscar_import"
         ).stdout
     )
@@ -154,7 +145,7 @@ def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
     assert (
         len(
             json.loads(
-                run(
+                run_cli(
                     "jobs",
                     "--database-url",
                     oban.dsn,
@@ -166,9 +157,9 @@ def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
         )
         == 4
     )
-    bad = run("jobs", "--database-url", oban.dsn, "--state", "sleeping")
-    assert bad.returncode == 2 and "unknown job states" in bad.stderr
-    assert "Jobs" in run("jobs", "--database-url", oban.dsn).stdout
+    bad = run_cli("jobs", "--database-url", oban.dsn, "--state", "sleeping")
+    assert bad.exit_code == 2 and "unknown job states" in bad.stderr
+    assert "Jobs" in run_cli("jobs", "--database-url", oban.dsn).stdout
 
 
 #: Calls that make or run SQL: psycopg's, and the templates' rendering.

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from cinegraph_oban import Job, Oban
 from cinegraph_oban.health import PENDING_BYTES_WARNING, health
 from conftest import ObanDatabase
+from tests.helpers import run_cli
 
-SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 
 
@@ -80,18 +77,11 @@ def test_gin_pending_list_through_pgstattuple(oban: ObanDatabase) -> None:
 
 def test_schema_show_prints_health_and_json(oban: ObanDatabase) -> None:
     _fill(oban, 10)
-    shown = subprocess.run(
-        [str(SCRIPT), "schema", "show", "--database-url", oban.dsn], capture_output=True, text=True, check=False
-    )
-    assert shown.returncode == 0, shown.stderr
+    shown = run_cli("schema", "show", "--database-url", oban.dsn)
+    assert shown.exit_code == 0, shown.stderr
     assert "public.oban_jobs health" in shown.stdout and "available 10" in shown.stdout
     assert "CREATE EXTENSION pgstattuple" in shown.stdout
-    as_json = subprocess.run(
-        [str(SCRIPT), "schema", "show", "--database-url", oban.dsn, "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    as_json = run_cli("schema", "show", "--database-url", oban.dsn, "--json")
     data = json.loads(as_json.stdout)
     assert data["jobs"] == 10 and data["health"]["jobs_by_state"] == {"available": 10}
     assert data["health"]["queues"][0]["queue"] == "tmdb"

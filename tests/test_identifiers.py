@@ -25,7 +25,7 @@ from cinegraph_oban.identifiers import MAX_PREFIX_BYTES, check_prefix
 from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from cinegraph_oban.schema import detect
 from cinegraph_oban.templates import split_statements
-from tests.test_cli import run
+from tests.helpers import run_cli
 
 WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 PACKAGE = Path(__file__).resolve().parent.parent / "cinegraph_oban"
@@ -125,16 +125,16 @@ def test_the_migration_command_reads_and_writes_only_the_schema_it_names(
 ) -> None:
     """Before issue 15 `migrate up --schema %%` backfilled from schema `%`."""
     for schema, rows in (("%", "3"), ("%%", "5")):
-        made = run(
+        made = run_cli(
             "schema", "install", "--database-url", db_dsn, "--legacy-tables", "--schema", schema, "--legacy-rows", rows
         )
-        assert made.returncode == 0, made.stderr
+        assert made.exit_code == 0, made.stderr
     where = ["--database-url", db_dsn, "--schema", "%%", "--export-dir", str(tmp_path / "export")]
-    plan = run("migrate", "plan", *where)
-    assert plan.returncode == 0, plan.stderr
+    plan = run_cli("migrate", "plan", *where)
+    assert plan.exit_code == 0, plan.stderr
     assert '"%%".failed_imdb_lookups' in plan.stdout and '"%".failed_imdb_lookups' not in plan.stdout
-    up = run("migrate", "up", "--yes", *where)
-    assert up.returncode == 0, up.stderr
+    up = run_cli("migrate", "up", "--yes", *where)
+    assert up.exit_code == 0, up.stderr
     archived = db_conn.execute(
         b"SELECT args->>'archived_from', count(*) FROM public.oban_jobs GROUP BY 1 ORDER BY 1", {}
     ).fetchall()
@@ -142,8 +142,8 @@ def test_the_migration_command_reads_and_writes_only_the_schema_it_names(
     assert [_count(db_conn, "%%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [None, None]
     assert [_count(db_conn, "%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [3, 3]
     assert (_count(db_conn, "%%", "schema_migrations"), _count(db_conn, "%", "schema_migrations")) == (1, 0)
-    down = run("migrate", "down", "--yes", *where)
-    assert down.returncode == 0, down.stderr
+    down = run_cli("migrate", "down", "--yes", *where)
+    assert down.exit_code == 0, down.stderr
     assert [_count(db_conn, "%%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [5, 5]
     assert [_count(db_conn, "%", t) for t in ("failed_imdb_lookups", "skipped_imports")] == [3, 3]
     assert _count(db_conn, "public", "oban_jobs") == 0
@@ -178,8 +178,8 @@ def test_the_command_line_refuses_a_name_in_one_line(
 ) -> None:
     args, says = CLI_REFUSALS[case]
     before = _schemas(db_conn)
-    result = run(*args, "--database-url", db_dsn, cwd=tmp_path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
+    result = run_cli(*args, "--database-url", db_dsn, cwd=tmp_path)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
     assert "Traceback" not in result.stderr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,10 +36,9 @@ from cinegraph_oban.migration import (
 )
 from conftest import ObanDatabase
 from tests import strategies as s
+from tests.helpers import run_cli, run_script
 
 pytest_plugins = ["pytester"]
-
-SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 
 
 def snapshot(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
@@ -386,12 +382,6 @@ def test_up_runs_exactly_what_its_steps_list_and_the_plan_shows_them(oban: ObanD
         m._sql("drop_legacy_tables")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", CRASH_VARIABLE)}
-    full.update(env or {})
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=full, timeout=300, check=False)
-
-
 def archival_state(conn: psycopg.Connection[Any]) -> list[Any]:
     return conn.execute(
         "SELECT args, meta, state::text, worker, queue FROM oban_jobs WHERE args ? 'archived_from' ORDER BY args->>'archived_from', (args->>'legacy_id')::bigint"
@@ -419,10 +409,11 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
         "--export-dir",
         str(tmp_path),
     ]
-    killed = run_cli(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # A real process: the crash switch SIGKILLs the process it is set in.
+    killed = run_script(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
+    assert killed.exit_code == -signal.SIGKILL, killed.stderr
     finished = run_cli(*args, "--database-url", oban.dsn)
-    assert finished.returncode == 0, finished.stderr
+    assert finished.exit_code == 0, finished.stderr
     crashed_state = archival_state(oban.conn)
     # The same migration, uninterrupted, on a copy of the legacy content.
     oban.conn.execute("CREATE SCHEMA clean")
@@ -444,7 +435,7 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
         "--database-url",
         oban.dsn,
     )
-    assert clean.returncode == 0, clean.stderr
+    assert clean.exit_code == 0, clean.stderr
     clean_state = oban.conn.execute(
         "SELECT args, meta, state::text, worker, queue FROM cleanjobs.oban_jobs ORDER BY args->>'archived_from', (args->>'legacy_id')::bigint"
     ).fetchall()
@@ -532,7 +523,7 @@ def test_live_checks_before_after_and_for_the_new_worker(oban: ObanDatabase, tmp
         str(tmp_path / "export"),
         "--json",
     )
-    assert result.returncode == 1 and "tampered" not in result.stderr and '"kind": "different"' in result.stdout
+    assert result.exit_code == 1 and "tampered" not in result.stderr and '"kind": "different"' in result.stdout
 
 
 def test_verify_as_pytest_items(oban: ObanDatabase, tmp_path: Path, pytester: pytest.Pytester) -> None:

@@ -10,9 +10,6 @@ these rows comes from this library's record_* functions.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import pytest
 from cinegraph_oban import FailedLookup, SkippedImport, ValidationError
 from cinegraph_oban.queries import failed_lookups, jobs, read_failed_lookups, read_skipped_imports
 from conftest import ObanDatabase
+from tests.helpers import CliResult, run_cli
 
 WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 ENQUEUE_META = {"import_type": "canonical", "source_list": "1001_movies"}
@@ -235,17 +233,8 @@ def test_the_cli_failures_command_reads_the_workers_jobs(oban: ObanDatabase) -> 
     job_id = _enqueue(oban, CANONICAL_ARGS, ENQUEUE_META)
     _merge_meta(oban, job_id, {"status": "failed", "failure_reason": "no_tmdb_match", "imdb_id": "tt0111161"})
     _cancel(oban, job_id)
-    script = Path(sys.executable).with_name("cinegraph-oban")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    out = subprocess.run(
-        [str(script), "failures", "--database-url", oban.dsn, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_cli("failures", "--database-url", oban.dsn, "--json")
+    assert out.exit_code == 0, out.stderr
     [entry] = json.loads(out.stdout)
     assert (entry["imdb_id"], entry["source"], entry["source_key"], entry["year"]) == (
         "tt0111161",
@@ -324,11 +313,8 @@ def _prune(oban: ObanDatabase, max_age: int = SEVEN_DAYS, limit: int = 10_000) -
     return oban.conn.execute(PRUNE.encode(), {"max_age": max_age, "limit": limit}).rowcount
 
 
-def _verify_cli(oban: ObanDatabase, export_dir: Path) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("cinegraph-oban")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    command = [str(script), "migrate", "verify", "--database-url", oban.dsn, "--export-dir", str(export_dir)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+def _verify_cli(oban: ObanDatabase, export_dir: Path) -> CliResult:
+    return run_cli("migrate", "verify", "--database-url", oban.dsn, "--export-dir", str(export_dir))
 
 
 def test_verify_after_the_pruner_says_pruned_and_names_the_export(oban: ObanDatabase, tmp_path: Path) -> None:
@@ -353,7 +339,7 @@ def test_verify_after_the_pruner_says_pruned_and_names_the_export(oban: ObanData
     assert "completed jobs once their scheduled_at" in skipped
 
     result = _verify_cli(oban, export)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "pruned by Oban's Pruner" in result.stdout and "no findings" in result.stdout
     assert "missing" not in result.stdout + result.stderr
 
@@ -387,7 +373,7 @@ def test_jobs_deleted_otherwise_and_changed_jobs_stay_findings(oban: ObanDatabas
     [notice] = summary.notices
     assert "not in the pattern Oban's Pruner leaves" in notice and "export holds every one of them" in notice
     result = _verify_cli(oban, tmp_path / "export")
-    assert result.returncode == 1 and "missing" in result.stderr and "different" in result.stderr
+    assert result.exit_code == 1 and "missing" in result.stderr and "different" in result.stderr
 
 
 def test_pruned_and_a_real_difference_together_still_fail(oban: ObanDatabase, tmp_path: Path) -> None:
@@ -402,7 +388,7 @@ def test_pruned_and_a_real_difference_together_still_fail(oban: ObanDatabase, tm
     assert [(f.table, f.kind, f.example_ids) for f in summary.findings] == [("skipped_imports", "different", (4,))]
     assert summary.pruned == {"failed_imdb_lookups": ROWS}
     result = _verify_cli(oban, tmp_path / "export")
-    assert result.returncode == 1 and "pruned by Oban's Pruner" in result.stdout and "different" in result.stderr
+    assert result.exit_code == 1 and "pruned by Oban's Pruner" in result.stdout and "different" in result.stderr
 
 
 def test_pruned_jobs_without_an_export_say_nothing_was_verified(oban: ObanDatabase, tmp_path: Path) -> None:

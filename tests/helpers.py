@@ -1,4 +1,4 @@
-"""Running `cinegraph-oban` in tests.
+"""What the tests share: the names they use, and running `cinegraph-oban`.
 
 `run_cli` runs the command line in this process through click's CliRunner: what nearly every
 CLI test does, at no interpreter start-up per run. `run_script` runs the installed console
@@ -21,6 +21,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cinegraph_oban.migration import CRASH_VARIABLE
+
+#: The Cinegraph worker every import job runs (named here as the tests spell it, not taken from
+#: the library whose behaviour they check).
+TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 
 #: The installed console script (pyproject's [project.scripts]) beside this interpreter.
 SCRIPT = Path(sys.executable).parent / "cinegraph-oban"

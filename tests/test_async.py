@@ -12,8 +12,7 @@ import pytest
 from cinegraph_oban import AsyncOban, Job, Oban, UnsupportedSchemaError, ValidationError
 from cinegraph_oban import client as client_module
 from conftest import ObanDatabase
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB
 
 
 def run(coro: Any) -> Any:

@@ -24,8 +24,8 @@ from psycopg_pool import ConnectionPool
 from cinegraph_oban import AsyncOban, ConnectionArgumentError, IsolationLevelError, Job, Oban, ValidationError
 from cinegraph_oban.client import COPY_THRESHOLD
 from conftest import ObanDatabase
+from tests.helpers import TMDB as WORKER
 
-WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 THREADS = 8
 #: Seconds a whole concurrent run may take before the test fails as hung.
 BOUND = 120

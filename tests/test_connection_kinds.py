@@ -47,8 +47,8 @@ from cinegraph_oban.queries import JobQuery, create_outcome_indexes, read_jobs
 from cinegraph_oban.testing import all_enqueued, assert_enqueued, refute_enqueued
 from cinegraph_oban.timestamps import utc_now
 from conftest import ObanDatabase
+from tests.helpers import TMDB
 
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 OTHER = "Cinegraph.Workers.OtherWorker"
 PSQL = shutil.which("psql")
 PSQL_ENV = {**os.environ, "PGCLIENTENCODING": "UTF8"}

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from cinegraph_oban import AsyncOban, Job, Oban
 from tests.genuine import GenuineOban, wait_for
+from tests.helpers import TMDB
 
 pytestmark = pytest.mark.genuine_oban
 
@@ -31,7 +32,7 @@ SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 SCHEMAS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, "cg-jobs")]
 SCHEMA_IDS = [f"v{v}-{p}" for v, p in SCHEMAS]
 COMPLETES = "Harness.Workers.Completes"
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+
 FINAL = ("completed", "cancelled", "discarded")
 
 

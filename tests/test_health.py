@@ -7,9 +7,7 @@ import json
 from cinegraph_oban import Job, Oban
 from cinegraph_oban.health import PENDING_BYTES_WARNING, health
 from conftest import ObanDatabase
-from tests.helpers import run_cli
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB, run_cli
 
 
 def _fill(oban: ObanDatabase, count: int) -> Oban:

@@ -25,9 +25,9 @@ from cinegraph_oban.identifiers import MAX_PREFIX_BYTES, check_prefix
 from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from cinegraph_oban.schema import detect
 from cinegraph_oban.templates import split_statements
+from tests.helpers import TMDB as WORKER
 from tests.helpers import run_cli
 
-WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 PACKAGE = Path(__file__).resolve().parent.parent / "cinegraph_oban"
 
 ODD = [

@@ -17,8 +17,7 @@ from cinegraph_oban import Job, Oban, UnsupportedSchemaError, ValidationError
 from cinegraph_oban import client as client_module
 from cinegraph_oban.timestamps import utc_now
 from conftest import ObanDatabase
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB
 
 
 def oban_insert_reference(db: ObanDatabase, conn: psycopg.Connection[Any], job: Job) -> dict[str, Any]:

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from cinegraph_oban import Job, Unique, ValidationError, WorkerRegistry, WorkerSpec
 from cinegraph_oban.timestamps import utc_now
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB
 
 
 def problems_of(**kwargs: object) -> dict[str, str]:

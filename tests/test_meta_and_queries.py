@@ -34,8 +34,8 @@ from cinegraph_oban import (
 from cinegraph_oban.timestamps import utc_now
 from conftest import ObanDatabase
 from tests import strategies as s
+from tests.helpers import TMDB
 
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 ENQUEUE_META = {"import_type": "canonical", "source_list": "1001_movies"}
 
 

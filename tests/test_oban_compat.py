@@ -14,8 +14,7 @@ from cinegraph_oban import Job, Oban, engine
 from cinegraph_oban import client as client_module
 from cinegraph_oban.timestamps import utc_now
 from conftest import ObanDatabase
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB
 
 
 def test_fetch_claims_in_priority_scheduled_at_id_order(oban_any: ObanDatabase) -> None:

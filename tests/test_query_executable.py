@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from cinegraph_oban.queries import JobQuery, failed_lookups, jobs, quality_skipped_imports
-
-WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
+from tests.helpers import TMDB as WORKER
 
 
 def _insert(oban: Any, state: str, meta: dict[str, Any], *, worker: str = WORKER) -> int:

@@ -19,9 +19,9 @@ import pytest
 from cinegraph_oban import FailedLookup, SkippedImport, ValidationError
 from cinegraph_oban.queries import failed_lookups, jobs, read_failed_lookups, read_skipped_imports
 from conftest import ObanDatabase
+from tests.helpers import TMDB as WORKER
 from tests.helpers import CliResult, run_cli
 
-WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
 ENQUEUE_META = {"import_type": "canonical", "source_list": "1001_movies"}
 CANONICAL_ARGS = {
     "imdb_id": "tt0111161",

@@ -30,8 +30,8 @@ from cinegraph_oban import (
 )
 from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
 from tests import strategies as s
+from tests.helpers import TMDB
 
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 DSN: dict[str, str] = {}
 
 

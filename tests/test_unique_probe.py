@@ -18,9 +18,8 @@ from psycopg.rows import dict_row
 from cinegraph_oban import Job, Oban, statements
 from cinegraph_oban.schema import install
 from conftest import ObanDatabase
+from tests.helpers import TMDB
 from tests.strategies import json_values
-
-TMDB = "Cinegraph.Workers.TMDbDetailsWorker"
 
 #: Values chosen so that stored jobs and the new job share them often: quotes, backslashes,
 #: control characters and unicode in strings, and numbers that are equal as JSON but not as text.

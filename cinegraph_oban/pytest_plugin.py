@@ -157,11 +157,6 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
 
 
 def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:
-    from cinegraph_oban.migration import create_legacy_tables
-    from cinegraph_oban.templates import render_statements
+    from cinegraph_oban.sample_data import create_legacy_sample
 
-    create_legacy_tables(conn)
-    conn.execute(render("demo/create_schema_migrations.sql.j2", schema="public").encode(), {})
-    if rows:
-        for statement in render_statements("legacy/sample_rows.sql.j2", schema="public"):
-            conn.execute(statement.encode(), {"rows": rows})
+    create_legacy_sample(conn, "public", rows)

@@ -437,8 +437,8 @@ class RemoveRedundantImportTables:
     # State
 
     def _kind(self, conn: psycopg.Connection[Any], name: str) -> str | None:
-        row = conn.execute(self._sql("relation_kind"), {"schema": self.schema, "name": name}).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
+        self._template("relation_kind", {})  # checked and noted; `relation_kind` renders it
+        return relation_kind(conn, self.schema, name)
 
     def _detect(self, conn: psycopg.Connection[Any]) -> ObanSchema:
         self._template("schema/detect", {})  # checked and noted; `detect` renders it

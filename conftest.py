@@ -29,8 +29,8 @@ from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from cinegraph_oban.client import Oban
-from cinegraph_oban.schema import install
+from cinegraph_oban.insert.client import Oban
+from cinegraph_oban.oban.table import install
 
 settings.register_profile(
     "ci",
@@ -109,7 +109,7 @@ def oban_db_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     elif mode == "proc":
         yield request.getfixturevalue("postgresql_own_proc")
     else:
-        from cinegraph_oban.throwaway import local_server
+        from cinegraph_oban.db.throwaway import local_server
 
         with local_server() as server:
             executor = NoopExecutor(

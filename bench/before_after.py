@@ -32,7 +32,7 @@ CHILD = r"""
 import statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import psycopg
-from cinegraph_oban.queries import read_failed_lookups
+from cinegraph_oban.meta.queries import read_failed_lookups
 times = []
 with psycopg.connect(sys.argv[2]) as conn:
     for _ in range(5):
@@ -92,7 +92,7 @@ def fill(dsn: str, jobs: int) -> None:
     import psycopg
 
     from cinegraph_oban import FailedLookup, Job, Oban
-    from cinegraph_oban.schema import install
+    from cinegraph_oban.oban.table import install
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         install(conn, 14)
@@ -124,7 +124,7 @@ def run_inserts(checkout: Path, dsn: str) -> dict[str, float]:
 def inserts(options: argparse.Namespace, worktree: Path, dsn: str) -> None:
     import psycopg
 
-    from cinegraph_oban.schema import install
+    from cinegraph_oban.oban.table import install
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         install(conn, 14)

@@ -27,7 +27,7 @@ def _load_sample_data() -> object:
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "cinegraph_oban" / "sample_data.py"
+    path = Path(__file__).resolve().parent.parent / "cinegraph_oban" / "migration" / "sample_data.py"
     spec = importlib.util.spec_from_file_location("sample_data", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -37,8 +37,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from cinegraph_oban import Job, Oban, install, statements
-from cinegraph_oban.sample_data import import_args
+from cinegraph_oban import Job, Oban, install
+from cinegraph_oban.insert import statements
+from cinegraph_oban.migration.sample_data import import_args
 
 HERE = Path(__file__).resolve().parent
 WORKER = "Cinegraph.Workers.TMDbDetailsWorker"
@@ -407,7 +408,7 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
 
 def queries(bench: Bench, conn: psycopg.Connection[Any], rows: int, repeat: int) -> None:
     """failed_lookups() and quality_skipped_imports() against the design document's `->>` form."""
-    from cinegraph_oban.queries import create_outcome_indexes, failed_lookups, jobs, quality_skipped_imports
+    from cinegraph_oban.meta.queries import create_outcome_indexes, failed_lookups, jobs, quality_skipped_imports
 
     reset(conn)
     started = time.perf_counter()
@@ -482,8 +483,8 @@ def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
     """RemoveRedundantImportTables up (and down) with `rows` legacy rows, half in each table."""
     import tempfile
 
-    from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables
-    from cinegraph_oban.templates import render_statements
+    from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables
+    from cinegraph_oban.sql.templates import render_statements
 
     reset(conn)
     create_legacy_tables(conn)

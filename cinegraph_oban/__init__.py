@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cinegraph_oban.asyncio.client import AsyncOban
-from cinegraph_oban.client import InsertedJobs, Oban
+from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import (
     CinegraphObanError,
     ConnectionArgumentError,
@@ -23,16 +22,18 @@ from cinegraph_oban.errors import (
     ValidationError,
     VerificationError,
 )
-from cinegraph_oban.identifiers import check_prefix
-from cinegraph_oban.job import Job
-from cinegraph_oban.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
-from cinegraph_oban.records import FailedLookup, SkippedImport, from_meta, merge_meta, to_meta
-from cinegraph_oban.schema import LATEST_VERSION, ObanSchema, detect, install
-from cinegraph_oban.unique import JOB_STATES, Unique
-from cinegraph_oban.workers import DEFAULT_REGISTRY, TMDB_DETAILS_WORKER, WorkerRegistry, WorkerSpec
+from cinegraph_oban.insert.client import InsertedJobs, Oban
+from cinegraph_oban.insert.client_async import AsyncOban
+from cinegraph_oban.meta.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
+from cinegraph_oban.meta.records import FailedLookup, SkippedImport, from_meta, merge_meta, to_meta
+from cinegraph_oban.model.job import Job
+from cinegraph_oban.model.unique import JOB_STATES, Unique
+from cinegraph_oban.model.workers import DEFAULT_REGISTRY, TMDB_DETAILS_WORKER, WorkerRegistry, WorkerSpec
+from cinegraph_oban.oban import engine
+from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect, install
 
 if TYPE_CHECKING:
-    from cinegraph_oban.queries import (
+    from cinegraph_oban.meta.queries import (
         FAILED_STATES,
         JobQuery,
         failed_lookups,
@@ -64,7 +65,7 @@ _QUERIES = frozenset(
 def __getattr__(name: str) -> Any:
     if name not in _QUERIES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from cinegraph_oban import queries
+    from cinegraph_oban.meta import queries
 
     value = getattr(queries, name)
     globals()[name] = value
@@ -103,6 +104,7 @@ __all__ = [
     "__version__",
     "check_prefix",
     "detect",
+    "engine",
     "failed_lookups",
     "from_meta",
     "install",

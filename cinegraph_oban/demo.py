@@ -24,19 +24,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cinegraph_oban import engine
-from cinegraph_oban.client import Oban
-from cinegraph_oban.connections import connect
-from cinegraph_oban.job import Job
-from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
-from cinegraph_oban.outcomes import record_failed_lookup, record_skipped_import
-from cinegraph_oban.queries import failed_lookups, quality_skipped_imports, read_failed_lookups, read_skipped_imports
-from cinegraph_oban.records import FailedLookup, SkippedImport
-from cinegraph_oban.sample_data import import_args
-from cinegraph_oban.schema import LATEST_VERSION, install
-from cinegraph_oban.templates import render
-from cinegraph_oban.timestamps import utc_now
-from cinegraph_oban.workers import TMDB_DETAILS_WORKER
+from cinegraph_oban.db.connections import connect
+from cinegraph_oban.insert.client import Oban
+from cinegraph_oban.meta.outcomes import record_failed_lookup, record_skipped_import
+from cinegraph_oban.meta.queries import (
+    failed_lookups,
+    quality_skipped_imports,
+    read_failed_lookups,
+    read_skipped_imports,
+)
+from cinegraph_oban.meta.records import FailedLookup, SkippedImport
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.sample_data import import_args
+from cinegraph_oban.model.job import Job
+from cinegraph_oban.model.timestamps import utc_now
+from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
+from cinegraph_oban.oban import engine
+from cinegraph_oban.oban.table import LATEST_VERSION, install
+from cinegraph_oban.sql.templates import render
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -79,7 +84,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
             conn.close()
         return
     console.print("No database configured: starting a throwaway local PostgreSQL ...")
-    from cinegraph_oban.throwaway import local_server
+    from cinegraph_oban.db.throwaway import local_server
 
     with local_server() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
@@ -257,7 +262,7 @@ def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Con
 
 
 def _count(conn: psycopg.Connection[Any], query: Any) -> int:
-    from cinegraph_oban.queries import read_jobs
+    from cinegraph_oban.meta.queries import read_jobs
 
     return sum(1 for _ in read_jobs(conn, query))
 

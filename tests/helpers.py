@@ -20,7 +20,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cinegraph_oban.migration import CRASH_VARIABLE
+from cinegraph_oban.migration.remove_tables import CRASH_VARIABLE
 
 #: The Cinegraph worker every import job runs (named here as the tests spell it, not taken from
 #: the library whose behaviour they check).

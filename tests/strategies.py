@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from cinegraph_oban.records import INT4_MAX, INT4_MIN, FailedLookup, SkippedImport
+from cinegraph_oban.meta.records import INT4_MAX, INT4_MIN, FailedLookup, SkippedImport
 
 # Text PostgreSQL accepts: any Unicode scalar value except NUL (surrogates are not valid UTF-8).
 PG_CHARS = _CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")

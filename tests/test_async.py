@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from cinegraph_oban import AsyncOban, Job, Oban, UnsupportedSchemaError, ValidationError
-from cinegraph_oban import client as client_module
+from cinegraph_oban.insert import client as client_module
 from conftest import ObanDatabase
 from tests.helpers import TMDB
 
@@ -168,7 +168,7 @@ def test_a_task_cancelled_in_the_fast_unique_insert_leaves_the_connection_usable
     """The lookup of a unique insert on the libpq pipeline, stuck behind another session's lock,
     its task cancelled: psycopg cancels the query and reads the pipeline to its end, the
     transaction is rolled back, nothing is written, and the same connection goes on."""
-    from cinegraph_oban.asyncio import prepared
+    from cinegraph_oban.insert import prepared_async as prepared
 
     ended: list[bool] = []
     real_end = prepared._end_pipeline

@@ -19,10 +19,11 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from cinegraph_oban import Job, Oban, engine
-from cinegraph_oban.asyncio import engine as async_engine
+from cinegraph_oban import Job, Oban
 from cinegraph_oban.errors import ConnectionArgumentError
-from cinegraph_oban.schema import install
+from cinegraph_oban.oban import engine
+from cinegraph_oban.oban import engine_async as async_engine
+from cinegraph_oban.oban.table import install
 from conftest import ObanDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def test_the_generated_sync_modules_are_current() -> None:
 
 def test_the_transformation_keeps_comments_and_maps_names() -> None:
     source = (
-        "from cinegraph_oban.asyncio.engine import fetch_jobs\n"
+        "from cinegraph_oban.oban.engine_async import fetch_jobs\n"
         "async def go(conn: AsyncConnection) -> None:  # a comment stays\n"
         "    pg = await to_async_psycopg(conn)\n"
         "    async with async_connection_lock(pg):\n"
@@ -53,7 +54,7 @@ def test_the_transformation_keeps_comments_and_maps_names() -> None:
         "    awaited = 'await in a string stays'\n"
     )
     assert async_to_sync.to_sync(source) == (
-        "from cinegraph_oban.engine import fetch_jobs\n"
+        "from cinegraph_oban.oban.engine import fetch_jobs\n"
         "def go(conn: Connection) -> None:  # a comment stays\n"
         "    pg = to_psycopg(conn)\n"
         "    with connection_lock(pg):\n"
@@ -97,9 +98,9 @@ def test_an_async_block_keeps_its_body_in_asyncio_and_its_else_in_sync() -> None
 
 @pytest.mark.parametrize("source", sorted(async_to_sync.MODULES))
 def test_each_twin_has_the_same_public_functions_and_parameters(source: str) -> None:
-    target, _ = async_to_sync.MODULES[source]
-    async_module = importlib.import_module(f"cinegraph_oban.asyncio.{source.removesuffix('.py')}")
-    sync_module = importlib.import_module(f"cinegraph_oban.{target.removesuffix('.py')}")
+    name = source.removesuffix(".py").replace("/", ".")
+    async_module = importlib.import_module(f"cinegraph_oban.{name}")
+    sync_module = importlib.import_module(f"cinegraph_oban.{name.removesuffix('_async')}")
     twin = {name: async_to_sync.NAMES.get(name, name) for name in async_module.__all__}  # AsyncOban: Oban
     assert sorted(twin.values()) == sorted(sync_module.__all__)
     for name in async_module.__all__:
@@ -284,8 +285,8 @@ def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
     from dataclasses import replace
 
     from cinegraph_oban import asyncio as aio
-    from cinegraph_oban.health import health
-    from cinegraph_oban.schema import detect, migrated_version
+    from cinegraph_oban.oban.health import health
+    from cinegraph_oban.oban.table import detect, migrated_version
 
     assert install(oban.conn, 12, "sync face") == 0
     sync_schema = detect(oban.conn, "sync face")
@@ -330,7 +331,7 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     }
     failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in runs.items()}
     assert {m: err for m, err in failed.items() if runs[m].returncode != 0} == {}
-    assert "cinegraph_oban.readers" in runs and "cinegraph_oban.asyncio.installation" in runs
+    assert "cinegraph_oban.meta.readers" in runs and "cinegraph_oban.oban.installation_async" in runs
 
 
 def test_the_transformation_counts_lines_as_tokenize_does() -> None:

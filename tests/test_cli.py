@@ -90,7 +90,8 @@ def test_schema_show_and_install(db_dsn: str) -> None:
 
 
 def _outcomes(oban: ObanDatabase) -> None:
-    from cinegraph_oban import FailedLookup, Job, SkippedImport, engine, record_failed_lookup, record_skipped_import
+    from cinegraph_oban import FailedLookup, Job, SkippedImport, record_failed_lookup, record_skipped_import
+    from cinegraph_oban.oban import engine
 
     client = oban.client()
     worker = "Cinegraph.Workers.TMDbDetailsWorker"
@@ -168,7 +169,7 @@ SQL_CALLS = frozenset(
     | {"render", "render_statements", "split_statements", "unparametrized"}
 )
 #: Modules that make SQL text: the templates, and psycopg's composition.
-SQL_MODULES = ("cinegraph_oban.templates", "psycopg.sql")
+SQL_MODULES = ("cinegraph_oban.sql.templates", "psycopg.sql")
 
 
 def _sql_in(source: str) -> list[str]:
@@ -201,15 +202,15 @@ def test_the_cli_package_renders_and_runs_no_sql_of_its_own() -> None:
     assert found == []
     # The walk sees what the CLI once did itself.
     assert len(_sql_in('rows = conn.execute(render("indexes/state.sql.j2").encode(), {}).fetchall()')) == 3
-    assert len(_sql_in("from cinegraph_oban.templates import render_statements\nfrom psycopg import sql")) == 2
+    assert len(_sql_in("from cinegraph_oban.sql.templates import render_statements\nfrom psycopg import sql")) == 2
 
 
 def test_what_the_commands_read_and_write_through_the_library(oban: ObanDatabase) -> None:
     """outcome_index_state (indexes create/drop), legacy_kinds (schema install --legacy-tables,
     export) and create_legacy_sample (schema install --legacy-tables), called directly."""
-    from cinegraph_oban.legacy import legacy_kinds
-    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
-    from cinegraph_oban.sample_data import create_legacy_sample
+    from cinegraph_oban.meta.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
+    from cinegraph_oban.migration.legacy import legacy_kinds
+    from cinegraph_oban.migration.sample_data import create_legacy_sample
 
     assert outcome_index_state(oban.conn) == {}
     create_outcome_indexes(oban.conn)

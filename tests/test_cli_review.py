@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from cinegraph_oban.migration import create_legacy_tables
-from cinegraph_oban.templates import render, render_statements
+from cinegraph_oban.migration.remove_tables import create_legacy_tables
+from cinegraph_oban.sql.templates import render, render_statements
 from conftest import ObanDatabase
 from tests.helpers import run_cli
 from tests.test_cli import _outcomes

@@ -22,7 +22,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from cinegraph_oban import AsyncOban, ConnectionArgumentError, IsolationLevelError, Job, Oban, ValidationError
-from cinegraph_oban.client import COPY_THRESHOLD
+from cinegraph_oban.insert.client import COPY_THRESHOLD
 from conftest import ObanDatabase
 from tests.helpers import TMDB as WORKER
 

@@ -31,7 +31,6 @@ from cinegraph_oban import (
     LockNotAcquiredError,
     SkippedImport,
     UnsupportedSchemaError,
-    engine,
     failed_lookups,
     install,
     jobs,
@@ -43,9 +42,10 @@ from cinegraph_oban import (
     record_skipped_import,
 )
 from cinegraph_oban.errors import ConnectionArgumentError
-from cinegraph_oban.queries import JobQuery, create_outcome_indexes, read_jobs
-from cinegraph_oban.testing import all_enqueued, assert_enqueued, refute_enqueued
-from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.meta.queries import JobQuery, create_outcome_indexes, read_jobs
+from cinegraph_oban.model.timestamps import utc_now
+from cinegraph_oban.oban import engine
+from cinegraph_oban.testing.assertions import all_enqueued, assert_enqueued, refute_enqueued
 from conftest import ObanDatabase
 from tests.helpers import TMDB
 
@@ -469,10 +469,10 @@ def test_printed_sql_matches_the_bound_query_for_any_meta_text(
 def test_schema_migration_and_health_functions_refuse_an_asyncio_connection(oban: ObanDatabase) -> None:
     """install, detect, migrated_version, health and the legacy-table helpers: each raises at
     once (they returned None, or failed on a coroutine, before issue 15) and creates nothing."""
-    from cinegraph_oban.health import health
-    from cinegraph_oban.migration import create_legacy_tables, insert_legacy_row, relation_kind
-    from cinegraph_oban.records import FailedLookup
-    from cinegraph_oban.schema import detect, install, migrated_version
+    from cinegraph_oban.meta.records import FailedLookup
+    from cinegraph_oban.migration.remove_tables import create_legacy_tables, insert_legacy_row, relation_kind
+    from cinegraph_oban.oban.health import health
+    from cinegraph_oban.oban.table import detect, install, migrated_version
 
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(oban.dsn, autocommit=True) as aconn:

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cinegraph_oban import Job, Oban, Unique, ValidationError, WorkerRegistry, WorkerSpec
-from cinegraph_oban import job as job_module
-from cinegraph_oban.unique import MAX_PERIOD
+from cinegraph_oban.model import job as job_module
+from cinegraph_oban.model.unique import MAX_PERIOD
 from conftest import ObanDatabase
 
 WORKER = "MyApp.Workers.Mailer"

@@ -478,7 +478,7 @@ def _same_rows(ours: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]
 
 
 def test_engine_against_oban(genuine: GenuineOban, db_dsn: str) -> None:
-    from cinegraph_oban import engine
+    from cinegraph_oban.oban import engine
 
     genuine.migrate(14, "ours")
     genuine.migrate(14, "theirs")
@@ -562,8 +562,12 @@ def test_archival_jobs_under_the_pruner_lifeline_and_stager(genuine: GenuineOban
     from dataclasses import replace
 
     from cinegraph_oban import FailedLookup, SkippedImport
-    from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
-    from cinegraph_oban.queries import failed_lookups, read_failed_lookups, read_skipped_imports
+    from cinegraph_oban.meta.queries import failed_lookups, read_failed_lookups, read_skipped_imports
+    from cinegraph_oban.migration.remove_tables import (
+        RemoveRedundantImportTables,
+        create_legacy_tables,
+        insert_legacy_row,
+    )
 
     genuine.migrate(14)
     legacy_rows = 50
@@ -653,7 +657,7 @@ ORDER BY 1, 2
 def test_our_installer_makes_what_oban_migration_makes(genuine: GenuineOban, db_dsn: str, version: int) -> None:
     """tests/ and the demo install Oban's schema from sql_templates/oban_migrations (a translation
     of Oban's migrations): the catalog it leaves must be Oban.Migration's own, object by object."""
-    from cinegraph_oban.schema import install
+    from cinegraph_oban.oban.table import install
 
     genuine.migrate(version, "by_oban")
     with psycopg.connect(db_dsn, autocommit=True) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cinegraph_oban import Job, Oban
-from cinegraph_oban.health import PENDING_BYTES_WARNING, health
+from cinegraph_oban.oban.health import PENDING_BYTES_WARNING, health
 from conftest import ObanDatabase
 from tests.helpers import TMDB, run_cli
 

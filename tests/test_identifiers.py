@@ -20,11 +20,11 @@ import pytest
 from psycopg import sql
 
 from cinegraph_oban import ConnectionArgumentError, FailedLookup, Job, Oban, ValidationError, install
-from cinegraph_oban.health import health
-from cinegraph_oban.identifiers import MAX_PREFIX_BYTES, check_prefix
-from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
-from cinegraph_oban.schema import detect
-from cinegraph_oban.templates import split_statements
+from cinegraph_oban.db.identifiers import MAX_PREFIX_BYTES, check_prefix
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.oban.health import health
+from cinegraph_oban.oban.table import detect
+from cinegraph_oban.sql.templates import split_statements
 from tests.helpers import TMDB as WORKER
 from tests.helpers import run_cli
 
@@ -269,15 +269,15 @@ def test_split_statements(text: str, expected: list[str]) -> None:
 #: Calls that send text psycopg must not touch: statements.prepared() already turned `%%` into
 #: `%` in a PREPARE's body (and a DEALLOCATE names a hex hash), so passing params would undo it.
 ALLOWED = {
-    ("prepared.py", "pg.execute(statement.prepare, prepare=False)"),
-    ("prepared.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
-    ("asyncio/prepared.py", "pg.execute(statement.prepare, prepare=False)"),
-    ("asyncio/prepared.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
+    ("insert/prepared.py", "pg.execute(statement.prepare, prepare=False)"),
+    ("insert/prepared.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
+    ("insert/prepared_async.py", "pg.execute(statement.prepare, prepare=False)"),
+    ("insert/prepared_async.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
     # COPY merges parameters only when there are some: its text is sent as statements
     # .copy_statement and templates.unparametrized make it (`%%` already turned into `%`).
-    ("client.py", "cur.copy(copy_sql, writer=QueuedLibpqWriter(cur))"),
-    ("asyncio/client.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
-    ("migration.py", "cur.copy(unparametrized(self._sql('export_rows', table=table)))"),
+    ("insert/client.py", "cur.copy(copy_sql, writer=QueuedLibpqWriter(cur))"),
+    ("insert/client_async.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
+    ("migration/remove_tables.py", "cur.copy(unparametrized(self._sql('export_rows', table=table)))"),
 }
 
 

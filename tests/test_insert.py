@@ -14,8 +14,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban import Job, Oban, UnsupportedSchemaError, ValidationError
-from cinegraph_oban import client as client_module
-from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.insert import client as client_module
+from cinegraph_oban.model.timestamps import utc_now
 from conftest import ObanDatabase
 from tests.helpers import TMDB
 
@@ -312,7 +312,7 @@ def test_insert_all_of_nothing_is_a_no_op(oban: ObanDatabase) -> None:
     assert Oban(oban.conn).insert_all([]) == []
 
 
-# the single insert through libpq (cinegraph_oban.prepared)
+# the single insert through libpq (cinegraph_oban.insert.prepared)
 
 ODD_TAGS = ['say "hi"', "back\\slash", "a,b", "{braces}", "null", "  spaced  ", "ünïcode ✓"]
 
@@ -397,7 +397,7 @@ def test_a_unique_insert_interrupted_mid_pipeline_closes_the_connection(
     # insert's transaction, holding its lock): the connection is closed and the interrupt goes
     # on. (Whether the job was written depends on how far the server got, as with any commit
     # interrupted on its way back.)
-    from cinegraph_oban import prepared
+    from cinegraph_oban.insert import prepared
 
     real = prepared._pipeline_results
 
@@ -429,7 +429,7 @@ def test_a_unique_insert_interrupted_mid_pipeline_closes_the_connection(
 def test_prepared_statements_survive_the_oban_schema_installed_again(oban: ObanDatabase) -> None:
     # A prepared statement is planned on the table and enum it found; after the schema is
     # dropped and installed again (a test teardown, a migration down and up) it is made again.
-    from cinegraph_oban.schema import install
+    from cinegraph_oban.oban.table import install
 
     install(oban.conn, 14, "again")
     client = Oban(oban.conn, prefix="again")
@@ -575,7 +575,7 @@ def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(
     # The lock and the lookup go out together; the lookup must still take its snapshot after
     # the lock is granted, or it would miss the job its holder just committed. Only READ
     # COMMITTED gives it one of its own, whatever the session's default isolation is.
-    from cinegraph_oban import statements
+    from cinegraph_oban.insert import statements
 
     client = Oban.connect(
         oban.dsn,
@@ -698,7 +698,7 @@ def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
     # Autovacuum would do this in production: it moves the GIN index's pending entries into
     # the index proper; until then the planner prices the pending list as a scan.
     oban.conn.execute("VACUUM ANALYZE oban_jobs")
-    from cinegraph_oban import statements
+    from cinegraph_oban.insert import statements
 
     job = Job.new(TMDB, {"imdb_id": "tt0000042", "source": "canonical_import"})
     _, lookup = statements.unique_statements(job, client.schema())
@@ -779,7 +779,7 @@ def test_a_unique_insert_leaves_the_sessions_own_plan_setting_as_it_was(oban: Ob
 def test_a_lookup_by_worker_and_queue_only_is_left_to_postgresqls_plan_choice(oban: ObanDatabase) -> None:
     # Only a lookup that reads args/meta values through sub-selects has the same plan for every
     # job; by worker, queue and states the values shape the plan.
-    from cinegraph_oban import statements
+    from cinegraph_oban.insert import statements
 
     schema = Oban(oban.conn).schema()
     by_args = statements.unique_statements(Job.new(TMDB, {"imdb_id": "tt1"}), schema)
@@ -800,7 +800,7 @@ def test_a_transaction_begun_by_another_thread_is_joined_not_committed(
     # own (the first `applies` below, as it saw the connection): once the connection is its,
     # the insert sends nothing of its own and joins the open transaction, which its owner then
     # commits or rolls back.
-    from cinegraph_oban import prepared
+    from cinegraph_oban.insert import prepared
 
     checks = iter([True])
     real = prepared.applies
@@ -866,7 +866,7 @@ def test_psycopg_internals_are_driven_only_on_the_releases_they_are_tested_with(
     any other, inserts take the cursor path and still work."""
     import importlib
 
-    from cinegraph_oban import prepared
+    from cinegraph_oban.insert import prepared
 
     assert prepared._tested(psycopg.__version__), "this psycopg is the tested one: the fast path is in use"
     assert prepared.applies(oban.conn)

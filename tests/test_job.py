@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cinegraph_oban import Job, Unique, ValidationError, WorkerRegistry, WorkerSpec
-from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.model.timestamps import utc_now
 from tests.helpers import TMDB
 
 
@@ -144,7 +144,7 @@ def test_unique_defaults_and_validation() -> None:
     )
     assert job.unique.states_for("2.23.0") == job.unique.states_for("2.22")  # suspended came in 2.23.1
     assert job.unique.states_for("2.23.1") == job.unique.states_for("2.23")
-    from cinegraph_oban.unique import check_oban_version
+    from cinegraph_oban.model.unique import check_oban_version
 
     assert check_oban_version("2.23.01") == "2.23.1"
     for wrong in ("2.24", "2.16", "3.0", "2", "2.x", 2.22):
@@ -227,7 +227,7 @@ def test_any_invalid_job_raises_validation_error(bad: dict[str, object], extra: 
 
 
 def test_the_reused_json_encoder_writes_what_json_dumps_writes() -> None:
-    from cinegraph_oban import job as job_module
+    from cinegraph_oban.model import job as job_module
 
     values = [
         {"a": 1, "b": [1.5, -0.0, 1e100, None, True], "c": {"d": 'ünïcode ✓ " \\ \n'}},
@@ -246,7 +246,7 @@ def test_stored_copies_every_field() -> None:
     import dataclasses
     import inspect
 
-    from cinegraph_oban import job as job_module
+    from cinegraph_oban.model import job as job_module
 
     job = Job.new(TMDB, {"imdb_id": "tt1"}, meta={"m": 1}, tags=["x"], priority=2, schedule_in=5, replace=["priority"])
     later = datetime(2030, 1, 1)

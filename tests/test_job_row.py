@@ -1,4 +1,4 @@
-"""The job row (cinegraph_oban/row.py): its columns against oban_jobs, and every path that writes
+"""The job row (cinegraph_oban/insert/row.py): its columns against oban_jobs, and every path that writes
 a job (single insert through libpq and through a cursor, unique insert, unnest, COPY) writing the
 same row from the same job."""
 
@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cinegraph_oban import Job, Oban, row
-from cinegraph_oban.client import COPY_THRESHOLD
+from cinegraph_oban import Job, Oban
+from cinegraph_oban.insert import row
+from cinegraph_oban.insert.client import COPY_THRESHOLD
 from conftest import ObanDatabase
 
 #: What Oban.insert/2 leaves to the table's defaults, as the client does.

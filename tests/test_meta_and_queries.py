@@ -21,7 +21,6 @@ from cinegraph_oban import (
     Oban,
     SkippedImport,
     ValidationError,
-    engine,
     failed_lookups,
     install,
     jobs,
@@ -31,7 +30,8 @@ from cinegraph_oban import (
     record_failed_lookup,
     record_skipped_import,
 )
-from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban.model.timestamps import utc_now
+from cinegraph_oban.oban import engine
 from conftest import ObanDatabase
 from tests import strategies as s
 from tests.helpers import TMDB
@@ -243,7 +243,7 @@ def test_document_and_containment_forms_select_the_same_jobs(db_dsn: str, popula
 
 
 def _rows(conn: psycopg.Connection[Any], query: Any) -> list[dict[str, Any]]:
-    from cinegraph_oban.queries import read_jobs
+    from cinegraph_oban.meta.queries import read_jobs
 
     return list(read_jobs(conn, query))
 
@@ -275,7 +275,7 @@ def test_containment_uses_obans_meta_index_and_the_document_form_cannot(oban: Ob
 
 
 def test_opt_in_outcome_indexes_serve_the_ready_made_queries(oban: ObanDatabase) -> None:
-    from cinegraph_oban.queries import create_outcome_indexes
+    from cinegraph_oban.meta.queries import create_outcome_indexes
 
     client = oban.client()
     client.insert_all(

@@ -26,7 +26,7 @@ from cinegraph_oban import (
     read_failed_lookups,
     read_skipped_imports,
 )
-from cinegraph_oban.migration import (
+from cinegraph_oban.migration.remove_tables import (
     CRASH_VARIABLE,
     DEFAULT_VERSION,
     UP_STEPS,
@@ -276,7 +276,7 @@ def test_verify_names_differences_and_nothing_is_dropped(oban: ObanDatabase, tmp
     setup_legacy(oban.conn, oban)
     sample_rows(oban.conn, "legacy", 10)
     m = migration(oban.dsn, tmp_path, schema="legacy")
-    now = __import__("cinegraph_oban.timestamps", fromlist=["utc_now"]).utc_now()
+    now = __import__("cinegraph_oban.model.timestamps", fromlist=["utc_now"]).utc_now()
     with psycopg.connect(oban.dsn, autocommit=True) as conn:
         m._backfill(conn, "failed_imdb_lookups", 10, now, batch=100)
         m._backfill(conn, "skipped_imports", 10, now, batch=100)
@@ -456,7 +456,7 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
 
 
 def test_jobs_inserted_and_run_by_other_sessions_during_up_are_untouched(oban: ObanDatabase, tmp_path: Path) -> None:
-    from cinegraph_oban import engine
+    from cinegraph_oban.oban import engine
 
     setup_legacy(oban.conn, oban)
     sample_rows(oban.conn, "legacy", 30)

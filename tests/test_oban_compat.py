@@ -10,9 +10,10 @@ import psycopg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cinegraph_oban import Job, Oban, engine
-from cinegraph_oban import client as client_module
-from cinegraph_oban.timestamps import utc_now
+from cinegraph_oban import Job, Oban
+from cinegraph_oban.insert import client as client_module
+from cinegraph_oban.model.timestamps import utc_now
+from cinegraph_oban.oban import engine
 from conftest import ObanDatabase
 from tests.helpers import TMDB
 
@@ -86,7 +87,7 @@ def test_every_available_row_is_runnable_and_claimed(db_dsn: str, specs: list[di
 
 
 def _check_runnable(db_conn: psycopg.Connection[Any], specs: list[dict[str, Any]], path: str) -> None:
-    from cinegraph_oban.schema import install
+    from cinegraph_oban.oban.table import install
 
     install(db_conn, 14, "prop")
     client = Oban(db_conn, prefix="prop")
@@ -144,7 +145,7 @@ def test_any_valid_job_is_stored_as_oban_insert_stores_it(
 ) -> None:
     """For random valid jobs, at every schema version, on every insert path: the stored row equals,
     column for column, the row Oban.insert/2 writes for the same job (same transaction, same now())."""
-    from cinegraph_oban.schema import install, migrated_version
+    from cinegraph_oban.oban.table import install, migrated_version
     from tests import strategies as s
     from tests.test_insert import oban_insert_reference
 

@@ -39,7 +39,7 @@ def test_the_query_builders_load_sqlalchemy_only_when_used() -> None:
         "assert not missing, missing\n"
         "assert 'sqlalchemy' in sys.modules\n"
         "from cinegraph_oban import failed_lookups\n"
-        "from cinegraph_oban.queries import failed_lookups as direct\n"
+        "from cinegraph_oban.meta.queries import failed_lookups as direct\n"
         "assert failed_lookups is direct\n"
         "print('ok')\n"
     )

@@ -15,7 +15,7 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
         """
         import pytest
         from cinegraph_oban import Job
-        from cinegraph_oban.testing import all_enqueued, assert_enqueued, refute_enqueued
+        from cinegraph_oban.testing.assertions import all_enqueued, assert_enqueued, refute_enqueued
 
         W = "Cinegraph.Workers.TMDbDetailsWorker"
 

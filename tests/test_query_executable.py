@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from cinegraph_oban.queries import JobQuery, failed_lookups, jobs, quality_skipped_imports
+from cinegraph_oban.meta.queries import JobQuery, failed_lookups, jobs, quality_skipped_imports
 from tests.helpers import TMDB as WORKER
 
 

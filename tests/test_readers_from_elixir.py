@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cinegraph_oban import FailedLookup, SkippedImport, ValidationError
-from cinegraph_oban.queries import failed_lookups, jobs, read_failed_lookups, read_skipped_imports
+from cinegraph_oban.meta.queries import failed_lookups, jobs, read_failed_lookups, read_skipped_imports
 from conftest import ObanDatabase
 from tests.helpers import TMDB as WORKER
 from tests.helpers import CliResult, run_cli
@@ -278,7 +278,7 @@ LEGACY = ("failed_imdb_lookups", "skipped_imports")
 def _legacy(oban: ObanDatabase) -> None:
     from dataclasses import replace
 
-    from cinegraph_oban.migration import create_legacy_tables, insert_legacy_row
+    from cinegraph_oban.migration.remove_tables import create_legacy_tables, insert_legacy_row
 
     create_legacy_tables(oban.conn)
     for n in range(1, ROWS + 1):
@@ -290,7 +290,7 @@ def _legacy(oban: ObanDatabase) -> None:
 
 
 def _migrated(oban: ObanDatabase, tmp_path: Path) -> Any:
-    from cinegraph_oban.migration import RemoveRedundantImportTables
+    from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 
     _legacy(oban)
     migration = RemoveRedundantImportTables(oban.dsn, export_dir=tmp_path / "export", batch_size=100)
@@ -392,7 +392,7 @@ def test_pruned_and_a_real_difference_together_still_fail(oban: ObanDatabase, tm
 
 
 def test_pruned_jobs_without_an_export_say_nothing_was_verified(oban: ObanDatabase, tmp_path: Path) -> None:
-    from cinegraph_oban.migration import RemoveRedundantImportTables
+    from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 
     _migrated(oban, tmp_path)
     _days_pass(oban, 8)

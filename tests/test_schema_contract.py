@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from cinegraph_oban import UnsupportedSchemaError, detect
-from cinegraph_oban.schema import install, install_statements, migrated_version
+from cinegraph_oban.oban.table import install, install_statements, migrated_version
 from conftest import ObanDatabase
 
 # column: (type as format_type prints it, NOT NULL, default as pg_get_expr prints it)

@@ -20,7 +20,6 @@ from cinegraph_oban import (
     Job,
     Oban,
     SkippedImport,
-    engine,
     install,
     jobs,
     read_failed_lookups,
@@ -28,7 +27,8 @@ from cinegraph_oban import (
     record_failed_lookup,
     record_skipped_import,
 )
-from cinegraph_oban.migration import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.oban import engine
 from tests import strategies as s
 from tests.helpers import TMDB
 

@@ -15,8 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from cinegraph_oban import Job, Oban, statements
-from cinegraph_oban.schema import install
+from cinegraph_oban import Job, Oban
+from cinegraph_oban.insert import statements
+from cinegraph_oban.oban.table import install
 from conftest import ObanDatabase
 from tests.helpers import TMDB
 from tests.strategies import json_values

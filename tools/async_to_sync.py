@@ -5,15 +5,17 @@
     python tools/async_to_sync.py            rewrite every generated module
     python tools/async_to_sync.py --check    exit 1 if a generated module is not current (CI)
 
-The source of each pair lives in `cinegraph_oban/asyncio/` and is the code to read and edit; the
-sync module it produces carries a header saying so. The transformation works on tokens, so
-comments and layout survive:
+The source of each pair is a `*_async.py` module beside its sync twin, in the folder of its
+concern (`insert/client_async.py` -> `insert/client.py`, as psycopg_pool's `pool_async.py` ->
+`pool.py`); it is the code to read and edit, and the sync module carries a header saying so.
+The transformation works on tokens, so comments and layout survive:
 - a block `if True:  # ASYNC` keeps its body in the asyncio face and becomes its `else:` body in
   the sync one, for the few lines where the two faces differ in more than `await` (as in
   psycopg's sources);
 - `async def` / `async with` / `async for` lose `async`; `await` is dropped;
 - names are mapped (`AsyncConnection` -> `Connection`, `to_async_psycopg` -> `to_psycopg`, ...);
-- `cinegraph_oban.asyncio.` imports become `cinegraph_oban.` ones;
+- `*_async` modules are named by their sync twins (`cinegraph_oban.insert.prepared_async` ->
+  `cinegraph_oban.insert.prepared`), `cinegraph_oban.asyncio` by `cinegraph_oban`;
 - per module, phrases of prose (docstrings) are replaced where the two faces say different things.
 The result is formatted with ruff, as the rest of the tree.
 """
@@ -70,37 +72,37 @@ PHRASES: list[tuple[str, str]] = [
     ("cinegraph_oban.asyncio.testing", "cinegraph_oban.testing"),
 ]
 
-#: source (under cinegraph_oban/asyncio/) -> (generated module, [(asyncio phrase, sync phrase)]).
-MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "client.py": (
-        "client.py",
-        [
-            (
-                "The client: enqueue Oban jobs from Python with psycopg 3, on asyncio connections.",
-                "The client: enqueue Oban jobs from Python with psycopg 3.",
-            ),
-            (
-                "This is the source of both faces: `cinegraph_oban/client.py` (`Oban`, for threads) is generated\n"
-                "from it by tools/async_to_sync.py.",
-                "Generated from the asyncio source, `cinegraph_oban/asyncio/client.py`, by\ntools/async_to_sync.py.",
-            ),
-            ("every task of a process", "every thread of a process"),
-            ("so two tasks never", "so two threads never"),
-            ("safe to share between tasks", "safe to share between threads"),
-            ("use `async with oban.pool.connection()", "use `with oban.pool.connection()"),
-        ],
-    ),
-    "engine.py": ("engine.py", []),
-    "health.py": ("health.py", []),
-    "installation.py": ("installation.py", []),
-    "outcomes.py": ("outcomes.py", []),
-    "prepared.py": ("prepared.py", [("(so Ctrl-C, or a cancelled task, still", "(so Ctrl-C still")]),
-    "readers.py": ("readers.py", []),
-    "testing.py": ("testing.py", []),
+#: source (under cinegraph_oban/; its sync twin drops `_async`) -> [(asyncio phrase, sync phrase)].
+MODULES: dict[str, list[tuple[str, str]]] = {
+    "insert/client_async.py": [
+        (
+            "The client: enqueue Oban jobs from Python with psycopg 3, on asyncio connections.",
+            "The client: enqueue Oban jobs from Python with psycopg 3.",
+        ),
+        (
+            "This is the source of both faces: `cinegraph_oban/insert/client.py` (`Oban`, for threads) is generated\n"
+            "from it by tools/async_to_sync.py.",
+            "Generated from the asyncio source, `cinegraph_oban/insert/client_async.py`, by\ntools/async_to_sync.py.",
+        ),
+        ("every task of a process", "every thread of a process"),
+        ("so two tasks never", "so two threads never"),
+        ("safe to share between tasks", "safe to share between threads"),
+        ("use `async with oban.pool.connection()", "use `with oban.pool.connection()"),
+    ],
+    "oban/engine_async.py": [],
+    "oban/health_async.py": [],
+    "oban/installation_async.py": [],
+    "meta/outcomes_async.py": [],
+    "insert/prepared_async.py": [("(so Ctrl-C, or a cancelled task, still", "(so Ctrl-C still")],
+    "meta/readers_async.py": [],
+    "testing/assertions_async.py": [],
 }
 
+#: ... and every generated module's source, by its name: `prepared_async` -> `prepared`.
+NAMES.update({Path(source).stem: Path(source).stem.removesuffix("_async") for source in MODULES})
+
 HEADER = (
-    "# Generated from cinegraph_oban/asyncio/{source} by tools/async_to_sync.py: do not edit.\n"
+    "# Generated from cinegraph_oban/{source} by tools/async_to_sync.py: do not edit.\n"
     "# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).\n"
 )
 
@@ -196,22 +198,23 @@ def _check_sync(source: str, text: str) -> None:
     """Refuse output that still holds the asyncio face: code naming it, or prose about its kinds."""
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
         if token.type == tokenize.NAME and token.string in ("async", "await", *NAMES):
-            raise SystemExit(f"cinegraph_oban/asyncio/{source}: {token.string!r} survives at line {token.start[0]}")
+            raise SystemExit(f"cinegraph_oban/{source}: {token.string!r} survives at line {token.start[0]}")
         if token.type in _STRING_TOKENS and re.search(r"Async(Connection|Session|Oban)\b", token.string):
             raise SystemExit(
-                f"cinegraph_oban/asyncio/{source}: line {token.start[0]} still speaks of the asyncio face: "
+                f"cinegraph_oban/{source}: line {token.start[0]} still speaks of the asyncio face: "
                 f"{token.string[:80]!r}; add the phrase to PHRASES"
             )
     if "cinegraph_oban.asyncio" in text:
-        raise SystemExit(f"cinegraph_oban/asyncio/{source}: an import of cinegraph_oban.asyncio survives")
+        raise SystemExit(f"cinegraph_oban/{source}: an import of cinegraph_oban.asyncio survives")
 
 
 def generate(source: str) -> tuple[Path, str]:
-    target, phrases = MODULES[source]
-    text = (ROOT / "cinegraph_oban" / "asyncio" / source).read_text()
+    phrases = MODULES[source]
+    target = source.replace("_async.py", ".py")
+    text = (ROOT / "cinegraph_oban" / source).read_text()
     for async_phrase, sync_phrase in phrases:
         if async_phrase not in text:
-            raise SystemExit(f"cinegraph_oban/asyncio/{source}: the phrase to replace is gone: {async_phrase!r}")
+            raise SystemExit(f"cinegraph_oban/{source}: the phrase to replace is gone: {async_phrase!r}")
         text = text.replace(async_phrase, sync_phrase)
     text = _prose(text)
     text = HEADER.format(source=source) + to_sync(text)
@@ -220,8 +223,9 @@ def generate(source: str) -> tuple[Path, str]:
     # used), `with a(): with b():` where the source had to nest a sync context manager around an
     # async one, `for x in y: yield x` where the source had no `yield from` (an async generator
     # cannot have one), `Iterable[X] | Iterable[X]` from `Iterable[X] | AsyncIterable[X]`, and
-    # an `__all__` whose names sort differently once mapped.
-    rules = "F401,I,PYI016,RUF022,SIM117,UP028"
+    # an `__all__` whose names sort differently once mapped, and `import prepared as prepared`
+    # from the source's `import prepared_async as prepared`.
+    rules = "F401,I,PLC0414,PYI016,RUF022,SIM117,UP028"
     fixes = ["check", "--fix", "--unsafe-fixes", "--exit-zero", "--quiet", "--select", rules]
     for command in (fixes, ["format"]):
         text = subprocess.run(

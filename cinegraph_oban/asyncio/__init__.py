@@ -8,23 +8,26 @@
     async for lookup in await read_failed_lookups(conn):
         ...
 
-The modules here (client, engine, health, installation, outcomes, prepared, readers, testing)
-are the source of their sync twins in `cinegraph_oban`, which tools/async_to_sync.py generates
-(CI checks they are current): one source, two faces, the same names and parameters.
+This is a namespace: the asyncio source of each pair lives beside its generated sync twin, in
+the folder of its concern (`insert/client_async.py` beside `insert/client.py`, `oban/`, `meta/`,
+`testing/`); tools/async_to_sync.py generates the sync modules (CI checks they are current): one
+source, two faces, the same names and parameters.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cinegraph_oban.asyncio import engine, health, installation
-from cinegraph_oban.asyncio.client import AsyncOban
-from cinegraph_oban.asyncio.installation import detect, install, migrated_version
-from cinegraph_oban.asyncio.outcomes import merge_job_meta, record_failed_lookup, record_skipped_import
+from cinegraph_oban.insert.client_async import AsyncOban
+from cinegraph_oban.meta.outcomes_async import merge_job_meta, record_failed_lookup, record_skipped_import
+from cinegraph_oban.oban import engine_async as engine
+from cinegraph_oban.oban import health_async as health
+from cinegraph_oban.oban import installation_async as installation
+from cinegraph_oban.oban.installation_async import detect, install, migrated_version
 
 if TYPE_CHECKING:
     from cinegraph_oban.asyncio import testing
-    from cinegraph_oban.asyncio.readers import read_failed_lookups, read_jobs, read_skipped_imports
+    from cinegraph_oban.meta.readers_async import read_failed_lookups, read_jobs, read_skipped_imports
 
 # The readers (and the testing helpers, which use them) build their queries with SQLAlchemy,
 # which takes a third of a second to import: loaded on first use (as in `cinegraph_oban`), so
@@ -40,7 +43,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = module
         return module
     if name in _READERS:
-        from cinegraph_oban.asyncio import readers
+        from cinegraph_oban.meta import readers_async as readers
 
         value = getattr(readers, name)
         globals()[name] = value

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cinegraph_oban.client import Oban
-from cinegraph_oban.connections import connect, normalize_dsn
+from cinegraph_oban.db.connections import connect, normalize_dsn
+from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import CinegraphObanError, DatabaseUrlError, first_line
-from cinegraph_oban.identifiers import check_prefix
-from cinegraph_oban.unique import DEFAULT_OBAN_VERSION, check_oban_version
+from cinegraph_oban.insert.client import Oban
+from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,8 +21,8 @@ from cinegraph_oban.cli.common import (
     prefix_option,
 )
 from cinegraph_oban.errors import CinegraphObanError
-from cinegraph_oban.job import Job
-from cinegraph_oban.unique import DEFAULT_OBAN_VERSION
+from cinegraph_oban.model.job import Job
+from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION
 
 
 def _load_json_object(text: str, what: str) -> dict[str, Any]:

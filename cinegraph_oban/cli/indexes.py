@@ -19,7 +19,7 @@ def indexes() -> None:
 @friendly_errors
 def indexes_create(database_url: str, prefix: str) -> None:
     """Build the indexes CONCURRENTLY (inserts go on meanwhile); those already there are kept."""
-    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
+    from cinegraph_oban.meta.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
 
     with open_client(database_url, prefix) as oban:
         oban.schema()
@@ -46,7 +46,7 @@ def indexes_create(database_url: str, prefix: str) -> None:
 @friendly_errors
 def indexes_drop(database_url: str, prefix: str) -> None:
     """Drop the indexes CONCURRENTLY."""
-    from cinegraph_oban.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
+    from cinegraph_oban.meta.queries import OUTCOME_INDEXES, create_outcome_indexes, outcome_index_state
 
     with open_client(database_url, prefix) as oban:
         before = outcome_index_state(oban.connection, prefix)

@@ -27,7 +27,7 @@ def _parse_since(value: str | None) -> datetime | None:
         return None
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     if value[:-1].isdigit() and value[-1:] in units:
-        from cinegraph_oban.timestamps import utc_now
+        from cinegraph_oban.model.timestamps import utc_now
 
         return utc_now() - timedelta(seconds=int(value[:-1]) * units[value[-1]])
     try:
@@ -71,7 +71,7 @@ def failures(
     states: tuple[str, ...],
 ) -> None:
     """IMDb ids TMDb had no match for (what failed_imdb_lookups held), newest first."""
-    from cinegraph_oban.queries import failed_lookups, read_failed_lookups
+    from cinegraph_oban.meta.queries import failed_lookups, read_failed_lookups
 
     output = output_format(as_json, as_csv)
     query = failed_lookups(
@@ -101,7 +101,7 @@ def failures(
 @friendly_errors
 def skipped(database_url: str, prefix: str, since: str | None, limit: int, as_json: bool, as_csv: bool) -> None:
     """Movies soft-imported for failing the quality criteria (what skipped_imports held), newest first."""
-    from cinegraph_oban.queries import quality_skipped_imports, read_skipped_imports
+    from cinegraph_oban.meta.queries import quality_skipped_imports, read_skipped_imports
 
     output = output_format(as_json, as_csv)
     query = quality_skipped_imports(prefix=prefix, since=_parse_since(since))
@@ -143,7 +143,7 @@ def jobs_command(
     limit: int,
 ) -> None:
     """List jobs by worker, state, queue and meta (containment, served by Oban's GIN index)."""
-    from cinegraph_oban.queries import jobs, read_jobs
+    from cinegraph_oban.meta.queries import jobs, read_jobs
 
     output = output_format(as_json, as_csv)
     query = jobs(prefix)

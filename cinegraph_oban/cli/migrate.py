@@ -27,9 +27,9 @@ from cinegraph_oban.cli.common import (
     json_option,
     prefix_option,
 )
-from cinegraph_oban.connections import connect
-from cinegraph_oban.identifiers import check_identifier, check_prefix
-from cinegraph_oban.legacy import legacy_kinds
+from cinegraph_oban.db.connections import connect
+from cinegraph_oban.db.identifiers import check_identifier, check_prefix
+from cinegraph_oban.migration.legacy import legacy_kinds
 
 
 def _migration(
@@ -44,7 +44,7 @@ def _migration(
     batch_size: int = 50_000,
     progress: Any = None,
 ) -> Any:
-    from cinegraph_oban.migration import RemoveRedundantImportTables
+    from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 
     return RemoveRedundantImportTables(
         database_url,
@@ -60,7 +60,7 @@ def _migration(
 
 
 def _migration_options(func: F) -> F:
-    from cinegraph_oban.migration import DEFAULT_VERSION
+    from cinegraph_oban.migration.remove_tables import DEFAULT_VERSION
 
     func = json_option(func)
     func = click.option(
@@ -323,7 +323,7 @@ def export_command(
         fail(
             f"{manifest_path} already exists (an earlier export); pass --force to overwrite it, or another --export-dir"
         )
-    from cinegraph_oban.migration import LEGACY_TABLES
+    from cinegraph_oban.migration.remove_tables import LEGACY_TABLES
 
     check_prefix(prefix)
     check_identifier(schema, field="schema")

@@ -20,12 +20,12 @@ from cinegraph_oban.cli.common import (
     options_given,
     prefix_option,
 )
-from cinegraph_oban.connections import connect
-from cinegraph_oban.health import Health, health
-from cinegraph_oban.identifiers import check_identifier, check_prefix
-from cinegraph_oban.legacy import legacy_kinds
-from cinegraph_oban.sample_data import create_legacy_sample
-from cinegraph_oban.schema import LATEST_VERSION, SUPPORTED_VERSIONS, install
+from cinegraph_oban.db.connections import connect
+from cinegraph_oban.db.identifiers import check_identifier, check_prefix
+from cinegraph_oban.migration.legacy import legacy_kinds
+from cinegraph_oban.migration.sample_data import create_legacy_sample
+from cinegraph_oban.oban.health import Health, health
+from cinegraph_oban.oban.table import LATEST_VERSION, SUPPORTED_VERSIONS, install
 
 
 @click.group(cls=Group)

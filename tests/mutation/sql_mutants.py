@@ -348,7 +348,7 @@ class _Recorder:
 
 
 def _clear_template_caches() -> None:
-    from cinegraph_oban import templates
+    from cinegraph_oban.sql import templates
 
     templates._render_cached.cache_clear()
     templates._environment.cache_clear()

@@ -1,0 +1,375 @@
+"""The client: enqueue Oban jobs from Python with psycopg 3, on asyncio connections.
+
+    oban = await AsyncOban.connect("postgresql://postgres@127.0.0.1/cinegraph")   # owns a connection pool
+    job = await oban.insert(Job.new("Cinegraph.Workers.TMDbDetailsWorker", {"tmdb_id": 278}))
+    await oban.insert_all(jobs)                      # all or nothing
+    await oban.insert(job, conn=caller_connection)   # inside the caller's own transaction
+
+This is the source of both faces: `cinegraph_oban/insert/client.py` (`Oban`, for threads) is generated
+from it by tools/async_to_sync.py. What an insert means apart from any connection is
+`insertion.py`'s, the statements are `statements.py`'s, the job row's encoding `row.py`'s, and
+the libpq fast path `prepared.py`'s; this module only sends them.
+
+One client is meant to be shared by every task of a process. Each operation takes a connection
+of its own from the client's pool (psycopg_pool, autocommit) for its whole duration, so a plain
+`insert` is one statement and one round trip. A client built on one connection
+(`AsyncOban(conn)`), and every `conn=` argument, serialize the operations made through this
+library on that connection with a per-connection lock, so two tasks never interleave one
+insert's statements with another's. With `conn=` the work joins the caller's transaction, inside
+a savepoint, and nothing is committed here. `conn=` takes a psycopg AsyncConnection, a SQLAlchemy
+AsyncConnection or AsyncSession.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager, nullcontext
+from itertools import islice
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.copy import AsyncQueuedLibpqWriter
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from cinegraph_oban.db.connections import (
+    async_atomic,
+    async_connect,
+    async_connection_lock,
+    cannot_connect,
+    normalize_dsn,
+    to_async_psycopg,
+)
+from cinegraph_oban.db.identifiers import check_prefix
+from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
+from cinegraph_oban.insert import prepared_async as prepared
+from cinegraph_oban.insert import statements
+from cinegraph_oban.insert.insertion import (
+    COPY_CHUNK,
+    COPY_THRESHOLD,
+    DEFAULT_POOL_SIZE,
+    POOL_TIMEOUT,
+    BulkInsert,
+    ClientMemory,
+    InsertedJobs,
+    check_isolation,
+    check_pool,
+    check_pool_size,
+    check_small_batch,
+    joins_transaction,
+    pool_exhausted,
+    pool_kwargs,
+    pool_not_autocommit,
+    unique_result,
+)
+from cinegraph_oban.model.job import Job
+from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
+from cinegraph_oban.model.workers import WorkerRegistry
+from cinegraph_oban.oban.installation_async import detect
+from cinegraph_oban.oban.table import ObanSchema
+
+if True:  # ASYNC
+    pass  # an asyncio connection is read when an operation starts (to_async_psycopg awaits)
+else:
+    from cinegraph_oban.db.connections import to_psycopg
+
+__all__ = ["COPY_CHUNK", "COPY_THRESHOLD", "DEFAULT_POOL_SIZE", "POOL_TIMEOUT", "AsyncOban", "InsertedJobs"]
+
+
+@asynccontextmanager
+async def joined_savepoint(pg: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """Inside the caller's transaction, a savepoint around one statement, pipelined with it
+    (SAVEPOINT, the statement and RELEASE in two round trips): a failure rolls back ours only
+    and leaves the caller's transaction usable. Outside one, a statement is atomic by itself."""
+    if not joins_transaction(pg):
+        yield
+        return
+    async with pg.pipeline(), async_atomic(pg):
+        yield
+
+
+async def _chunks(jobs: Iterable[Job] | AsyncIterable[Job], first: int, size: int) -> AsyncIterator[list[Job]]:
+    """The jobs, validated as they are taken: `first` of them, then `size` at a time (from an
+    iterable, or in the asyncio face also from an async iterable)."""
+    if True:  # ASYNC
+        if isinstance(jobs, AsyncIterable):
+            chunk: list[Job] = []
+            async for job in jobs:
+                chunk.append(job.validated())
+                if len(chunk) == first:
+                    yield chunk
+                    chunk, first = [], size
+            if chunk:
+                yield chunk
+            return
+    iterator = (job.validated() for job in jobs)
+    chunk = list(islice(iterator, first))
+    while chunk:
+        yield chunk
+        chunk = list(islice(iterator, size))
+
+
+class AsyncOban:
+    """A handle on one Oban installation (a database and a prefix), safe to share between tasks.
+
+    `AsyncOban.connect(dsn)` owns a connection pool; `AsyncOban(pool=pool)` uses a psycopg_pool
+    `AsyncConnectionPool` of the caller's (its connections must be autocommit); `AsyncOban(conn)`
+    one connection, whose operations are then serialized. `conn=` on any call uses that
+    connection instead, joining its transaction.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        prefix: str = "public",
+        registry: WorkerRegistry | None = None,
+        owns_connection: bool = False,
+        oban_version: str = DEFAULT_OBAN_VERSION,
+    ) -> None:
+        if conn is not None and pool is not None:
+            raise ConnectionArgumentError(f"{AsyncOban.__name__} takes a connection or a pool, not both")
+        if conn is not None:
+            if True:  # ASYNC
+                if not isinstance(conn, psycopg.AsyncConnection):
+                    raise ConnectionArgumentError(
+                        f"AsyncOban takes a psycopg.AsyncConnection, got {type(conn).__name__}"
+                        + ("; use Oban for a sync connection" if isinstance(conn, psycopg.Connection) else "")
+                    )
+            else:
+                conn = to_psycopg(conn)  # a SQLAlchemy Connection or Session too
+        check_pool(pool, AsyncConnectionPool, AsyncOban.__name__)
+        self.prefix = check_prefix(prefix)
+        #: The Oban version of the Elixir application ("2.22" or "2.23"): Oban's default unique
+        #: states differ between them (2.23 counts `suspended` jobs as duplicates).
+        self.oban_version = check_oban_version(oban_version)
+        self.registry = registry
+        self._conn = conn
+        self._pool = pool
+        self._owns_connection = owns_connection
+        self._schema: ObanSchema | None = None
+        self._memory = ClientMemory()
+
+    @classmethod
+    async def connect(
+        cls,
+        dsn: str,
+        *,
+        prefix: str = "public",
+        registry: WorkerRegistry | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        oban_version: str = DEFAULT_OBAN_VERSION,
+        **connect_kwargs: Any,
+    ) -> AsyncOban:
+        """A client with a pool of up to `pool_size` autocommit connections to the database at
+        `dsn` (a libpq URL or key=value string; `ecto://` and SQLAlchemy-style
+        `postgresql+psycopg://` URLs are read too). Other keyword arguments go to each
+        `psycopg.connect` (e.g. `prepare_threshold=None` behind a transaction pooler). The
+        first connection is made here, so a wrong URL or a server that is down fails at once."""
+        check_prefix(prefix)
+        check_oban_version(oban_version)
+        size = check_pool_size(pool_size)
+        kwargs = pool_kwargs(connect_kwargs)
+        url = normalize_dsn(dsn)
+        first = await async_connect(url, **kwargs)  # a clear one-line error for a wrong URL or a server down
+        await first.close()
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url, min_size=1, max_size=size, kwargs=kwargs, open=False, timeout=POOL_TIMEOUT, name="cinegraph-oban"
+        )
+        try:
+            await pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise cannot_connect(url, exc) from exc
+        return cls(pool=pool, prefix=prefix, registry=registry, owns_connection=True, oban_version=oban_version)
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any] | None:
+        """The connection pool the client's operations draw from (None for a one-connection client)."""
+        return self._pool
+
+    @property
+    def connection(self) -> psycopg.AsyncConnection[Any]:
+        """The one connection of a client built on a connection (`AsyncOban(conn)`)."""
+        if self._conn is None:
+            if self._pool is not None:
+                raise ConnectionArgumentError(
+                    f"this {AsyncOban.__name__} client draws connections from a pool; "
+                    "use `async with oban.pool.connection() as conn:`"
+                )
+            raise ConnectionArgumentError(f"this {AsyncOban.__name__} client has no connection of its own; pass conn=")
+        return self._conn
+
+    async def close(self) -> None:
+        if not self._owns_connection:
+            return
+        if self._pool is not None:
+            await self._pool.close()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def __aenter__(self) -> AsyncOban:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _using(self, conn: Any) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The connection one operation runs on, held for its whole duration, psycopg errors
+        from it raised as the library's."""
+        with translate_errors():
+            if conn is not None:
+                pg = await to_async_psycopg(conn)
+                async with async_connection_lock(pg):
+                    yield pg
+            elif self._pool is not None:
+                try:
+                    pg = await self._pool.getconn()
+                except PoolTimeout as exc:
+                    raise pool_exhausted(self._pool.timeout, self._pool.max_size) from exc
+                try:
+                    if not pg.autocommit:
+                        raise pool_not_autocommit()
+                    yield pg
+                finally:
+                    await self._pool.putconn(pg)
+            else:
+                pg = self.connection
+                async with async_connection_lock(pg):
+                    yield pg
+
+    # Schema
+
+    async def schema(self, conn: Any = None) -> ObanSchema:
+        """The detected Oban schema, read once and cached."""
+        if self._schema is None:
+            async with self._using(conn) as pg:
+                return await self._schema_on(pg)
+        return self._schema
+
+    async def _schema_on(self, pg: psycopg.AsyncConnection[Any]) -> ObanSchema:
+        if self._schema is None:
+            self._schema = await detect(pg, self.prefix)
+        return self._schema
+
+    async def refresh_schema(self, conn: Any = None) -> ObanSchema:
+        """Forget the cached schema (after migrating Oban) and read it again."""
+        self._schema = None
+        return await self.schema(conn)
+
+    # Inserting
+
+    async def insert(self, job: Job, *, conn: Any = None) -> Job:
+        """Insert one job and send its notification; returns the stored job.
+
+        A job with unique options returns the existing job, with `conflict=True`, when one
+        matches (after applying its `replace` options).
+        """
+        job = job.validated()
+        async with self._using(conn) as pg:
+            schema = await self._schema_on(pg)
+            schema.check_job(job)
+            if job.unique is not None:
+                return await self._insert_unique(pg, job, schema)
+            row = await prepared.insert_row(pg, job, schema)
+            if row is None:
+                statement = statements.insert_statement(job, schema)
+                async with joined_savepoint(pg), pg.cursor() as cur:
+                    await cur.execute(statement.sql, statement.params)
+                    row = await cur.fetchone()
+            assert row is not None
+            return job.stored(row[0], row[1], row[2])
+
+    async def _insert_unique(self, pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema) -> Job:
+        lock, lookup = statements.unique_statements(job, schema, self.oban_version, self._memory.unselective)
+        if prepared.applies(pg, pipeline=True):
+            found = await prepared.unique_row(pg, lock, lookup, self._memory)
+            if found is not None:
+                return unique_result(job, lookup, found, self._memory)
+        # Outside any transaction (an autocommit connection, not inside conn.transaction()) the
+        # insert makes its own; inside one it joins it, in a savepoint, once the transaction is
+        # known to be READ COMMITTED (check_isolation).
+        own_transaction = not joins_transaction(pg)
+        if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
+            lock = statements.own_transaction_lock(lock, lookup)
+        # Lock and lookup (with BEGIN and COMMIT around them when the insert needs a transaction
+        # of its own) go out in one pipeline, the lookup still a statement of its own so that its
+        # snapshot is taken after the lock is granted. psycopg syncs the pipeline once more when
+        # it ends: two round trips; three inside a transaction, whose isolation is read first.
+        begin, commit = statements.transaction_sql()
+        try:
+            async with (
+                pg.pipeline(),
+                nullcontext() if own_transaction else async_atomic(pg),
+                pg.cursor() as cur,
+                pg.cursor(row_factory=dict_row) as looked_up,
+            ):
+                if own_transaction:
+                    await cur.execute(begin, {})
+                else:
+                    await cur.execute(statements.isolation_sql(), {})
+                    level = await cur.fetchone()
+                    check_isolation(level[0] if level else None)
+                await cur.execute(lock.sql, lock.params)
+                await looked_up.execute(lookup.sql, lookup.params)
+                if own_transaction:
+                    await cur.execute(commit, {})
+                row = await looked_up.fetchone()
+        except BaseException:
+            if own_transaction and pg.info.transaction_status != pq.TransactionStatus.IDLE:
+                await pg.rollback()
+            raise
+        assert row is not None
+        return unique_result(job, lookup, row, self._memory)
+
+    async def insert_all(self, jobs: Iterable[Job] | AsyncIterable[Job], *, conn: Any = None) -> InsertedJobs:
+        """Insert many jobs, all or nothing; returns them with their ids, in input order.
+
+        Unique options are ignored, as Oban's `insert_all` ignores them. Small batches go out as
+        one statement; larger ones stream through binary COPY in chunks, so an iterator of jobs
+        is never held in memory twice. Inside the caller's transaction either runs in a
+        savepoint: a failure leaves that transaction usable. The result is a sequence of the
+        stored jobs; `.ids` gives just their ids without building a Job for each.
+        """
+        chunks = _chunks(jobs, COPY_THRESHOLD, COPY_CHUNK)
+        first: list[Job] = await anext(chunks, [])
+        if not first:
+            return InsertedJobs([], [], [], [])
+        async with self._using(conn) as pg:
+            schema = await self._schema_on(pg)
+            if len(first) < COPY_THRESHOLD:
+                statement = check_small_batch(schema, first)
+                async with joined_savepoint(pg), pg.cursor() as cur:
+                    await cur.execute(statement.sql, statement.params)
+                    rows = await cur.fetchall()
+                return InsertedJobs.from_rows(first, rows)
+            return await self._copy_all(pg, schema, first, chunks)
+
+    async def _copy_all(
+        self,
+        pg: psycopg.AsyncConnection[Any],
+        schema: ObanSchema,
+        first: list[Job],
+        rest: AsyncIterator[list[Job]],
+    ) -> InsertedJobs:
+        bulk = BulkInsert(schema)
+        chunk = first
+        async with async_atomic(pg), pg.cursor() as cur:
+            while chunk:
+                reserve = bulk.check(chunk)
+                await cur.execute(reserve.sql, reserve.params)
+                copy_sql, types, rows = bulk.copy(chunk, await cur.fetchall())
+                # The queued writer sends from a thread of its own, so building the next rows
+                # overlaps with the server indexing the previous ones.
+                async with cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur)) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        await copy.write_row(row)
+                chunk = await anext(rest, [])
+            notify = bulk.notify()
+            if notify is not None:
+                await cur.execute(notify.sql, notify.params)
+        return bulk.result()

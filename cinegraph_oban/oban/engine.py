@@ -1,0 +1,130 @@
+# Generated from cinegraph_oban/oban/engine_async.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
+"""Oban's own statements, reproduced so Python can play the Elixir side.
+
+These are the queries Oban's Basic engine, Stager and Pruner run (see `oban-contract.md`):
+claiming jobs, staging scheduled ones, recording outcomes and pruning. cinegraph-oban never runs
+them against a production queue on its own; they exist so tests, the demo and the pytest plugin
+can prove that rows written here are claimed and run exactly like Oban's own.
+
+`conn` is a psycopg connection, a SQLAlchemy Connection or Session; the
+statements join its transaction. An asyncio connection is refused at once (ConnectionArgumentError), and psycopg's
+errors reach the caller as the library's (`cinegraph_oban.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import uuid4
+
+from psycopg.rows import dict_row
+
+from cinegraph_oban.db.connections import to_psycopg
+from cinegraph_oban.errors import translate_errors
+from cinegraph_oban.model.job import Job
+from cinegraph_oban.model.timestamps import utc_now
+from cinegraph_oban.sql.templates import render
+
+__all__ = [
+    "cancel_job",
+    "complete_job",
+    "discard_job",
+    "error_job",
+    "fetch_jobs",
+    "format_error",
+    "peek_jobs",
+    "prune_jobs",
+    "snooze_job",
+    "stage_jobs",
+]
+
+
+def _jobs(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[Job]:
+    pg = to_psycopg(conn)
+    with translate_errors(), pg.cursor(row_factory=dict_row) as cur:
+        cur.execute(render(template, prefix=prefix).encode(), params)
+        return [Job.from_row(row) for row in cur.fetchall()]
+
+
+def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[int]:
+    pg = to_psycopg(conn)
+    with translate_errors():
+        cur = pg.execute(render(template, prefix=prefix).encode(), params)
+        rows = cur.fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def _update(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> None:
+    pg = to_psycopg(conn)
+    with translate_errors():
+        pg.execute(render(template, prefix=prefix).encode(), params)
+
+
+def fetch_jobs(
+    conn: Any,
+    queue: str,
+    demand: int = 10,
+    *,
+    prefix: str = "public",
+    node: str = "cinegraph-oban@localhost",
+) -> list[Job]:
+    """Claim up to `demand` available jobs of `queue`, exactly as Oban's producer does."""
+    jobs = _jobs(
+        conn,
+        "oban_engine/fetch_jobs.sql.j2",
+        prefix,
+        {"queue": queue, "demand": demand, "attempted_by": [node, str(uuid4())]},
+    )
+    return sorted(jobs, key=lambda j: (j.priority, j.scheduled_at or utc_now(), j.id or 0))
+
+
+def peek_jobs(conn: Any, queue: str, demand: int = 10, *, prefix: str = "public") -> list[Job]:
+    """The jobs `fetch_jobs` would claim next, in its order, without claiming them."""
+    return _jobs(conn, "oban_engine/peek_jobs.sql.j2", prefix, {"queue": queue, "demand": demand})
+
+
+def stage_jobs(conn: Any, *, prefix: str = "public", limit: int = 5_000) -> list[int]:
+    """Make due scheduled and retryable jobs available (Oban's Stager); returns their ids."""
+    return _ids(conn, "oban_engine/stage_jobs.sql.j2", prefix, {"limit": limit})
+
+
+def format_error(attempt: int, message: str) -> str:
+    """An `errors` element as Oban stores it: `{"at": ..Z, "attempt": n, "error": text}`."""
+    at = utc_now().isoformat(timespec="microseconds") + "Z"
+    return json.dumps({"at": at, "attempt": attempt, "error": message})
+
+
+def complete_job(conn: Any, job: Job, *, prefix: str = "public") -> None:
+    _update(conn, "oban_engine/complete_job.sql.j2", prefix, {"id": job.id})
+
+
+def error_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
+    """A failed attempt: retryable after Oban's default backoff when attempts remain, else discarded."""
+    if job.attempt >= job.max_attempts:
+        discard_job(conn, job, message, prefix=prefix)
+        return
+    backoff = 15 + 2**job.attempt
+    _update(
+        conn,
+        "oban_engine/error_job.sql.j2",
+        prefix,
+        {"id": job.id, "backoff": backoff, "error": format_error(job.attempt, message)},
+    )
+
+
+def discard_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
+    _update(conn, "oban_engine/discard_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
+
+
+def cancel_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
+    _update(conn, "oban_engine/cancel_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
+
+
+def snooze_job(conn: Any, job: Job, seconds: int, *, prefix: str = "public") -> None:
+    _update(conn, "oban_engine/snooze_job.sql.j2", prefix, {"id": job.id, "seconds": seconds})
+
+
+def prune_jobs(conn: Any, *, max_age: float = 60, prefix: str = "public", limit: int = 10_000) -> list[int]:
+    """Delete finished jobs older than `max_age` seconds (Oban's Pruner); returns their ids."""
+    return _ids(conn, "oban_engine/prune_jobs.sql.j2", prefix, {"max_age": max_age, "limit": limit})

@@ -1,4 +1,5 @@
-"""What the tests share: the names they use, and running `cinegraph-oban`.
+"""What the tests share: the names they use, running `cinegraph-oban`, rows as Elixir Oban writes
+them, and the legacy tables' sample content and snapshots.
 
 `run_cli` runs the command line in this process through click's CliRunner: what nearly every
 CLI test does, at no interpreter start-up per run. `run_script` runs the installed console
@@ -15,12 +16,24 @@ import os
 import subprocess
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from click.testing import CliRunner
+from psycopg.types.json import Jsonb
 
-from cinegraph_oban.migration.remove_tables import CRASH_VARIABLE
+from cinegraph_oban import FailedLookup, Job, SkippedImport
+from cinegraph_oban.migration.remove_tables import (
+    CRASH_VARIABLE,
+    RemoveRedundantImportTables,
+    create_legacy_tables,
+    insert_legacy_row,
+)
+
+if TYPE_CHECKING:
+    from conftest import ObanDatabase
 
 #: The Cinegraph worker every import job runs (named here as the tests spell it, not taken from
 #: the library whose behaviour they check).
@@ -70,3 +83,130 @@ def run_script(
         [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False, cwd=cwd
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+# Oban rows as Elixir writes them.
+
+
+def oban_insert_reference(db: ObanDatabase, conn: psycopg.Connection[Any], job: Job) -> dict[str, Any]:
+    """What Oban.insert/2 sends for a job: Ecto writes the non-nil fields of the Job struct
+    (args, attempt 0, errors [], max_attempts, meta, priority, queue, state, tags, worker, and
+    scheduled_at only when scheduled); inserted_at and scheduled_at otherwise take the defaults."""
+    columns = ["args", "attempt", "errors", "max_attempts", "meta", "priority", "queue", "state", "tags", "worker"]
+    values: list[Any] = [
+        Jsonb(job.args),
+        0,
+        [],
+        job.max_attempts,
+        Jsonb(job.meta),
+        job.priority,
+        job.queue,
+        job.state,
+        list(job.tags),
+        job.worker,
+    ]
+    if job.scheduled_at is not None:
+        columns.append("scheduled_at")
+        values.append(job.scheduled_at)
+    placeholders = ", ".join(
+        "%s::jsonb[]"
+        if c == "errors"
+        else f"%s::{psycopg.sql.Identifier(db.prefix).as_string()}.oban_job_state"
+        if c == "state"
+        else "%s"
+        for c in columns
+    )
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(
+            f"INSERT INTO {db.table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *".encode(),
+            values,
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def record_sample_outcomes(oban: ObanDatabase) -> None:
+    """Three failed lookups (two sources) and one quality-filtered import, each recorded in its
+    job's meta and run to its end state by Oban's own statements."""
+    from cinegraph_oban import FailedLookup, Job, SkippedImport, record_failed_lookup, record_skipped_import
+    from cinegraph_oban.oban import engine
+
+    client = oban.client()
+    worker = TMDB
+    for n, source in enumerate(["canonical_import", "oscar_import", "canonical_import"]):
+        job = client.insert(
+            Job.new(worker, {"imdb_id": f"tt{n}", "source": source}, meta={"source_list": "x"}, unique=False)
+        )
+        record_failed_lookup(
+            oban.conn, job.id or 0, FailedLookup.new(f"tt{n}", source, title=f"Film {n}", year=1990 + n)
+        )
+    soft = client.insert(Job.new(worker, {"tmdb_id": 278}, unique=False))
+    record_skipped_import(
+        oban.conn,
+        soft.id or 0,
+        SkippedImport.new(278, title="Shawshank", criteria_failed={"failed_criteria": ["votes"]}),
+    )
+    for job in engine.fetch_jobs(oban.conn, "tmdb", 10):
+        if "imdb_id" in job.args:
+            engine.cancel_job(oban.conn, job, "no_tmdb_match")
+        else:
+            engine.complete_job(oban.conn, job)
+
+
+# The legacy tables and the migration.
+
+
+def snapshot(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
+    """Both tables as PostgreSQL prints them (every column, types included), in id order."""
+    out: dict[str, Any] = {}
+    for table in ("failed_imdb_lookups", "skipped_imports"):
+        rows = conn.execute(f'SELECT t::text FROM "{schema}".{table} AS t ORDER BY id'.encode()).fetchall()
+        types = conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (f'"{schema}".{table}',),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass "
+            "ORDER BY 1",
+            (f'"{schema}".{table}',),
+        ).fetchall()
+        out[table] = {"rows": rows, "types": types, "indexes": indexes}
+    return out
+
+
+def setup_legacy(conn: psycopg.Connection[Any], db: ObanDatabase) -> None:
+    conn.execute("CREATE SCHEMA legacy")
+    create_legacy_tables(conn, "legacy")
+    conn.execute("CREATE TABLE legacy.schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))")
+
+
+def sample_rows(conn: psycopg.Connection[Any], schema: str = "public", count: int = 40) -> None:
+    for n in range(1, count + 1):
+        failed = FailedLookup.new(
+            f"tt{n:07d}",
+            "canonical_import",
+            title=f"Film {n}",
+            year=1900 + n,
+            source_key="1001_movies",
+            metadata={"n": n},
+        )
+        json_null = n % 7 == 0  # every seventh holds the jsonb value null, not SQL NULL
+        insert_legacy_row(
+            conn, schema, with_id(replace(failed, metadata=None) if json_null else failed, n), json_null=json_null
+        )
+        criteria = None if n % 5 == 0 else {"failed_criteria": ["votes"]}
+        insert_legacy_row(conn, schema, with_id(SkippedImport.new(n, title=f"Soft {n}", criteria_failed=criteria), n))
+    conn.execute(f"SELECT setval('\"{schema}\".failed_imdb_lookups_id_seq', {count})".encode())
+    conn.execute(f"SELECT setval('\"{schema}\".skipped_imports_id_seq', {count})".encode())
+
+
+def with_id(row: Any, n: int) -> Any:
+    return replace(row, id=n)
+
+
+def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportTables:
+    return RemoveRedundantImportTables(
+        dsn, export_dir=tmp_path / "export", batch_size=kwargs.pop("batch_size", 7), **kwargs
+    )

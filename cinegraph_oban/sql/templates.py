@@ -4,7 +4,7 @@ SQL text is trusted package data. Templates may only vary identifiers (through t
 filter, which is `psycopg.sql.Identifier`) and, where PostgreSQL cannot bind a parameter (DDL,
 function bodies, comments), literals through the `literal` filter (`psycopg.sql.Literal`).
 Values are always parameters (`%(name)s`), which the server binds. Every rendered statement is
-executed with parameters (`{}` when it has none: tests/test_identifiers.py checks each call), so
+executed with parameters (`{}` when it has none: tests/db/test_identifiers.py checks each call), so
 a literal `%` in a template is written `%%`, and both filters double the `%` of what they quote.
 
 In a built wheel the templates live inside the package (`cinegraph_oban/sql_templates`); in a

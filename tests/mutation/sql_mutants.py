@@ -41,13 +41,13 @@ COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "mutants", ".hypothesis", "__pycache__", ".mypy_cache", ".ruff_cache", "bench", "dist", "build"
 )
 
-_M = "tests/test_migration.py::"
+_M = "tests/migration/test_migration.py::"
 #: The tests a mutant may run, targeted and quick ones first (with -x the first failure ends the
 #: run). The slow property, crash and pytester tests of test_migration.py are left out: a
 #: surviving mutant runs every selected test, and these add ~10 s per survivor for no extra kills
 #: (pass --tests to choose others).
 SELECTION = [
-    "tests/test_migration_mutations.py",
+    "tests/migration/test_migration_mutations.py",
     _M + "test_up_then_down_restores_both_tables_exactly[v14-public]",
     _M + "test_up_then_down_restores_both_tables_exactly[v14-cinegraph_jobs]",
     _M + "test_verify_names_differences_and_nothing_is_dropped",

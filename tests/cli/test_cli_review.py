@@ -12,8 +12,7 @@ import pytest
 from cinegraph_oban.migration.remove_tables import create_legacy_tables
 from cinegraph_oban.sql.templates import render, render_statements
 from conftest import ObanDatabase
-from tests.helpers import run_cli
-from tests.test_cli import _outcomes
+from tests.helpers import record_sample_outcomes, run_cli
 
 
 def _one_error_line(result: Any, code: int) -> str:
@@ -196,7 +195,7 @@ def test_enqueue_shows_the_resolved_worker(oban: ObanDatabase) -> None:
 def test_tables_show_compact_json_cut_with_an_ellipsis(oban: ObanDatabase) -> None:
     from cinegraph_oban import Job
 
-    _outcomes(oban)
+    record_sample_outcomes(oban)
     oban.client().insert(Job.new("MyApp.Mailer", {"to": "a@b.c"}, meta={"note": "word " * 40}))
     wide = run_cli("jobs", "--database-url", oban.dsn, "--worker", "MyApp.Mailer", env={"COLUMNS": "250"})
     assert wide.exit_code == 0, wide.stderr

@@ -147,7 +147,7 @@ def test_any_valid_job_is_stored_as_oban_insert_stores_it(
     column for column, the row Oban.insert/2 writes for the same job (same transaction, same now())."""
     from cinegraph_oban.oban.table import install, migrated_version
     from tests import strategies as s
-    from tests.test_insert import oban_insert_reference
+    from tests.helpers import oban_insert_reference
 
     prefix = f"same_v{version}"
     with psycopg.connect(db_dsn, autocommit=True) as admin:

@@ -28,7 +28,7 @@ from cinegraph_oban.sql.templates import split_statements
 from tests.helpers import TMDB as WORKER
 from tests.helpers import run_cli
 
-PACKAGE = Path(__file__).resolve().parent.parent / "cinegraph_oban"
+PACKAGE = Path(__file__).resolve().parents[2] / "cinegraph_oban"
 
 ODD = [
     "%",

@@ -11,7 +11,7 @@ import pytest
 
 import cinegraph_oban.cli
 from conftest import ObanDatabase
-from tests.helpers import run_cli, run_script
+from tests.helpers import record_sample_outcomes, run_cli, run_script
 
 
 def test_version_and_help() -> None:
@@ -89,34 +89,8 @@ def test_schema_show_and_install(db_dsn: str) -> None:
     assert json.loads(run_cli("schema", "show", "--database-url", db_dsn, "--json").stdout)["version"] == 14
 
 
-def _outcomes(oban: ObanDatabase) -> None:
-    from cinegraph_oban import FailedLookup, Job, SkippedImport, record_failed_lookup, record_skipped_import
-    from cinegraph_oban.oban import engine
-
-    client = oban.client()
-    worker = "Cinegraph.Workers.TMDbDetailsWorker"
-    for n, source in enumerate(["canonical_import", "oscar_import", "canonical_import"]):
-        job = client.insert(
-            Job.new(worker, {"imdb_id": f"tt{n}", "source": source}, meta={"source_list": "x"}, unique=False)
-        )
-        record_failed_lookup(
-            oban.conn, job.id or 0, FailedLookup.new(f"tt{n}", source, title=f"Film {n}", year=1990 + n)
-        )
-    soft = client.insert(Job.new(worker, {"tmdb_id": 278}, unique=False))
-    record_skipped_import(
-        oban.conn,
-        soft.id or 0,
-        SkippedImport.new(278, title="Shawshank", criteria_failed={"failed_criteria": ["votes"]}),
-    )
-    for job in engine.fetch_jobs(oban.conn, "tmdb", 10):
-        if "imdb_id" in job.args:
-            engine.cancel_job(oban.conn, job, "no_tmdb_match")
-        else:
-            engine.complete_job(oban.conn, job)
-
-
 def test_failures_and_skipped_as_table_json_and_csv(oban: ObanDatabase) -> None:
-    _outcomes(oban)
+    record_sample_outcomes(oban)
     table = run_cli("failures", "--database-url", oban.dsn)
     assert table.exit_code == 0, table.stderr
     assert "tt0" in table.stdout and "3 rows" in table.stdout
@@ -136,7 +110,7 @@ def test_failures_and_skipped_as_table_json_and_csv(oban: ObanDatabase) -> None:
 
 
 def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
-    _outcomes(oban)
+    record_sample_outcomes(oban)
     listed = json.loads(
         run_cli(
             "jobs", "--database-url", oban.dsn, "--json", "--state", "cancelled", "--meta", "source=oscar_import"

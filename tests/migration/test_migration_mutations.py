@@ -20,7 +20,7 @@ from cinegraph_oban.migration.remove_tables import DEFAULT_VERSION, create_legac
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
 from conftest import ObanDatabase
-from tests.test_migration import migration, sample_rows, setup_legacy, snapshot
+from tests.helpers import migration, sample_rows, setup_legacy, snapshot
 
 WORKER = TMDB_DETAILS_WORKER.name
 FAILED = [

@@ -36,28 +36,9 @@ from cinegraph_oban.migration.remove_tables import (
 )
 from conftest import ObanDatabase
 from tests import strategies as s
-from tests.helpers import run_cli, run_script
+from tests.helpers import migration, run_cli, run_script, sample_rows, setup_legacy, snapshot, with_id
 
 pytest_plugins = ["pytester"]
-
-
-def snapshot(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
-    """Both tables as PostgreSQL prints them (every column, types included), in id order."""
-    out: dict[str, Any] = {}
-    for table in ("failed_imdb_lookups", "skipped_imports"):
-        rows = conn.execute(f'SELECT t::text FROM "{schema}".{table} AS t ORDER BY id'.encode()).fetchall()
-        types = conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (f'"{schema}".{table}',),
-        ).fetchall()
-        indexes = conn.execute(
-            "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass "
-            "ORDER BY 1",
-            (f'"{schema}".{table}',),
-        ).fetchall()
-        out[table] = {"rows": rows, "types": types, "indexes": indexes}
-    return out
 
 
 def setup(conn: psycopg.Connection[Any], *, version: int = 14, prefix: str = "public", schema: str = "public") -> None:
@@ -66,32 +47,6 @@ def setup(conn: psycopg.Connection[Any], *, version: int = 14, prefix: str = "pu
     create_legacy_tables(conn, schema)
     conn.execute(
         f'CREATE TABLE "{schema}".schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))'.encode()
-    )
-
-
-def sample_rows(conn: psycopg.Connection[Any], schema: str = "public", count: int = 40) -> None:
-    for n in range(1, count + 1):
-        failed = FailedLookup.new(
-            f"tt{n:07d}",
-            "canonical_import",
-            title=f"Film {n}",
-            year=1900 + n,
-            source_key="1001_movies",
-            metadata={"n": n},
-        )
-        json_null = n % 7 == 0  # every seventh holds the jsonb value null, not SQL NULL
-        insert_legacy_row(
-            conn, schema, _with_id(replace(failed, metadata=None) if json_null else failed, n), json_null=json_null
-        )
-        criteria = None if n % 5 == 0 else {"failed_criteria": ["votes"]}
-        insert_legacy_row(conn, schema, _with_id(SkippedImport.new(n, title=f"Soft {n}", criteria_failed=criteria), n))
-    conn.execute(f"SELECT setval('\"{schema}\".failed_imdb_lookups_id_seq', {count})".encode())
-    conn.execute(f"SELECT setval('\"{schema}\".skipped_imports_id_seq', {count})".encode())
-
-
-def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportTables:
-    return RemoveRedundantImportTables(
-        dsn, export_dir=tmp_path / "export", batch_size=kwargs.pop("batch_size", 7), **kwargs
     )
 
 
@@ -198,12 +153,6 @@ def test_up_then_down_restores_both_tables_exactly(oban_any: ObanDatabase, tmp_p
     assert conn.execute("SELECT nextval('legacy.failed_imdb_lookups_id_seq')").fetchone() == (41,)
 
 
-def setup_legacy(conn: psycopg.Connection[Any], db: ObanDatabase) -> None:
-    conn.execute("CREATE SCHEMA legacy")
-    create_legacy_tables(conn, "legacy")
-    conn.execute("CREATE TABLE legacy.schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))")
-
-
 @settings(max_examples=15)
 @given(
     failed=st.lists(s.failed_lookups(with_id=False), max_size=8),
@@ -218,9 +167,9 @@ def test_round_trip_for_any_legacy_content(
         conn.execute("DROP SCHEMA IF EXISTS rtjobs CASCADE")
         setup(conn, prefix="rtjobs", schema="rt")
         for n, row in enumerate(failed, start=1):
-            insert_legacy_row(conn, "rt", _with_id(row, n))
+            insert_legacy_row(conn, "rt", with_id(row, n))
         for n, row in enumerate(skipped, start=1):
-            insert_legacy_row(conn, "rt", _with_id(row, n))
+            insert_legacy_row(conn, "rt", with_id(row, n))
         before = snapshot(conn, "rt")
         export = tmp_path_factory.mktemp("rt")
         m = migration(db_dsn, export, prefix="rtjobs", schema="rt", batch_size=3)
@@ -232,9 +181,9 @@ def test_round_trip_for_any_legacy_content(
         def normalised(value: Any) -> Any:
             return None if value is None else conn.execute("SELECT %s::jsonb", (Jsonb(value),)).fetchone()[0]  # type: ignore[index]
 
-        expected_failed = [_with_id(r, n) for n, r in enumerate(failed, start=1)]
+        expected_failed = [with_id(r, n) for n, r in enumerate(failed, start=1)]
         expected_failed = [replace(r, metadata=normalised(r.metadata)) for r in expected_failed]
-        expected_skipped = [_with_id(r, n) for n, r in enumerate(skipped, start=1)]
+        expected_skipped = [with_id(r, n) for n, r in enumerate(skipped, start=1)]
         expected_skipped = [replace(r, criteria_failed=normalised(r.criteria_failed)) for r in expected_skipped]
         assert sorted(got_failed, key=lambda r: r.id or 0) == expected_failed
         assert sorted(got_skipped, key=lambda r: r.id or 0) == expected_skipped
@@ -244,12 +193,6 @@ def test_round_trip_for_any_legacy_content(
         else:
             m.down()
         assert snapshot(conn, "rt") == before
-
-
-def _with_id(row: Any, n: int) -> Any:
-    from dataclasses import replace
-
-    return replace(row, id=n)
 
 
 def test_a_second_migrator_is_refused(oban: ObanDatabase, tmp_path: Path) -> None:
@@ -298,7 +241,7 @@ def test_rows_written_during_up_are_archived_and_rerun_is_a_no_op(oban: ObanData
         if step == "backfill failed_imdb_lookups" and not written:
             written.append(1)
             with psycopg.connect(oban.dsn, autocommit=True) as conn:  # the old worker, still running
-                insert_legacy_row(conn, "legacy", _with_id(FailedLookup.new("tt-late", "oscar_import"), 11))
+                insert_legacy_row(conn, "legacy", with_id(FailedLookup.new("tt-late", "oscar_import"), 11))
 
     m = migration(oban.dsn, tmp_path, schema="legacy", progress=progress)
     summary = m.up()

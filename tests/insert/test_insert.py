@@ -11,51 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from cinegraph_oban import Job, Oban, UnsupportedSchemaError, ValidationError
 from cinegraph_oban.insert import client as client_module
 from cinegraph_oban.model.timestamps import utc_now
 from conftest import ObanDatabase
-from tests.helpers import TMDB
-
-
-def oban_insert_reference(db: ObanDatabase, conn: psycopg.Connection[Any], job: Job) -> dict[str, Any]:
-    """What Oban.insert/2 sends for a job: Ecto writes the non-nil fields of the Job struct
-    (args, attempt 0, errors [], max_attempts, meta, priority, queue, state, tags, worker, and
-    scheduled_at only when scheduled); inserted_at and scheduled_at otherwise take the defaults."""
-    columns = ["args", "attempt", "errors", "max_attempts", "meta", "priority", "queue", "state", "tags", "worker"]
-    values: list[Any] = [
-        Jsonb(job.args),
-        0,
-        [],
-        job.max_attempts,
-        Jsonb(job.meta),
-        job.priority,
-        job.queue,
-        job.state,
-        list(job.tags),
-        job.worker,
-    ]
-    if job.scheduled_at is not None:
-        columns.append("scheduled_at")
-        values.append(job.scheduled_at)
-    placeholders = ", ".join(
-        "%s::jsonb[]"
-        if c == "errors"
-        else f"%s::{psycopg.sql.Identifier(db.prefix).as_string()}.oban_job_state"
-        if c == "state"
-        else "%s"
-        for c in columns
-    )
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute(
-            f"INSERT INTO {db.table} ({', '.join(columns)}) VALUES ({placeholders}) RETURNING *".encode(),
-            values,
-        )
-        row = cur.fetchone()
-    assert row is not None
-    return row
+from tests.helpers import TMDB, oban_insert_reference
 
 
 def stored(db: ObanDatabase, conn: psycopg.Connection[Any], job_id: int) -> dict[str, Any]:
@@ -709,7 +670,7 @@ def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "oban_jobs_args_index" in plan, plan
     assert "Seq Scan" not in plan, plan
-    # It searches the index for one value (the probe, tests/test_unique_probe.py).
+    # It searches the index for one value (the probe, tests/insert/test_unique_probe.py).
     assert "Index Cond: (args @? $" in plan, plan
 
 

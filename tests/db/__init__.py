@@ -1,0 +1,1 @@
+"""Connections and identifiers (tests of `cinegraph_oban/db/` and `sql/`)."""

@@ -1,0 +1,1 @@
+"""The insert core and its two faces (tests of `cinegraph_oban/insert/`)."""

@@ -1,0 +1,1 @@
+"""The job model (tests of `cinegraph_oban/model/`)."""

@@ -1,0 +1,1 @@
+"""The testing helpers and the pytest plugin (tests of `cinegraph_oban/testing/`)."""

@@ -484,11 +484,11 @@ def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
     import tempfile
 
     from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables
-    from cinegraph_oban.sql.templates import render_statements
+    from cinegraph_oban.sql import builder
 
     reset(conn)
     create_legacy_tables(conn)
-    for statement in render_statements("legacy/sample_rows.sql.j2", schema="public"):
+    for statement in builder.statements("legacy/sample_rows", schema="public"):
         conn.execute(statement.encode(), {"rows": rows // 2})
     conn.execute("VACUUM ANALYZE")
     label = f"migrate up, {rows:,} legacy rows"

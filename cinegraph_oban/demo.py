@@ -41,7 +41,7 @@ from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
 from cinegraph_oban.oban import engine
 from cinegraph_oban.oban.table import LATEST_VERSION, install
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -80,7 +80,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
         try:
             yield conn, schema, database_url, f"database {conn.info.dbname!r} on {conn.info.host}, schema {schema}"
         finally:
-            conn.execute(render("demo/drop_schema.sql.j2", prefix=schema).encode(), {})
+            conn.execute(builder.sql("database/drop_schema", prefix=schema), {})
             conn.close()
         return
     console.print("No database configured: starting a throwaway local PostgreSQL ...")
@@ -88,7 +88,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
 
     with local_server() as server:
         with psycopg.connect(server.dsn(), autocommit=True) as admin:
-            admin.execute(render("demo/create_database.sql.j2", database="cinegraph_demo").encode(), {})
+            admin.execute(builder.sql("database/create_database", database="cinegraph_demo"), {})
         url = server.dsn("cinegraph_demo")
         with psycopg.connect(url, autocommit=True) as conn:
             yield conn, "public", url, f"a throwaway PostgreSQL on 127.0.0.1:{server.port} (removed afterwards)"
@@ -96,7 +96,7 @@ def _database(database_url: str | None, console: Console) -> Iterator[tuple[psyc
 
 def _snapshot(conn: psycopg.Connection[Any], schema: str) -> list[Any]:
     return [
-        conn.execute(render("demo/table_rows.sql.j2", schema=schema, table=t).encode(), {}).fetchall()
+        conn.execute(builder.sql("demo/table_rows", schema=schema, table=t), {}).fetchall()
         for t in ("failed_imdb_lookups", "skipped_imports")
     ]
 
@@ -136,7 +136,7 @@ def _legacy_content(conn: psycopg.Connection[Any], schema: str, rows: int) -> di
             )
             insert_legacy_row(conn, schema, record_s)
     for table in ("failed_imdb_lookups", "skipped_imports"):
-        conn.execute(render("demo/reset_sequence.sql.j2", schema=schema, table=table).encode(), {})
+        conn.execute(builder.sql("demo/reset_sequence", schema=schema, table=table), {})
     return {"failed_imdb_lookups": failed, "skipped_imports": skipped}
 
 
@@ -149,7 +149,7 @@ def run_demo(database_url: str | None = None, *, jobs: int = 2_000, console: Con
         result.where, result.prefix = where, schema
         install(conn, LATEST_VERSION, schema)
         create_legacy_tables(conn, schema)
-        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})
+        conn.execute(builder.sql("legacy/create_schema_migrations", schema=schema), {})
         result.legacy_rows = _legacy_content(conn, schema, 3_000)
         console.rule("1. Oban V14 and the two legacy tables")
         console.print(

@@ -30,7 +30,7 @@ from cinegraph_oban.errors import (
     DatabaseUrlError,
     first_line,
 )
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "ACCEPTED_DSN_FORMS",
@@ -209,7 +209,7 @@ def atomic(conn: psycopg.Connection[Any]) -> Iterator[None]:
     if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
         # psycopg would wrap an idle non-autocommit connection in BEGIN ... COMMIT; open the
         # caller's transaction first so that ours becomes a savepoint inside it.
-        conn.execute(render("jobs/open_transaction.sql.j2").encode(), {})
+        conn.execute(builder.sql("session/open_transaction"), {})
     with conn.transaction():
         yield
 
@@ -250,7 +250,7 @@ async def to_async_psycopg(conn: Any) -> psycopg.AsyncConnection[Any]:
 async def async_atomic(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
     """`atomic` for async connections: a transaction of its own, or a savepoint in the caller's."""
     if not conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        await conn.execute(render("jobs/open_transaction.sql.j2").encode(), {})
+        await conn.execute(builder.sql("session/open_transaction"), {})
     async with conn.transaction():
         yield
 

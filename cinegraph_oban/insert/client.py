@@ -270,7 +270,7 @@ class Oban:
         # insert makes its own; inside one it joins it, in a savepoint, once the transaction is
         # known to be READ COMMITTED (check_isolation).
         own_transaction = not joins_transaction(pg)
-        if own_transaction:  # the lookup then keeps its generic plan (jobs/unique_lock.sql.j2)
+        if own_transaction:  # the lookup then keeps its generic plan (insert/unique_lock.sql.j2)
             lock = statements.own_transaction_lock(lock, lookup)
         # Lock and lookup (with BEGIN and COMMIT around them when the insert needs a transaction
         # of its own) go out in one pipeline, the lookup still a statement of its own so that its

@@ -321,5 +321,5 @@ def _insert_prepared(prefix: str, scheduled: bool, notify: bool) -> Prepared:
     expected = [column.name for column in row.columns(scheduled=scheduled)]
     expected += ["channel", "payload"] if notify else []
     if list(statement.params) != expected:
-        raise AssertionError(f"jobs/insert_job.sql.j2 takes {statement.params}, job_values gives {expected}")
+        raise AssertionError(f"insert/insert_job.sql.j2 takes {statement.params}, job_values gives {expected}")
     return statement

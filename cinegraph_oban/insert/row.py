@@ -3,7 +3,7 @@
 Every path that writes a job takes its columns from `INSERTABLE`: the single and the unique
 insert (cursor and prepared forms), the `unnest` statement of a small `insert_all` and the binary
 COPY of a large one. The templates read the same tuple (the `insertable` global of
-`templates.py`, used by `jobs/_row.sql.j2`); what SQL does with a column lives there, what
+`templates.py`, used by `insert/_row.sql.j2`); what SQL does with a column lives there, what
 Python sends for it lives here. Columns left out take the table's defaults, as with Ecto's
 insert in `Oban.insert/2`: `id` (but COPY draws it first), `inserted_at`, `errors`, `attempt`,
 and `scheduled_at` when the job is not scheduled.

@@ -20,7 +20,8 @@ from cinegraph_oban.insert.row import json_param
 from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, Unique
 from cinegraph_oban.oban.table import ObanSchema
-from cinegraph_oban.sql.templates import render, unparametrized
+from cinegraph_oban.sql import builder
+from cinegraph_oban.sql.builder import Statement
 
 __all__ = [
     "Statement",
@@ -37,16 +38,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """One SQL statement and its parameters; for a unique lookup that probes Oban's GIN index
-    with one value, which (prefix, worker, field, key) it probed."""
-
-    sql: bytes
-    params: dict[str, Any]
-    probe: tuple[str, str, str, str] | None = None
-
-
 @cache
 def insert_payload(queue: str) -> str:
     """Oban's insert notification payload, encoded as Jason encodes it."""
@@ -61,23 +52,23 @@ def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
 @cache
 def transaction_sql() -> tuple[bytes, bytes]:
     """BEGIN and COMMIT, for the unique insert on an autocommit connection."""
-    return render("jobs/begin.sql.j2").encode(), render("jobs/commit.sql.j2").encode()
+    return builder.sql("session/begin"), builder.sql("session/commit")
 
 
 @cache
 def isolation_sql() -> bytes:
     """The isolation level of the current transaction, checked before a unique insert joins it."""
-    return render("jobs/transaction_isolation.sql.j2").encode()
+    return builder.sql("session/transaction_isolation")
 
 
 @cache
 def rollback_sql() -> bytes:
-    return render("jobs/rollback.sql.j2").encode()
+    return builder.sql("session/rollback")
 
 
 @cache
 def insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
-    return render("jobs/insert_job.sql.j2", prefix=prefix, scheduled=scheduled, notify=notify).encode()
+    return builder.sql("insert/insert_job", prefix=prefix, scheduled=scheduled, notify=notify)
 
 
 def insert_statement(job: Job, schema: ObanSchema) -> Statement:
@@ -238,8 +229,8 @@ def _unique_sql(
     replace: tuple[str, ...],
     probe: str | None,
 ) -> bytes:
-    return render(
-        "jobs/insert_unique.sql.j2",
+    return builder.sql(
+        "insert/insert_unique",
         prefix=prefix,
         scheduled=scheduled,
         notify=notify,
@@ -250,12 +241,12 @@ def _unique_sql(
         replace=replace,
         probe=probe,
         probe_limit=PROBE_CANDIDATES,
-    ).encode()
+    )
 
 
 @cache
 def _unique_lock_sql(generic_plans: bool = False) -> bytes:
-    return render("jobs/unique_lock.sql.j2", generic_plans=generic_plans).encode()
+    return builder.sql("insert/unique_lock", generic_plans=generic_plans)
 
 
 def own_transaction_lock(lock: Statement, lookup: Statement) -> Statement:
@@ -297,13 +288,13 @@ def prepared(sql: bytes) -> Prepared:
 
     body = _PLACEHOLDER.sub(number, sql)
     name = "cinegraph_oban_" + hashlib.sha256(sql).hexdigest()[:20]
-    prepare = render("jobs/prepare.sql.j2", statement_name=name).encode() + b" " + body
+    prepare = builder.sql("session/prepare", statement_name=name) + b" " + body
     return Prepared(name, prepare, tuple(names))
 
 
 @cache
 def deallocate_sql(name: str) -> bytes:
-    return render("jobs/deallocate.sql.j2", statement_name=name).encode()
+    return builder.sql("session/deallocate", statement_name=name)
 
 
 def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:
@@ -313,13 +304,13 @@ def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:
     params: dict[str, Any] = row.unnest_params(jobs)
     if notify:
         params.update({"channel": schema.channel, "payloads": payloads})
-    sql = render(
-        "jobs/insert_all_unnest.sql.j2",
+    sql = builder.sql(
+        "insert/insert_all_unnest",
         prefix=schema.prefix,
         notify=notify,
         tags_type="character varying(255)[]" if schema.max_tag_length else "text[]",
     )
-    return Statement(sql.encode(), params)
+    return Statement(sql, params)
 
 
 def _payloads(jobs: Iterable[Job]) -> list[str]:
@@ -333,18 +324,18 @@ def notify_statement(queues: Iterable[str], schema: ObanSchema) -> Statement | N
     if not payloads or schema.notifies_itself:
         return None
     return Statement(
-        render("jobs/notify_queues.sql.j2").encode(),
+        builder.sql("insert/notify_queues"),
         {"channel": schema.channel, "payloads": payloads},
     )
 
 
 def reserve_ids_statement(count: int, schema: ObanSchema) -> Statement:
-    return Statement(render("jobs/reserve_ids.sql.j2").encode(), {"sequence": schema.id_sequence, "count": count})
+    return Statement(builder.sql("insert/reserve_ids"), {"sequence": schema.id_sequence, "count": count})
 
 
 def copy_statement(schema: ObanSchema, *, scheduled: bool) -> bytes:
     """The COPY of a chunk, to send without parameters (see `templates.unparametrized`)."""
-    return unparametrized(render("jobs/copy_jobs.sql.j2", prefix=schema.prefix, scheduled=scheduled).encode())
+    return builder.copy_sql("insert/copy_jobs", prefix=schema.prefix, scheduled=scheduled)
 
 
 def copy_types(schema: ObanSchema, *, scheduled: bool) -> list[str]:

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from cinegraph_oban.db.connections import to_psycopg
 from cinegraph_oban.errors import JobNotFoundError, translate_errors
 from cinegraph_oban.meta.records import FailedLookup, SkippedImport
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = ["merge_job_meta", "record_failed_lookup", "record_skipped_import"]
 
@@ -33,7 +33,7 @@ def merge_job_meta(conn: Any, job_id: int, patch: Mapping[str, Any], *, prefix: 
     pg = to_psycopg(conn)
     with translate_errors():
         cur = pg.execute(
-            render("meta/merge_meta.sql.j2", prefix=prefix).encode(),
+            builder.sql("meta/merge_meta", prefix=prefix),
             {"patch": Jsonb(dict(patch)), "id": job_id},
         )
         row = cur.fetchone()

@@ -42,7 +42,7 @@ from cinegraph_oban.meta.records import FailedLookup, SkippedImport
 from cinegraph_oban.model.timestamps import to_naive_utc
 from cinegraph_oban.model.unique import JOB_STATES
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
-from cinegraph_oban.sql.templates import render, render_statements
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "FAILED_STATES",
@@ -330,8 +330,8 @@ OUTCOME_INDEXES = ("oban_jobs_tmdb_failed_lookups_index", "oban_jobs_tmdb_soft_i
 
 def outcome_index_statements(prefix: str = "public", *, drop: bool = False) -> list[str]:
     """The opt-in partial indexes for failed_lookups() and quality_skipped_imports()."""
-    name = "indexes/drop_outcome_indexes.sql.j2" if drop else "indexes/create_outcome_indexes.sql.j2"
-    return render_statements(name, prefix=prefix, worker=TMDB_DETAILS_WORKER.name)
+    name = "meta/indexes/drop_outcome_indexes" if drop else "meta/indexes/create_outcome_indexes"
+    return builder.statements(name, prefix=prefix, worker=TMDB_DETAILS_WORKER.name)
 
 
 def create_outcome_indexes(conn: Any, prefix: str = "public", *, drop: bool = False) -> None:
@@ -354,7 +354,7 @@ def outcome_index_state(conn: psycopg.Connection[Any], prefix: str = "public") -
     it is valid: False for one whose CONCURRENTLY build failed half-way, which PostgreSQL ignores.
     Reads the catalog only."""
     rows = conn.execute(
-        render("indexes/outcome_index_state.sql.j2").encode(), {"prefix": prefix, "names": list(OUTCOME_INDEXES)}
+        builder.sql("meta/indexes/outcome_index_state"), {"prefix": prefix, "names": list(OUTCOME_INDEXES)}
     ).fetchall()
     return {str(name): bool(valid) for name, valid in rows}
 

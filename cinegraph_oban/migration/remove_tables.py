@@ -60,7 +60,7 @@ from cinegraph_oban.meta.records import FailedLookup, SkippedImport
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
 from cinegraph_oban.oban.table import ObanSchema, detect
-from cinegraph_oban.sql.templates import render, render_statements, unparametrized
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -182,14 +182,14 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
     """Create both legacy tables exactly as the original Ecto migrations did."""
     conn = to_psycopg(conn)
     for table in LEGACY_TABLES:
-        for statement in render_statements(f"legacy/create_{table}.sql.j2", schema=schema):
+        for statement in builder.statements(f"legacy/create_{table}", schema=schema):
             conn.execute(statement.encode(), {})
 
 
 def relation_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
     """pg_class.relkind of `schema.name` ('r' for a table, 'v' for a view, ...), or None if absent."""
     conn = to_psycopg(conn)
-    row = conn.execute(render("migration/relation_kind.sql.j2").encode(), {"schema": schema, "name": name}).fetchone()
+    row = conn.execute(builder.sql("migration/relation_kind"), {"schema": schema, "name": name}).fetchone()
     return row[0] if row else None
 
 
@@ -203,12 +203,8 @@ def insert_legacy_row(
     for name in ("metadata", "criteria_failed"):
         if name in values and (values[name] is not None or json_null):
             values[name] = Jsonb(values[name])
-    template = (
-        "legacy/insert_failed_lookup.sql.j2"
-        if isinstance(record, FailedLookup)
-        else "legacy/insert_skipped_import.sql.j2"
-    )
-    conn.execute(render(template, schema=schema).encode(), values)
+    template = "legacy/insert_failed_lookup" if isinstance(record, FailedLookup) else "legacy/insert_skipped_import"
+    conn.execute(builder.sql(template, schema=schema), values)
 
 
 _PLACEHOLDER_OR_PERCENT = re.compile(r"%%|%\(\w+\)s")
@@ -251,12 +247,12 @@ UP_STEPS: tuple[Step, ...] = (
     Step(
         "state",
         "where the database stands (read-only; the migration record only when the tables are gone)",
-        ("relation_kind", "schema/detect", "schema_migrations_exists", "migration_recorded"),
+        ("relation_kind", "oban/detect", "schema_migrations_exists", "migration_recorded"),
     ),
     Step(
         "preflight",
         "preflight (read-only)",
-        ("schema/detect", "legacy_columns", "legacy_stats"),
+        ("oban/detect", "legacy_columns", "legacy_stats"),
         per_table=frozenset({"legacy_stats"}),
     ),
     Step(
@@ -362,12 +358,12 @@ class RemoveRedundantImportTables:
         return name if "/" in name else f"migration/{name}"
 
     def _sql(self, name: str, **extra: Any) -> bytes:
-        return render(f"{self._template(name, extra)}.sql.j2", **self._ctx(**extra)).encode()
+        return builder.sql(self._template(name, extra), **self._ctx(**extra))
 
     def _statements(self, name: str, **extra: Any) -> list[bytes]:
         """The statements of a template that holds several (see `templates.render_statements`)."""
         path = self._template(name, extra)
-        return [statement.encode() for statement in render_statements(f"{path}.sql.j2", **self._ctx(**extra))]
+        return [statement.encode() for statement in builder.statements(path, **self._ctx(**extra))]
 
     @contextlib.contextmanager
     def _running(self, key: str) -> Iterator[None]:
@@ -409,7 +405,7 @@ class RemoveRedundantImportTables:
     def _shown(self, name: str, **extra: Any) -> list[str]:
         """A template's statements as `migrate plan` shows them: each as sent, ending in `;`."""
         path = self._template(name, extra)
-        shown = [_as_sent(s) for s in render_statements(f"{path}.sql.j2", **self._ctx(**extra))]
+        shown = [_as_sent(s) for s in builder.statements(path, **self._ctx(**extra))]
         return [text if text.rstrip().endswith(";") else text.rstrip() + ";" for text in shown]
 
     # Connections and the migration lock
@@ -441,7 +437,7 @@ class RemoveRedundantImportTables:
         return relation_kind(conn, self.schema, name)
 
     def _detect(self, conn: psycopg.Connection[Any]) -> ObanSchema:
-        self._template("schema/detect", {})  # checked and noted; `detect` renders it
+        self._template("oban/detect", {})  # checked and noted; `detect` renders it
         return detect(conn, self.prefix)
 
     def _recorded(self, conn: psycopg.Connection[Any]) -> bool | None:
@@ -576,7 +572,7 @@ class RemoveRedundantImportTables:
             _HashingWriter(raw, digest) as hashed,
             gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=self.compress_level, mtime=0) as out,
             conn.cursor() as cur,
-            cur.copy(unparametrized(self._sql("export_rows", table=table))) as copy,
+            cur.copy(builder.unparametrized(self._sql("export_rows", table=table))) as copy,
         ):
             # COPY hands over a row at a time: write and report in ~1 MB pieces.
             pending: list[bytes] = []
@@ -1030,7 +1026,7 @@ class RemoveRedundantImportTables:
                         "`cinegraph-oban migrate down --from-export <dir>`"
                     )
             with conn.transaction():
-                for statement in render_statements("migration/drop_compat_views.sql.j2", **self._ctx()):
+                for statement in builder.statements("migration/drop_compat_views", **self._ctx()):
                     conn.execute(statement.encode(), {})
                 create_legacy_tables(conn, self.schema)
                 for table in LEGACY_TABLES:
@@ -1056,7 +1052,7 @@ class RemoveRedundantImportTables:
     def _expected_rows(self, conn: psycopg.Connection[Any], table: str, exported: dict[str, list[str]] | None) -> int:
         if exported is not None:
             return len(exported[table])
-        row = conn.execute(render("migration/expected_rows.sql.j2", **self._ctx(table=table)).encode(), {}).fetchone()
+        row = conn.execute(builder.sql("migration/expected_rows", **self._ctx(table=table)), {}).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def _audit_log_is_ours(self, conn: psycopg.Connection[Any]) -> bool:

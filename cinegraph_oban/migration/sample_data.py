@@ -114,11 +114,11 @@ def create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int) 
     not there, all in one transaction: a failure leaves none of it behind. `schema` must be a name
     `check_identifier` accepts; the tables must not exist yet (see `legacy.legacy_kinds`)."""
     from cinegraph_oban.migration.remove_tables import create_legacy_tables
-    from cinegraph_oban.sql.templates import render, render_statements
+    from cinegraph_oban.sql import builder
 
     with conn.transaction():
-        conn.execute(render("legacy/create_schema.sql.j2", schema=schema).encode(), {})
+        conn.execute(builder.sql("legacy/create_schema", schema=schema), {})
         create_legacy_tables(conn, schema)
-        for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
+        for statement in builder.statements("legacy/sample_rows", schema=schema):
             conn.execute(statement.encode(), {"rows": rows})
-        conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode(), {})
+        conn.execute(builder.sql("legacy/create_schema_migrations", schema=schema), {})

@@ -24,7 +24,7 @@ from cinegraph_oban.db.connections import to_psycopg
 from cinegraph_oban.errors import translate_errors
 from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.timestamps import utc_now
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "cancel_job",
@@ -43,14 +43,14 @@ __all__ = [
 def _jobs(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[Job]:
     pg = to_psycopg(conn)
     with translate_errors(), pg.cursor(row_factory=dict_row) as cur:
-        cur.execute(render(template, prefix=prefix).encode(), params)
+        cur.execute(builder.sql(template, prefix=prefix), params)
         return [Job.from_row(row) for row in cur.fetchall()]
 
 
 def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[int]:
     pg = to_psycopg(conn)
     with translate_errors():
-        cur = pg.execute(render(template, prefix=prefix).encode(), params)
+        cur = pg.execute(builder.sql(template, prefix=prefix), params)
         rows = cur.fetchall()
     return sorted(row[0] for row in rows)
 
@@ -58,7 +58,7 @@ def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[
 def _update(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> None:
     pg = to_psycopg(conn)
     with translate_errors():
-        pg.execute(render(template, prefix=prefix).encode(), params)
+        pg.execute(builder.sql(template, prefix=prefix), params)
 
 
 def fetch_jobs(
@@ -72,7 +72,7 @@ def fetch_jobs(
     """Claim up to `demand` available jobs of `queue`, exactly as Oban's producer does."""
     jobs = _jobs(
         conn,
-        "oban_engine/fetch_jobs.sql.j2",
+        "oban/engine/fetch_jobs",
         prefix,
         {"queue": queue, "demand": demand, "attempted_by": [node, str(uuid4())]},
     )
@@ -81,12 +81,12 @@ def fetch_jobs(
 
 def peek_jobs(conn: Any, queue: str, demand: int = 10, *, prefix: str = "public") -> list[Job]:
     """The jobs `fetch_jobs` would claim next, in its order, without claiming them."""
-    return _jobs(conn, "oban_engine/peek_jobs.sql.j2", prefix, {"queue": queue, "demand": demand})
+    return _jobs(conn, "oban/engine/peek_jobs", prefix, {"queue": queue, "demand": demand})
 
 
 def stage_jobs(conn: Any, *, prefix: str = "public", limit: int = 5_000) -> list[int]:
     """Make due scheduled and retryable jobs available (Oban's Stager); returns their ids."""
-    return _ids(conn, "oban_engine/stage_jobs.sql.j2", prefix, {"limit": limit})
+    return _ids(conn, "oban/engine/stage_jobs", prefix, {"limit": limit})
 
 
 def format_error(attempt: int, message: str) -> str:
@@ -96,7 +96,7 @@ def format_error(attempt: int, message: str) -> str:
 
 
 def complete_job(conn: Any, job: Job, *, prefix: str = "public") -> None:
-    _update(conn, "oban_engine/complete_job.sql.j2", prefix, {"id": job.id})
+    _update(conn, "oban/engine/complete_job", prefix, {"id": job.id})
 
 
 def error_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
@@ -107,24 +107,24 @@ def error_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> N
     backoff = 15 + 2**job.attempt
     _update(
         conn,
-        "oban_engine/error_job.sql.j2",
+        "oban/engine/error_job",
         prefix,
         {"id": job.id, "backoff": backoff, "error": format_error(job.attempt, message)},
     )
 
 
 def discard_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
-    _update(conn, "oban_engine/discard_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
+    _update(conn, "oban/engine/discard_job", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
 
 
 def cancel_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
-    _update(conn, "oban_engine/cancel_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
+    _update(conn, "oban/engine/cancel_job", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
 
 
 def snooze_job(conn: Any, job: Job, seconds: int, *, prefix: str = "public") -> None:
-    _update(conn, "oban_engine/snooze_job.sql.j2", prefix, {"id": job.id, "seconds": seconds})
+    _update(conn, "oban/engine/snooze_job", prefix, {"id": job.id, "seconds": seconds})
 
 
 def prune_jobs(conn: Any, *, max_age: float = 60, prefix: str = "public", limit: int = 10_000) -> list[int]:
     """Delete finished jobs older than `max_age` seconds (Oban's Pruner); returns their ids."""
-    return _ids(conn, "oban_engine/prune_jobs.sql.j2", prefix, {"max_age": max_age, "limit": limit})
+    return _ids(conn, "oban/engine/prune_jobs", prefix, {"max_age": max_age, "limit": limit})

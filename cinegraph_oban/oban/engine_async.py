@@ -22,7 +22,7 @@ from cinegraph_oban.db.connections import to_async_psycopg
 from cinegraph_oban.errors import translate_errors
 from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.timestamps import utc_now
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "cancel_job",
@@ -42,14 +42,14 @@ async def _jobs(conn: Any, template: str, prefix: str, params: dict[str, Any]) -
     pg = await to_async_psycopg(conn)
     with translate_errors():
         async with pg.cursor(row_factory=dict_row) as cur:
-            await cur.execute(render(template, prefix=prefix).encode(), params)
+            await cur.execute(builder.sql(template, prefix=prefix), params)
             return [Job.from_row(row) for row in await cur.fetchall()]
 
 
 async def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> list[int]:
     pg = await to_async_psycopg(conn)
     with translate_errors():
-        cur = await pg.execute(render(template, prefix=prefix).encode(), params)
+        cur = await pg.execute(builder.sql(template, prefix=prefix), params)
         rows = await cur.fetchall()
     return sorted(row[0] for row in rows)
 
@@ -57,7 +57,7 @@ async def _ids(conn: Any, template: str, prefix: str, params: dict[str, Any]) ->
 async def _update(conn: Any, template: str, prefix: str, params: dict[str, Any]) -> None:
     pg = await to_async_psycopg(conn)
     with translate_errors():
-        await pg.execute(render(template, prefix=prefix).encode(), params)
+        await pg.execute(builder.sql(template, prefix=prefix), params)
 
 
 async def fetch_jobs(
@@ -71,7 +71,7 @@ async def fetch_jobs(
     """Claim up to `demand` available jobs of `queue`, exactly as Oban's producer does."""
     jobs = await _jobs(
         conn,
-        "oban_engine/fetch_jobs.sql.j2",
+        "oban/engine/fetch_jobs",
         prefix,
         {"queue": queue, "demand": demand, "attempted_by": [node, str(uuid4())]},
     )
@@ -80,12 +80,12 @@ async def fetch_jobs(
 
 async def peek_jobs(conn: Any, queue: str, demand: int = 10, *, prefix: str = "public") -> list[Job]:
     """The jobs `fetch_jobs` would claim next, in its order, without claiming them."""
-    return await _jobs(conn, "oban_engine/peek_jobs.sql.j2", prefix, {"queue": queue, "demand": demand})
+    return await _jobs(conn, "oban/engine/peek_jobs", prefix, {"queue": queue, "demand": demand})
 
 
 async def stage_jobs(conn: Any, *, prefix: str = "public", limit: int = 5_000) -> list[int]:
     """Make due scheduled and retryable jobs available (Oban's Stager); returns their ids."""
-    return await _ids(conn, "oban_engine/stage_jobs.sql.j2", prefix, {"limit": limit})
+    return await _ids(conn, "oban/engine/stage_jobs", prefix, {"limit": limit})
 
 
 def format_error(attempt: int, message: str) -> str:
@@ -95,7 +95,7 @@ def format_error(attempt: int, message: str) -> str:
 
 
 async def complete_job(conn: Any, job: Job, *, prefix: str = "public") -> None:
-    await _update(conn, "oban_engine/complete_job.sql.j2", prefix, {"id": job.id})
+    await _update(conn, "oban/engine/complete_job", prefix, {"id": job.id})
 
 
 async def error_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
@@ -106,28 +106,24 @@ async def error_job(conn: Any, job: Job, message: str, *, prefix: str = "public"
     backoff = 15 + 2**job.attempt
     await _update(
         conn,
-        "oban_engine/error_job.sql.j2",
+        "oban/engine/error_job",
         prefix,
         {"id": job.id, "backoff": backoff, "error": format_error(job.attempt, message)},
     )
 
 
 async def discard_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
-    await _update(
-        conn, "oban_engine/discard_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)}
-    )
+    await _update(conn, "oban/engine/discard_job", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
 
 
 async def cancel_job(conn: Any, job: Job, message: str, *, prefix: str = "public") -> None:
-    await _update(
-        conn, "oban_engine/cancel_job.sql.j2", prefix, {"id": job.id, "error": format_error(job.attempt, message)}
-    )
+    await _update(conn, "oban/engine/cancel_job", prefix, {"id": job.id, "error": format_error(job.attempt, message)})
 
 
 async def snooze_job(conn: Any, job: Job, seconds: int, *, prefix: str = "public") -> None:
-    await _update(conn, "oban_engine/snooze_job.sql.j2", prefix, {"id": job.id, "seconds": seconds})
+    await _update(conn, "oban/engine/snooze_job", prefix, {"id": job.id, "seconds": seconds})
 
 
 async def prune_jobs(conn: Any, *, max_age: float = 60, prefix: str = "public", limit: int = 10_000) -> list[int]:
     """Delete finished jobs older than `max_age` seconds (Oban's Pruner); returns their ids."""
-    return await _ids(conn, "oban_engine/prune_jobs.sql.j2", prefix, {"max_age": max_age, "limit": limit})
+    return await _ids(conn, "oban/engine/prune_jobs", prefix, {"max_age": max_age, "limit": limit})

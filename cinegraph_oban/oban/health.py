@@ -31,7 +31,7 @@ from cinegraph_oban.oban.health_model import (
 )
 from cinegraph_oban.oban.installation import detect
 from cinegraph_oban.oban.table import ObanSchema
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "DEAD_ROWS_WARNING",
@@ -46,7 +46,7 @@ __all__ = [
 
 
 def _sql(name: str, **context: Any) -> bytes:
-    return render(f"health/{name}.sql.j2", **context).encode()
+    return builder.sql(f"oban/health/{name}", **context)
 
 
 def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: ObanSchema | None = None) -> Health:
@@ -58,7 +58,7 @@ def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: Oba
     conn = to_psycopg(conn)
     schema = schema if schema is not None else detect(conn, prefix)
     with conn.cursor(row_factory=dict_row) as cur:
-        counted = conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode(), {})
+        counted = conn.execute(builder.sql("oban/health/count_by_state", prefix=prefix), {})
         by_state = {str(state): int(n) for state, n in counted.fetchall()}
         table = (cur.execute(_sql("table", prefix=prefix), {})).fetchone() or {}
         gin_rows = (cur.execute(_sql("gin_indexes", prefix=prefix), {})).fetchall()

@@ -29,7 +29,7 @@ from cinegraph_oban.oban.health_model import (
 )
 from cinegraph_oban.oban.installation_async import detect
 from cinegraph_oban.oban.table import ObanSchema
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "DEAD_ROWS_WARNING",
@@ -44,7 +44,7 @@ __all__ = [
 
 
 def _sql(name: str, **context: Any) -> bytes:
-    return render(f"health/{name}.sql.j2", **context).encode()
+    return builder.sql(f"oban/health/{name}", **context)
 
 
 async def health(
@@ -58,7 +58,7 @@ async def health(
     conn = await to_async_psycopg(conn)
     schema = schema if schema is not None else await detect(conn, prefix)
     async with conn.cursor(row_factory=dict_row) as cur:
-        counted = await conn.execute(render("jobs/count_by_state.sql.j2", prefix=prefix).encode(), {})
+        counted = await conn.execute(builder.sql("oban/health/count_by_state", prefix=prefix), {})
         by_state = {str(state): int(n) for state, n in await counted.fetchall()}
         table = await (await cur.execute(_sql("table", prefix=prefix), {})).fetchone() or {}
         gin_rows = await (await cur.execute(_sql("gin_indexes", prefix=prefix), {})).fetchall()

@@ -20,7 +20,7 @@ from cinegraph_oban.db.connections import to_psycopg
 from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
 from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect_sql, install_statements, schema_from_catalog
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = ["detect", "install", "migrated_version"]
 
@@ -28,7 +28,7 @@ __all__ = ["detect", "install", "migrated_version"]
 def migrated_version(conn: psycopg.Connection[Any], prefix: str = "public") -> int:
     """Oban's own reading of the version: the table comment, 0 when there is none."""
     conn = to_psycopg(conn)
-    cur = conn.execute(render("schema/migrated_version.sql.j2").encode(), {"prefix": prefix})
+    cur = conn.execute(builder.sql("oban/migrated_version"), {"prefix": prefix})
     row = cur.fetchone()
     comment = row[0] if row else None
     return int(comment) if comment is not None and comment.strip().isdigit() else 0

@@ -18,7 +18,7 @@ from cinegraph_oban.db.connections import to_async_psycopg
 from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
 from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect_sql, install_statements, schema_from_catalog
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = ["detect", "install", "migrated_version"]
 
@@ -26,7 +26,7 @@ __all__ = ["detect", "install", "migrated_version"]
 async def migrated_version(conn: psycopg.AsyncConnection[Any], prefix: str = "public") -> int:
     """Oban's own reading of the version: the table comment, 0 when there is none."""
     conn = await to_async_psycopg(conn)
-    cur = await conn.execute(render("schema/migrated_version.sql.j2").encode(), {"prefix": prefix})
+    cur = await conn.execute(builder.sql("oban/migrated_version"), {"prefix": prefix})
     row = await cur.fetchone()
     comment = row[0] if row else None
     return int(comment) if comment is not None and comment.strip().isdigit() else 0

@@ -1,7 +1,7 @@
 """The Oban schema in a database: installing it as Elixir Oban does, and detecting what is there.
 
 `install` replays Oban's own Postgres migrations (V01 .. V14, one template each under
-`sql_templates/oban_migrations/`) and records the version as the table comment, so a database
+`sql_templates/oban/migrations/`) and records the version as the table comment, so a database
 set up here is the one `Oban.Migration.up(version: n, prefix: p)` would have made. `detect`
 reads the catalogs instead of assuming: the version comment, the enum's labels, the column types,
 the id sequence, the V11 notify trigger and the check constraints. `ObanSchema.check_job` says
@@ -18,7 +18,7 @@ from cinegraph_oban.errors import (
     UnsupportedSchemaError,
     ValidationError,
 )
-from cinegraph_oban.sql.templates import render, render_statements
+from cinegraph_oban.sql import builder
 
 __all__ = [
     "LATEST_VERSION",
@@ -62,8 +62,8 @@ def install_statements(
     context: dict[str, Any] = {"prefix": prefix, "create_schema": prefix != "public", "legacy_tags": legacy_tags}
     steps: list[list[str]] = []
     for step in range(from_version + 1, version + 1):
-        statements = render_statements(f"oban_migrations/v{step:02d}.sql.j2", **context)
-        statements += render_statements("oban_migrations/record_version.sql.j2", prefix=prefix, version=step)
+        statements = builder.statements(f"oban/migrations/v{step:02d}", **context)
+        statements += builder.statements("oban/migrations/record_version", prefix=prefix, version=step)
         steps.append(statements)
     return steps
 
@@ -146,11 +146,11 @@ class ObanSchema:
 
 
 def detect_sql() -> bytes:
-    return render("schema/detect.sql.j2").encode()
+    return builder.sql("oban/detect")
 
 
 def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSchema:
-    """The ObanSchema a `schema/detect` row describes (shared by the sync and async clients)."""
+    """The ObanSchema a `oban/detect` row describes (shared by the sync and async clients)."""
     if not row["table_exists"]:
         raise UnsupportedSchemaError(
             f"no Oban jobs table: {prefix}.oban_jobs does not exist in database "

@@ -1,4 +1,5 @@
-"""The SQL template library: every statement the package runs, loaded once from `sql_templates/`.
+"""The SQL template library: every statement the package runs, loaded once from `sql_templates/`
+(`builder` is the one way the rest of the package renders them).
 
 SQL text is trusted package data. Templates may only vary identifiers (through the `ident`
 filter, which is `psycopg.sql.Identifier`) and, where PostgreSQL cannot bind a parameter (DDL,
@@ -25,7 +26,7 @@ from psycopg import sql
 
 from cinegraph_oban.insert.row import INSERTABLE
 
-__all__ = ["render", "render_statements", "split_statements", "template_root", "unparametrized"]
+__all__ = ["freeze", "render", "render_statements", "split_statements", "template_root", "unparametrized"]
 
 
 def _ident(name: str) -> str:
@@ -71,7 +72,7 @@ def _environment() -> jinja2.Environment:
     env.filters["ident"] = _ident
     env.filters["literal"] = _literal
     env.filters["name_literal"] = _name_literal
-    env.globals["insertable"] = INSERTABLE  # the job row's columns (jobs/_row.sql.j2)
+    env.globals["insertable"] = INSERTABLE  # the job row's columns (insert/_row.sql.j2)
     return env
 
 
@@ -81,6 +82,11 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return tuple(_freeze(v) for v in value)
     return value
+
+
+def freeze(context: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A template context in hashable form, the key of the render caches."""
+    return tuple(sorted((key, _freeze(value)) for key, value in context.items()))
 
 
 @lru_cache(maxsize=512)
@@ -120,8 +126,7 @@ def render(name: str, **context: Any) -> str:
 
     `dollar` is given to every template: the dollar-quote tag to write bodies with (`dollar_tag`).
     """
-    frozen = tuple(sorted((key, _freeze(value)) for key, value in context.items()))
-    return _render_cached(name, frozen)
+    return _render_cached(name, freeze(context))
 
 
 def split_statements(text: str) -> list[str]:

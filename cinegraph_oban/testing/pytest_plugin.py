@@ -29,7 +29,7 @@ import pytest
 from cinegraph_oban.insert.client import Oban
 from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
 from cinegraph_oban.oban.table import LATEST_VERSION, install
-from cinegraph_oban.sql.templates import render
+from cinegraph_oban.sql import builder
 
 __all__ = ["ObanTestDatabase"]
 
@@ -141,7 +141,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
     name = f"cinegraph_oban_fixture_{uuid.uuid4().hex[:12]}"
     info = psycopg.conninfo.conninfo_to_dict(server)
     with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(render("demo/create_database.sql.j2", database=name).encode(), {})
+        admin.execute(builder.sql("database/create_database", database=name), {})
     info["dbname"] = name
     dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
     try:
@@ -153,7 +153,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
             yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=client)
     finally:
         with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(render("testing/drop_database.sql.j2", database=name).encode(), {})
+            admin.execute(builder.sql("database/drop_database", database=name), {})
 
 
 def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:

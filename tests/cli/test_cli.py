@@ -141,9 +141,10 @@ def test_jobs_lists_by_worker_state_queue_and_meta(oban: ObanDatabase) -> None:
 SQL_CALLS = frozenset(
     {"execute", "executemany", "copy", "stream", "cursor", "transaction", "fetchone", "fetchall", "fetchmany"}
     | {"render", "render_statements", "split_statements", "unparametrized"}
+    | {"sql", "statement", "statements", "copy_sql"}  # the statement builder's
 )
-#: Modules that make SQL text: the templates, and psycopg's composition.
-SQL_MODULES = ("cinegraph_oban.sql.templates", "psycopg.sql")
+#: Modules that make SQL text: the statement builder and its templates, and psycopg's composition.
+SQL_MODULES = ("cinegraph_oban.sql", "psycopg.sql")
 
 
 def _sql_in(source: str) -> list[str]:
@@ -158,7 +159,7 @@ def _sql_in(source: str) -> list[str]:
                 found.append(f"{node.lineno}: {ast.unparse(node)}")
         elif isinstance(node, ast.ImportFrom):
             names = {alias.name for alias in node.names}
-            if node.module in SQL_MODULES or (node.module == "psycopg" and "sql" in names):
+            if (node.module or "").startswith(SQL_MODULES) or (node.module == "psycopg" and "sql" in names):
                 found.append(f"{node.lineno}: from {node.module} import {', '.join(sorted(names))}")
         elif isinstance(node, ast.Import):
             found.extend(
@@ -177,6 +178,7 @@ def test_the_cli_package_renders_and_runs_no_sql_of_its_own() -> None:
     # The walk sees what the CLI once did itself.
     assert len(_sql_in('rows = conn.execute(render("indexes/state.sql.j2").encode(), {}).fetchall()')) == 3
     assert len(_sql_in("from cinegraph_oban.sql.templates import render_statements\nfrom psycopg import sql")) == 2
+    assert len(_sql_in('from cinegraph_oban.sql import builder\nconn.execute(builder.sql("insert/count"), {})')) == 3
 
 
 def test_what_the_commands_read_and_write_through_the_library(oban: ObanDatabase) -> None:

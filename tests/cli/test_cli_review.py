@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from cinegraph_oban.migration.remove_tables import create_legacy_tables
-from cinegraph_oban.sql.templates import render, render_statements
+from cinegraph_oban.sql import builder
 from conftest import ObanDatabase
 from tests.helpers import record_sample_outcomes, run_cli
 
@@ -30,9 +30,9 @@ def _flat(text: str) -> str:
 
 def _legacy(conn: psycopg.Connection[Any], rows: int, schema: str = "public") -> None:
     create_legacy_tables(conn, schema)
-    for statement in render_statements("legacy/sample_rows.sql.j2", schema=schema):
+    for statement in builder.statements("legacy/sample_rows", schema=schema):
         conn.execute(statement.encode(), {"rows": rows})
-    conn.execute(render("demo/create_schema_migrations.sql.j2", schema=schema).encode())
+    conn.execute(builder.sql("legacy/create_schema_migrations", schema=schema), {})
 
 
 def _count(conn: psycopg.Connection[Any], table: str) -> int:

@@ -274,10 +274,10 @@ ALLOWED = {
     ("insert/prepared_async.py", "pg.execute(statement.prepare, prepare=False)"),
     ("insert/prepared_async.py", "pg.execute(deallocate_sql(statement.name), prepare=False)"),
     # COPY merges parameters only when there are some: its text is sent as statements
-    # .copy_statement and templates.unparametrized make it (`%%` already turned into `%`).
+    # .copy_statement and builder.unparametrized make it (`%%` already turned into `%`).
     ("insert/client.py", "cur.copy(copy_sql, writer=QueuedLibpqWriter(cur))"),
     ("insert/client_async.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
-    ("migration/remove_tables.py", "cur.copy(unparametrized(self._sql('export_rows', table=table)))"),
+    ("migration/remove_tables.py", "cur.copy(builder.unparametrized(self._sql('export_rows', table=table)))"),
 }
 
 

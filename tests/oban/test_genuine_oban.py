@@ -655,7 +655,7 @@ ORDER BY 1, 2
 
 @pytest.mark.parametrize("version", [11, 12, 13, 14])
 def test_our_installer_makes_what_oban_migration_makes(genuine: GenuineOban, db_dsn: str, version: int) -> None:
-    """tests/ and the demo install Oban's schema from sql_templates/oban_migrations (a translation
+    """tests/ and the demo install Oban's schema from sql_templates/oban/migrations (a translation
     of Oban's migrations): the catalog it leaves must be Oban.Migration's own, object by object."""
     from cinegraph_oban.oban.table import install
 

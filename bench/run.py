@@ -346,7 +346,7 @@ def unique(bench: Bench, conn: psycopg.Connection[Any], rows: int, count: int, r
     # The same, with the lookup searching the GIN index for the whole containment (one entry per
     # key and value), as it does where the probe cannot be used.
     containment = Oban(conn)
-    containment._schema = replace(oban.schema(), probe_columns=())
+    containment._table = replace(oban.table(), probe_columns=())
     contained: dict[str, list[float]] = {"no unique": [], "unique": [], "elixir": []}
     for n in range(repeat * 2):
         cycle(contained, containment, elixir=False, unique_first=n % 2 == 0)

@@ -1,6 +1,16 @@
 """cinegraph-oban: write Oban jobs from Python that Elixir Oban cannot tell from its own.
 
 The public API is re-exported here; everything else may change.
+
+Three words, each with one meaning:
+- a **prefix** is the PostgreSQL schema that holds Oban's `oban_jobs` table (Oban's own word:
+  `Oban.Migration.up(prefix: "private")`); `--prefix` on the command line;
+- a **schema** is a PostgreSQL schema and nothing else: the migration's `--schema` is the one
+  holding the legacy tables and Ecto's `schema_migrations`;
+- the **Oban table** is what Oban's migrations installed under a prefix, at a version:
+  `ObanTable`, which `detect` reads from the catalogs and `Oban.table()` caches (`ObanSchema`
+  and `Oban.schema()` are its earlier names). `cinegraph-oban schema install` keeps the name
+  Ecto gives migrations: it installs Oban's tables, at a version, under a prefix.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.unique import JOB_STATES, Unique
 from cinegraph_oban.model.workers import DEFAULT_REGISTRY, TMDB_DETAILS_WORKER, WorkerRegistry, WorkerSpec
 from cinegraph_oban.oban import engine
-from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect, install
+from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, ObanTable, detect, install
 
 if TYPE_CHECKING:
     from cinegraph_oban.meta.queries import (
@@ -93,6 +103,7 @@ __all__ = [
     "LockNotAcquiredError",
     "Oban",
     "ObanSchema",
+    "ObanTable",
     "Problem",
     "SkippedImport",
     "Unique",

@@ -67,7 +67,7 @@ from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
 from cinegraph_oban.model.workers import WorkerRegistry
 from cinegraph_oban.oban.installation import detect
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 
 __all__ = ["COPY_CHUNK", "COPY_THRESHOLD", "DEFAULT_POOL_SIZE", "POOL_TIMEOUT", "InsertedJobs", "Oban"]
 
@@ -126,7 +126,7 @@ class Oban:
         self._conn = conn
         self._pool = pool
         self._owns_connection = owns_connection
-        self._schema: ObanSchema | None = None
+        self._table: ObanTable | None = None
         self._memory = ClientMemory()
 
     @classmethod
@@ -218,24 +218,28 @@ class Oban:
                 with connection_lock(pg):
                     yield pg
 
-    # Schema
+    # The Oban table
 
-    def schema(self, conn: Any = None) -> ObanSchema:
-        """The detected Oban schema, read once and cached."""
-        if self._schema is None:
+    def table(self, conn: Any = None) -> ObanTable:
+        """What the Oban table under `prefix` is (its version, states, columns), detected once and cached."""
+        if self._table is None:
             with self._using(conn) as pg:
-                return self._schema_on(pg)
-        return self._schema
+                return self._table_on(pg)
+        return self._table
 
-    def _schema_on(self, pg: psycopg.Connection[Any]) -> ObanSchema:
-        if self._schema is None:
-            self._schema = detect(pg, self.prefix)
-        return self._schema
+    def _table_on(self, pg: psycopg.Connection[Any]) -> ObanTable:
+        if self._table is None:
+            self._table = detect(pg, self.prefix)
+        return self._table
 
-    def refresh_schema(self, conn: Any = None) -> ObanSchema:
-        """Forget the cached schema (after migrating Oban) and read it again."""
-        self._schema = None
-        return self.schema(conn)
+    def refresh_table(self, conn: Any = None) -> ObanTable:
+        """Forget the cached table (after migrating Oban) and detect it again."""
+        self._table = None
+        return self.table(conn)
+
+    #: The earlier names of `table` and `refresh_table`.
+    schema = table
+    refresh_schema = refresh_table
 
     # Inserting
 
@@ -247,21 +251,21 @@ class Oban:
         """
         job = job.validated()
         with self._using(conn) as pg:
-            schema = self._schema_on(pg)
-            schema.check_job(job)
+            table = self._table_on(pg)
+            table.check_job(job)
             if job.unique is not None:
-                return self._insert_unique(pg, job, schema)
-            row = prepared.insert_row(pg, job, schema)
+                return self._insert_unique(pg, job, table)
+            row = prepared.insert_row(pg, job, table)
             if row is None:
-                statement = statements.insert_statement(job, schema)
+                statement = statements.insert_statement(job, table)
                 with joined_savepoint(pg), pg.cursor() as cur:
                     cur.execute(statement.sql, statement.params)
                     row = cur.fetchone()
             assert row is not None
             return job.stored(row[0], row[1], row[2])
 
-    def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, schema: ObanSchema) -> Job:
-        lock, lookup = statements.unique_statements(job, schema, self.oban_version, self._memory.unselective)
+    def _insert_unique(self, pg: psycopg.Connection[Any], job: Job, table: ObanTable) -> Job:
+        lock, lookup = statements.unique_statements(job, table, self.oban_version, self._memory.unselective)
         if prepared.applies(pg, pipeline=True):
             found = prepared.unique_row(pg, lock, lookup, self._memory)
             if found is not None:
@@ -316,23 +320,23 @@ class Oban:
         if not first:
             return InsertedJobs([], [], [], [])
         with self._using(conn) as pg:
-            schema = self._schema_on(pg)
+            table = self._table_on(pg)
             if len(first) < COPY_THRESHOLD:
-                statement = check_small_batch(schema, first)
+                statement = check_small_batch(table, first)
                 with joined_savepoint(pg), pg.cursor() as cur:
                     cur.execute(statement.sql, statement.params)
                     rows = cur.fetchall()
                 return InsertedJobs.from_rows(first, rows)
-            return self._copy_all(pg, schema, first, chunks)
+            return self._copy_all(pg, table, first, chunks)
 
     def _copy_all(
         self,
         pg: psycopg.Connection[Any],
-        schema: ObanSchema,
+        table: ObanTable,
         first: list[Job],
         rest: Iterator[list[Job]],
     ) -> InsertedJobs:
-        bulk = BulkInsert(schema)
+        bulk = BulkInsert(table)
         chunk = first
         with atomic(pg), pg.cursor() as cur:
             while chunk:

@@ -67,7 +67,7 @@ from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
 from cinegraph_oban.model.workers import WorkerRegistry
 from cinegraph_oban.oban.installation_async import detect
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 
 if True:  # ASYNC
     pass  # an asyncio connection is read when an operation starts (to_async_psycopg awaits)
@@ -149,7 +149,7 @@ class AsyncOban:
         self._conn = conn
         self._pool = pool
         self._owns_connection = owns_connection
-        self._schema: ObanSchema | None = None
+        self._table: ObanTable | None = None
         self._memory = ClientMemory()
 
     @classmethod
@@ -241,24 +241,28 @@ class AsyncOban:
                 async with async_connection_lock(pg):
                     yield pg
 
-    # Schema
+    # The Oban table
 
-    async def schema(self, conn: Any = None) -> ObanSchema:
-        """The detected Oban schema, read once and cached."""
-        if self._schema is None:
+    async def table(self, conn: Any = None) -> ObanTable:
+        """What the Oban table under `prefix` is (its version, states, columns), detected once and cached."""
+        if self._table is None:
             async with self._using(conn) as pg:
-                return await self._schema_on(pg)
-        return self._schema
+                return await self._table_on(pg)
+        return self._table
 
-    async def _schema_on(self, pg: psycopg.AsyncConnection[Any]) -> ObanSchema:
-        if self._schema is None:
-            self._schema = await detect(pg, self.prefix)
-        return self._schema
+    async def _table_on(self, pg: psycopg.AsyncConnection[Any]) -> ObanTable:
+        if self._table is None:
+            self._table = await detect(pg, self.prefix)
+        return self._table
 
-    async def refresh_schema(self, conn: Any = None) -> ObanSchema:
-        """Forget the cached schema (after migrating Oban) and read it again."""
-        self._schema = None
-        return await self.schema(conn)
+    async def refresh_table(self, conn: Any = None) -> ObanTable:
+        """Forget the cached table (after migrating Oban) and detect it again."""
+        self._table = None
+        return await self.table(conn)
+
+    #: The earlier names of `table` and `refresh_table`.
+    schema = table
+    refresh_schema = refresh_table
 
     # Inserting
 
@@ -270,21 +274,21 @@ class AsyncOban:
         """
         job = job.validated()
         async with self._using(conn) as pg:
-            schema = await self._schema_on(pg)
-            schema.check_job(job)
+            table = await self._table_on(pg)
+            table.check_job(job)
             if job.unique is not None:
-                return await self._insert_unique(pg, job, schema)
-            row = await prepared.insert_row(pg, job, schema)
+                return await self._insert_unique(pg, job, table)
+            row = await prepared.insert_row(pg, job, table)
             if row is None:
-                statement = statements.insert_statement(job, schema)
+                statement = statements.insert_statement(job, table)
                 async with joined_savepoint(pg), pg.cursor() as cur:
                     await cur.execute(statement.sql, statement.params)
                     row = await cur.fetchone()
             assert row is not None
             return job.stored(row[0], row[1], row[2])
 
-    async def _insert_unique(self, pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema) -> Job:
-        lock, lookup = statements.unique_statements(job, schema, self.oban_version, self._memory.unselective)
+    async def _insert_unique(self, pg: psycopg.AsyncConnection[Any], job: Job, table: ObanTable) -> Job:
+        lock, lookup = statements.unique_statements(job, table, self.oban_version, self._memory.unselective)
         if prepared.applies(pg, pipeline=True):
             found = await prepared.unique_row(pg, lock, lookup, self._memory)
             if found is not None:
@@ -339,23 +343,23 @@ class AsyncOban:
         if not first:
             return InsertedJobs([], [], [], [])
         async with self._using(conn) as pg:
-            schema = await self._schema_on(pg)
+            table = await self._table_on(pg)
             if len(first) < COPY_THRESHOLD:
-                statement = check_small_batch(schema, first)
+                statement = check_small_batch(table, first)
                 async with joined_savepoint(pg), pg.cursor() as cur:
                     await cur.execute(statement.sql, statement.params)
                     rows = await cur.fetchall()
                 return InsertedJobs.from_rows(first, rows)
-            return await self._copy_all(pg, schema, first, chunks)
+            return await self._copy_all(pg, table, first, chunks)
 
     async def _copy_all(
         self,
         pg: psycopg.AsyncConnection[Any],
-        schema: ObanSchema,
+        table: ObanTable,
         first: list[Job],
         rest: AsyncIterator[list[Job]],
     ) -> InsertedJobs:
-        bulk = BulkInsert(schema)
+        bulk = BulkInsert(table)
         chunk = first
         async with async_atomic(pg), pg.cursor() as cur:
             while chunk:

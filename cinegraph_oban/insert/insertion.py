@@ -20,7 +20,7 @@ from psycopg import pq
 from cinegraph_oban.errors import ConnectionArgumentError, DatabaseUnavailableError, IsolationLevelError
 from cinegraph_oban.insert import statements
 from cinegraph_oban.model.job import Job
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 
 __all__ = [
     "COPY_CHUNK",
@@ -228,8 +228,8 @@ class BulkInsert:
     checking each chunk against the schema, the COPY of a chunk with its reserved ids, the
     notifications, and the result."""
 
-    def __init__(self, schema: ObanSchema) -> None:
-        self.schema = schema
+    def __init__(self, table: ObanTable) -> None:
+        self.table = table
         self.jobs: list[Job] = []
         self.ids: list[int] = []
         self.nows: list[datetime] = []
@@ -238,10 +238,10 @@ class BulkInsert:
     def check(self, chunk: list[Job]) -> statements.Statement:
         """Raise if a job of the chunk does not fit; the statement that reserves its ids."""
         for index, job in enumerate(chunk, start=len(self.jobs)):
-            self.schema.check_job(job, where=f"job #{index}")
+            self.table.check_job(job, where=f"job #{index}")
             if job.state == "available":
                 self.queues[job.queue] = None
-        return statements.reserve_ids_statement(len(chunk), self.schema)
+        return statements.reserve_ids_statement(len(chunk), self.table)
 
     def copy(
         self, chunk: list[Job], reserved: list[tuple[Any, ...]]
@@ -256,20 +256,20 @@ class BulkInsert:
         self.nows.extend([now] * len(chunk))
         rows = (statements.copy_row(job, job_id, row_now) for job, job_id in zip(chunk, chunk_ids, strict=True))
         return (
-            statements.copy_statement(self.schema, scheduled=scheduled),
-            statements.copy_types(self.schema, scheduled=scheduled),
+            statements.copy_statement(self.table, scheduled=scheduled),
+            statements.copy_types(self.table, scheduled=scheduled),
             rows,
         )
 
     def notify(self) -> statements.Statement | None:
-        return statements.notify_statement(self.queues, self.schema)
+        return statements.notify_statement(self.queues, self.table)
 
     def result(self) -> InsertedJobs:
         return InsertedJobs(self.jobs, self.ids, self.nows, self.nows)
 
 
-def check_small_batch(schema: ObanSchema, jobs: list[Job]) -> statements.Statement:
+def check_small_batch(table: ObanTable, jobs: list[Job]) -> statements.Statement:
     """Raise if a job does not fit; the one statement that inserts a small batch."""
     for index, job in enumerate(jobs):
-        schema.check_job(job, where=f"job #{index}")
-    return statements.insert_all_statement(jobs, schema)
+        table.check_job(job, where=f"job #{index}")
+    return statements.insert_all_statement(jobs, table)

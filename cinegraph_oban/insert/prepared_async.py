@@ -51,7 +51,7 @@ from cinegraph_oban.insert.statements import (
     transaction_sql,
 )
 from cinegraph_oban.model.job import Job
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 
 __all__ = ["applies", "insert_row", "unique_row"]
 
@@ -275,17 +275,17 @@ def _timestamp(data: bytes) -> datetime:
     return _PG_EPOCH + timedelta(microseconds=_INT8.unpack(data)[0])
 
 
-def job_values(job: Job, schema: ObanSchema) -> list[bytes | None]:
+def job_values(job: Job, table: ObanTable) -> list[bytes | None]:
     """The text-format values of `statements.insert_statement(job, schema)`, in the order of its
     prepared form: the job row's (`row.texts`), then the notification's channel and payload."""
     values = row.texts(job)
-    if not schema.notifies_itself:
-        values += (schema.channel.encode(), insert_payload(job.queue).encode())
+    if not table.notifies_itself:
+        values += (table.channel.encode(), insert_payload(job.queue).encode())
     return values
 
 
 async def insert_row(
-    pg: psycopg.AsyncConnection[Any], job: Job, schema: ObanSchema
+    pg: psycopg.AsyncConnection[Any], job: Job, table: ObanTable
 ) -> tuple[int, datetime, datetime] | None:
     """(id, inserted_at, scheduled_at) of `job` inserted with its notification through libpq;
     None when this path does not apply (see `applies`): the caller then uses a cursor.
@@ -296,8 +296,8 @@ async def insert_row(
     """
     if not applies(pg):
         return None
-    statement = _insert_prepared(schema.prefix, job.scheduled_at is not None, not schema.notifies_itself)
-    values = job_values(job, schema)
+    statement = _insert_prepared(table.prefix, job.scheduled_at is not None, not table.notifies_itself)
+    values = job_values(job, table)
     name = statement.name.encode()
     pgconn = pg.pgconn
 

@@ -1,7 +1,7 @@
 """The statements that write jobs, as (SQL, parameters) pairs, shared by every client.
 
 Nothing here touches a connection: each builder takes validated `Job`s and the detected
-`ObanSchema` and returns the rendered template with its bound parameters. The sync and async
+`ObanTable` and returns the rendered template with its bound parameters. The sync and async
 clients only decide how to send them.
 """
 
@@ -19,7 +19,7 @@ from cinegraph_oban.insert import row
 from cinegraph_oban.insert.row import json_param
 from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, Unique
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 from cinegraph_oban.sql import builder
 from cinegraph_oban.sql.builder import Statement
 
@@ -44,9 +44,9 @@ def insert_payload(queue: str) -> str:
     return json.dumps({"queue": queue}, separators=(",", ":"), ensure_ascii=False)
 
 
-def _notify_params(job: Job, schema: ObanSchema) -> tuple[bool, dict[str, Any]]:
-    notify = not schema.notifies_itself
-    return notify, ({"channel": schema.channel, "payload": insert_payload(job.queue)} if notify else {})
+def _notify_params(job: Job, table: ObanTable) -> tuple[bool, dict[str, Any]]:
+    notify = not table.notifies_itself
+    return notify, ({"channel": table.channel, "payload": insert_payload(job.queue)} if notify else {})
 
 
 @cache
@@ -71,11 +71,11 @@ def insert_sql(prefix: str, scheduled: bool, notify: bool) -> bytes:
     return builder.sql("insert/insert_job", prefix=prefix, scheduled=scheduled, notify=notify)
 
 
-def insert_statement(job: Job, schema: ObanSchema) -> Statement:
+def insert_statement(job: Job, table: ObanTable) -> Statement:
     """A plain insert with its notification, as one statement."""
-    notify, params = _notify_params(job, schema)
+    notify, params = _notify_params(job, table)
     params.update(row.params(job))
-    return Statement(insert_sql(schema.prefix, job.scheduled_at is not None, notify), params)
+    return Statement(insert_sql(table.prefix, job.scheduled_at is not None, notify), params)
 
 
 def _unique_subset(job: Job, field: str, keys: Sequence[str]) -> tuple[str, str | None, Any]:
@@ -106,7 +106,7 @@ def _unique_identity(
 
 def unique_statements(
     job: Job,
-    schema: ObanSchema,
+    table: ObanTable,
     oban_version: str = DEFAULT_OBAN_VERSION,
     unselective: Collection[tuple[str, str, str, str]] = frozenset(),
 ) -> tuple[Statement, Statement]:
@@ -119,7 +119,7 @@ def unique_statements(
     """
     unique = job.unique
     assert unique is not None
-    states, base = _unique_identity(unique, schema.states, oban_version)
+    states, base = _unique_identity(unique, table.states, oban_version)
     identity = dict(base)
     map_fields: list[tuple[str, str]] = []
     params = row.params(job)
@@ -130,8 +130,8 @@ def unique_statements(
             map_fields.append((field, mode))
             if subset is not None:
                 params[f"{field}_unique"] = json_param(subset)
-                if probe is None and field in schema.probe_columns:
-                    probe = _probe(schema.prefix, job.worker, field, identity[field], unique.keys, unselective)
+                if probe is None and field in table.probe_columns:
+                    probe = _probe(table.prefix, job.worker, field, identity[field], unique.keys, unselective)
                     if probe is not None:
                         params["probe_path"] = _probe_path(identity[field][probe[3]])
     for field in ("worker", "queue"):
@@ -145,13 +145,13 @@ def unique_statements(
                 by_field.setdefault(field, []).append(state)
         replace_fields = sorted(by_field)
         params.update({f"replace_{f}": states_ for f, states_ in by_field.items()})
-    notify, notify_params = _notify_params(job, schema)
+    notify, notify_params = _notify_params(job, table)
     params.update(notify_params)
     params["unique_states"] = states
     if unique.period != "infinity":
         params["unique_period"] = unique.period
     sql = _unique_sql(
-        schema.prefix,
+        table.prefix,
         job.scheduled_at is not None,
         notify,
         unique.period != "infinity",
@@ -161,7 +161,7 @@ def unique_statements(
         tuple(replace_fields),
         probe[2] if probe else None,
     )
-    lock_key = schema.prefix + "|" + _SORTED_JSON.encode(identity)
+    lock_key = table.prefix + "|" + _SORTED_JSON.encode(identity)
     return Statement(_unique_lock_sql(), {"lock_key": lock_key}), Statement(sql, params, probe)
 
 
@@ -297,18 +297,18 @@ def deallocate_sql(name: str) -> bytes:
     return builder.sql("session/deallocate", statement_name=name)
 
 
-def insert_all_statement(jobs: Sequence[Job], schema: ObanSchema) -> Statement:
+def insert_all_statement(jobs: Sequence[Job], table: ObanTable) -> Statement:
     """A small batch as one `unnest` statement, notifications included."""
     payloads = _payloads(jobs)
-    notify = bool(payloads) and not schema.notifies_itself
+    notify = bool(payloads) and not table.notifies_itself
     params: dict[str, Any] = row.unnest_params(jobs)
     if notify:
-        params.update({"channel": schema.channel, "payloads": payloads})
+        params.update({"channel": table.channel, "payloads": payloads})
     sql = builder.sql(
         "insert/insert_all_unnest",
-        prefix=schema.prefix,
+        prefix=table.prefix,
         notify=notify,
-        tags_type="character varying(255)[]" if schema.max_tag_length else "text[]",
+        tags_type="character varying(255)[]" if table.max_tag_length else "text[]",
     )
     return Statement(sql, params)
 
@@ -318,29 +318,29 @@ def _payloads(jobs: Iterable[Job]) -> list[str]:
     return [insert_payload(q) for q in queues]
 
 
-def notify_statement(queues: Iterable[str], schema: ObanSchema) -> Statement | None:
+def notify_statement(queues: Iterable[str], table: ObanTable) -> Statement | None:
     """One notification per distinct queue, or None when there is nothing to send."""
     payloads = [insert_payload(q) for q in dict.fromkeys(queues)]
-    if not payloads or schema.notifies_itself:
+    if not payloads or table.notifies_itself:
         return None
     return Statement(
         builder.sql("insert/notify_queues"),
-        {"channel": schema.channel, "payloads": payloads},
+        {"channel": table.channel, "payloads": payloads},
     )
 
 
-def reserve_ids_statement(count: int, schema: ObanSchema) -> Statement:
-    return Statement(builder.sql("insert/reserve_ids"), {"sequence": schema.id_sequence, "count": count})
+def reserve_ids_statement(count: int, table: ObanTable) -> Statement:
+    return Statement(builder.sql("insert/reserve_ids"), {"sequence": table.id_sequence, "count": count})
 
 
-def copy_statement(schema: ObanSchema, *, scheduled: bool) -> bytes:
+def copy_statement(table: ObanTable, *, scheduled: bool) -> bytes:
     """The COPY of a chunk, to send without parameters (see `templates.unparametrized`)."""
-    return builder.copy_sql("insert/copy_jobs", prefix=schema.prefix, scheduled=scheduled)
+    return builder.copy_sql("insert/copy_jobs", prefix=table.prefix, scheduled=scheduled)
 
 
-def copy_types(schema: ObanSchema, *, scheduled: bool) -> list[str]:
+def copy_types(table: ObanTable, *, scheduled: bool) -> list[str]:
     """Binary COPY types of a chunk's columns (see `row.copy_types`)."""
-    return row.copy_types(scheduled=scheduled, varchar_tags=bool(schema.max_tag_length))
+    return row.copy_types(scheduled=scheduled, varchar_tags=bool(table.max_tag_length))
 
 
 copy_row = row.copy_row

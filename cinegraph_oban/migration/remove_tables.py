@@ -59,7 +59,7 @@ from cinegraph_oban.errors import (
 from cinegraph_oban.meta.records import FailedLookup, SkippedImport
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
-from cinegraph_oban.oban.table import ObanSchema, detect
+from cinegraph_oban.oban.table import ObanTable, detect
 from cinegraph_oban.sql import builder
 
 __all__ = [
@@ -436,7 +436,7 @@ class RemoveRedundantImportTables:
         self._template("relation_kind", {})  # checked and noted; `relation_kind` renders it
         return relation_kind(conn, self.schema, name)
 
-    def _detect(self, conn: psycopg.Connection[Any]) -> ObanSchema:
+    def _detect(self, conn: psycopg.Connection[Any]) -> ObanTable:
         self._template("oban/detect", {})  # checked and noted; `detect` renders it
         return detect(conn, self.prefix)
 

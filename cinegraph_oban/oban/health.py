@@ -30,7 +30,7 @@ from cinegraph_oban.oban.health_model import (
     warnings_of,
 )
 from cinegraph_oban.oban.installation import detect
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 from cinegraph_oban.sql import builder
 
 __all__ = [
@@ -49,7 +49,7 @@ def _sql(name: str, **context: Any) -> bytes:
     return builder.sql(f"oban/health/{name}", **context)
 
 
-def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: ObanSchema | None = None) -> Health:
+def health(conn: psycopg.Connection[Any], prefix: str = "public", *, schema: ObanTable | None = None) -> Health:
     """Read the table's health; `warnings` names what needs attention and what to do.
 
     `schema` is the Oban schema already detected under `prefix`, if the caller has it.

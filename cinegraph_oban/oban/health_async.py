@@ -28,7 +28,7 @@ from cinegraph_oban.oban.health_model import (
     warnings_of,
 )
 from cinegraph_oban.oban.installation_async import detect
-from cinegraph_oban.oban.table import ObanSchema
+from cinegraph_oban.oban.table import ObanTable
 from cinegraph_oban.sql import builder
 
 __all__ = [
@@ -48,7 +48,7 @@ def _sql(name: str, **context: Any) -> bytes:
 
 
 async def health(
-    conn: psycopg.AsyncConnection[Any], prefix: str = "public", *, schema: ObanSchema | None = None
+    conn: psycopg.AsyncConnection[Any], prefix: str = "public", *, schema: ObanTable | None = None
 ) -> Health:
     """Read the table's health; `warnings` names what needs attention and what to do.
 

@@ -3,7 +3,7 @@
 """Installing Oban's schema as Elixir Oban does, and detecting what a database has.
 
 `install` replays Oban's own Postgres migrations (`cinegraph_oban.oban.table.install_statements`)
-and records the version as the table comment; `detect` reads the catalogs into an `ObanSchema`.
+and records the version as the table comment; `detect` reads the catalogs into an `ObanTable`.
 `conn` is a psycopg connection, a SQLAlchemy Connection or Session.
 An asyncio connection is refused at once (ConnectionArgumentError).
 """
@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from cinegraph_oban.db.connections import to_psycopg
 from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
-from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect_sql, install_statements, schema_from_catalog
+from cinegraph_oban.oban.table import LATEST_VERSION, ObanTable, detect_sql, install_statements, table_from_catalog
 from cinegraph_oban.sql import builder
 
 __all__ = ["detect", "install", "migrated_version"]
@@ -73,7 +73,7 @@ def install(
     return found
 
 
-def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanSchema:
+def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanTable:
     """Read the Oban installation under `prefix`, or say clearly why it cannot be used."""
     check_prefix(prefix)
     conn = to_psycopg(conn)
@@ -81,4 +81,4 @@ def detect(conn: psycopg.Connection[Any], prefix: str = "public") -> ObanSchema:
         cur.execute(detect_sql(), {"prefix": prefix})
         row = cur.fetchone()
     assert row is not None
-    return schema_from_catalog(row, prefix, conn.info.dbname)
+    return table_from_catalog(row, prefix, conn.info.dbname)

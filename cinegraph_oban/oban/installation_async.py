@@ -1,7 +1,7 @@
 """Installing Oban's schema as Elixir Oban does, and detecting what a database has.
 
 `install` replays Oban's own Postgres migrations (`cinegraph_oban.oban.table.install_statements`)
-and records the version as the table comment; `detect` reads the catalogs into an `ObanSchema`.
+and records the version as the table comment; `detect` reads the catalogs into an `ObanTable`.
 `conn` is a psycopg AsyncConnection, a SQLAlchemy AsyncConnection or AsyncSession.
 A sync connection is refused at once (ConnectionArgumentError).
 """
@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from cinegraph_oban.db.connections import to_async_psycopg
 from cinegraph_oban.db.identifiers import check_prefix
 from cinegraph_oban.errors import ConnectionArgumentError, translate_errors
-from cinegraph_oban.oban.table import LATEST_VERSION, ObanSchema, detect_sql, install_statements, schema_from_catalog
+from cinegraph_oban.oban.table import LATEST_VERSION, ObanTable, detect_sql, install_statements, table_from_catalog
 from cinegraph_oban.sql import builder
 
 __all__ = ["detect", "install", "migrated_version"]
@@ -71,7 +71,7 @@ async def install(
     return found
 
 
-async def detect(conn: psycopg.AsyncConnection[Any], prefix: str = "public") -> ObanSchema:
+async def detect(conn: psycopg.AsyncConnection[Any], prefix: str = "public") -> ObanTable:
     """Read the Oban installation under `prefix`, or say clearly why it cannot be used."""
     check_prefix(prefix)
     conn = await to_async_psycopg(conn)
@@ -79,4 +79,4 @@ async def detect(conn: psycopg.AsyncConnection[Any], prefix: str = "public") -> 
         await cur.execute(detect_sql(), {"prefix": prefix})
         row = await cur.fetchone()
     assert row is not None
-    return schema_from_catalog(row, prefix, conn.info.dbname)
+    return table_from_catalog(row, prefix, conn.info.dbname)

@@ -4,7 +4,7 @@
 `sql_templates/oban/migrations/`) and records the version as the table comment, so a database
 set up here is the one `Oban.Migration.up(version: n, prefix: p)` would have made. `detect`
 reads the catalogs instead of assuming: the version comment, the enum's labels, the column types,
-the id sequence, the V11 notify trigger and the check constraints. `ObanSchema.check_job` says
+the id sequence, the V11 notify trigger and the check constraints. `ObanTable.check_job` says
 whether a job fits the database it is about to be written to.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "MIN_VERSION",
     "SUPPORTED_VERSIONS",
     "ObanSchema",
+    "ObanTable",
     "detect",
     "install",
     "install_statements",
@@ -69,7 +70,7 @@ def install_statements(
 
 
 @dataclass(frozen=True, slots=True)
-class ObanSchema:
+class ObanTable:
     """What an Oban installation looks like, as read from the catalogs."""
 
     prefix: str
@@ -149,8 +150,12 @@ def detect_sql() -> bytes:
     return builder.sql("oban/detect")
 
 
-def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSchema:
-    """The ObanSchema a `oban/detect` row describes (shared by the sync and async clients)."""
+#: The earlier name of ObanTable.
+ObanSchema = ObanTable
+
+
+def table_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanTable:
+    """The ObanTable a `oban/detect` row describes (shared by the sync and async clients)."""
     if not row["table_exists"]:
         raise UnsupportedSchemaError(
             f"no Oban jobs table: {prefix}.oban_jobs does not exist in database "
@@ -182,7 +187,7 @@ def schema_from_catalog(row: dict[str, Any], prefix: str, dbname: str) -> ObanSc
             f"{prefix}.oban_jobs is missing {missing or ['the id sequence']}: it does not look like a "
             f"table Oban's migrations made"
         )
-    return ObanSchema(
+    return ObanTable(
         prefix=prefix,
         version=version,
         states=tuple(row["states"] or ()),

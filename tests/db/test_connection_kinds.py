@@ -196,7 +196,7 @@ def _sync_connection(kind: str, dsn: str) -> Iterator[Any]:
 
 
 ASYNC_CALLS: dict[str, Callable[[AsyncOban, Any], Any]] = {
-    "AsyncOban.schema": lambda oban, c: oban.schema(c),
+    "AsyncOban.table": lambda oban, c: oban.table(c),
     "AsyncOban.insert": lambda oban, c: oban.insert(Job.new(TMDB, {"tmdb_id": 278}), conn=c),
     "AsyncOban.insert_all": lambda oban, c: oban.insert_all([Job.new(TMDB, {"tmdb_id": 1}, unique=False)], conn=c),
 }

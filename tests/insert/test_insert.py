@@ -398,7 +398,7 @@ def test_prepared_statements_survive_the_oban_schema_installed_again(oban: ObanD
     client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
     oban.conn.execute('DROP SCHEMA "again" CASCADE')
     install(oban.conn, 14, "again")
-    client.refresh_schema()
+    client.refresh_table()
     assert client.insert(Job.new(TMDB, {"imdb_id": "tt2"}, unique=False)).id == 1
     assert not client.insert(Job.new(TMDB, {"imdb_id": "tt3"})).conflict
     assert client.insert(Job.new(TMDB, {"imdb_id": "tt3"})).conflict
@@ -547,7 +547,7 @@ def test_unique_insert_waits_for_the_lock_and_then_sees_the_holders_job(
     with client.pool.connection() as pooled:
         assert pooled.execute("SHOW default_transaction_isolation").fetchone() == (isolation,)
     job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "race"})
-    lock, lookup = statements.unique_statements(job, client.schema())
+    lock, lookup = statements.unique_statements(job, client.table())
     holder = psycopg.connect(oban.dsn)
     holder.execute(lock.sql, lock.params)
     held = holder.execute(lookup.sql, lookup.params).fetchone()
@@ -662,7 +662,7 @@ def test_unique_lookup_uses_obans_gin_index(oban: ObanDatabase) -> None:
     from cinegraph_oban.insert import statements
 
     job = Job.new(TMDB, {"imdb_id": "tt0000042", "source": "canonical_import"})
-    _, lookup = statements.unique_statements(job, client.schema())
+    _, lookup = statements.unique_statements(job, client.table())
     sql = lookup.sql.decode()
     sql = sql[: sql.index("),\nconflicted")] + ") SELECT * FROM existing"
     with oban.conn.cursor() as cur:
@@ -742,7 +742,7 @@ def test_a_lookup_by_worker_and_queue_only_is_left_to_postgresqls_plan_choice(ob
     # job; by worker, queue and states the values shape the plan.
     from cinegraph_oban.insert import statements
 
-    schema = Oban(oban.conn).schema()
+    schema = Oban(oban.conn).table()
     by_args = statements.unique_statements(Job.new(TMDB, {"imdb_id": "tt1"}), schema)
     by_queue = statements.unique_statements(
         Job.new(TMDB, {"imdb_id": "tt1"}, unique={"fields": ["worker", "queue"]}), schema
@@ -767,7 +767,7 @@ def test_a_transaction_begun_by_another_thread_is_joined_not_committed(
     real = prepared.applies
     monkeypatch.setattr(prepared, "applies", lambda pg, **kw: next(checks, None) or real(pg, **kw))
     client = Oban(oban.conn)
-    client.schema()
+    client.table()
     oban.conn.execute("BEGIN")
     job = client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
     assert not job.conflict and next(checks, "used") == "used"
@@ -803,7 +803,7 @@ def test_connect_reads_ecto_and_sqlalchemy_urls_and_never_shows_a_password(oban:
     for scheme in ("ecto", "postgresql+psycopg", "postgres"):
         url = scheme + oban.dsn[oban.dsn.index("://") :]
         with Oban.connect(url) as client:
-            assert client.schema().version == 14
+            assert client.table().version == 14
     with pytest.raises(DatabaseUrlError, match="accepted") as unreadable:
         Oban.connect("mysql://root:s3cret@127.0.0.1/x")
     assert "s3cret" not in str(unreadable.value)
@@ -843,3 +843,16 @@ def test_psycopg_internals_are_driven_only_on_the_releases_they_are_tested_with(
     finally:
         monkeypatch.undo()
         assert importlib.reload(prepared).applies(oban.conn)
+
+
+def test_the_earlier_names_of_the_oban_table_still_answer(oban: ObanDatabase) -> None:
+    """`ObanSchema`, `Oban.schema()` and `refresh_schema()` are the earlier names of
+    `ObanTable`, `Oban.table()` and `refresh_table()`."""
+    import cinegraph_oban
+
+    assert cinegraph_oban.ObanSchema is cinegraph_oban.ObanTable
+    client = Oban(oban.conn)
+    first = client.table()
+    assert client.schema() is first and first.version == 14
+    again = client.refresh_schema()
+    assert again is not first and again == first and client.table() is again

@@ -106,7 +106,7 @@ def test_a_probed_lookup_finds_what_oban_containment_finds(
 
     client.insert_all([job(a) for a in stored] + [job({extra_key: extra})])
     new = job(args, {"fields": ["worker", field], "keys": keys, "period": "infinity"})
-    schema = client.schema()
+    schema = client.table()
     _, probed = statements.unique_statements(new, schema)
     _, contained = statements.unique_statements(new, replace(schema, probe_columns=()))
     assert contained.probe is None
@@ -119,7 +119,7 @@ def test_a_probed_lookup_finds_what_oban_containment_finds(
 def test_the_lookup_probes_the_first_unique_key_with_a_value(oban: ObanDatabase) -> None:
     client = Oban(oban.conn)
     job = Job.new(TMDB, {"imdb_id": "tt0111161", "source_key": "1001_movies", "title": "x"})
-    _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
+    _, lookup = statements.unique_statements(job, client.table(), unselective=client._memory.unselective)
     # TMDbDetailsWorker's keys are tmdb_id, imdb_id, source_key: tmdb_id is absent.
     assert lookup.probe == ("public", TMDB, "args", "imdb_id")
     assert json.loads(lookup.params["probe_path"].removeprefix("strict $.* ? (@ == ").removesuffix(")")) == "tt0111161"
@@ -173,13 +173,13 @@ def test_a_few_shared_values_keep_the_probe(oban: ObanDatabase) -> None:
 )
 def test_no_probe_without_a_plain_jsonb_ops_gin_index(oban: ObanDatabase, index: str) -> None:
     # jsonb_path_ops cannot search "any member equal to": the probe would read the whole index.
-    assert Oban(oban.conn).schema().probe_columns == ("args", "meta")
+    assert Oban(oban.conn).table().probe_columns == ("args", "meta")
     oban.conn.execute("DROP INDEX oban_jobs_args_index")
     oban.conn.execute(index)
     client = Oban(oban.conn)
-    assert client.schema().probe_columns == ("meta",)
+    assert client.table().probe_columns == ("meta",)
     job = Job.new(TMDB, {"imdb_id": "tt1"})
-    assert statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)[1].probe is None
+    assert statements.unique_statements(job, client.table(), unselective=client._memory.unselective)[1].probe is None
     first = client.insert(job)
     assert client.insert(job).id == first.id
 
@@ -201,7 +201,7 @@ def test_a_value_that_is_also_a_key_name_reads_no_job_from_the_index(oban: ObanD
     client.insert_all([Job.new(TMDB, {"imdb_id": f"tt{n}"}, unique=False) for n in range(200)])
     oban.conn.execute("VACUUM ANALYZE oban_jobs")
     job = Job.new(TMDB, {"label": "imdb_id"}, unique={"keys": ["label"], "period": "infinity"})
-    _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
+    _, lookup = statements.unique_statements(job, client.table(), unselective=client._memory.unselective)
     assert lookup.probe == ("public", TMDB, "args", "label")
     with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
@@ -232,7 +232,7 @@ def test_a_probe_of_a_value_many_jobs_share_reads_few_of_them(oban: ObanDatabase
     unique = {"keys": ["source_key", "imdb_id"], "period": "infinity"}
     for imdb_id, conflict in (("tt150", True), ("tt-new", False)):
         job = Job.new(TMDB, {"source_key": "oscar", "imdb_id": imdb_id}, unique=unique)
-        _, lookup = statements.unique_statements(job, client.schema(), unselective=client._memory.unselective)
+        _, lookup = statements.unique_statements(job, client.table(), unselective=client._memory.unselective)
         assert lookup.probe == ("public", TMDB, "args", "source_key")
         with oban.conn.transaction(force_rollback=True), oban.conn.cursor() as cur:
             cur.execute("SET LOCAL enable_seqscan = off")  # 200 rows: as on a table of many
@@ -268,7 +268,7 @@ def test_the_probe_and_its_containment_fallback_agree_around_the_limit(
     match = client.insert(job({"v": "shared", "n": -2}))
     unique = {"fields": ["worker", field], "keys": keys, "period": "infinity"}
     for n, expected in ((-2, match.id), (-1, None), (-3, None)):
-        _, lookup = statements.unique_statements(job({"v": "shared", "n": n}, unique), client.schema())
+        _, lookup = statements.unique_statements(job({"v": "shared", "n": n}, unique), client.table())
         assert lookup.probe == ("public", "MyApp.W", field, "v")
         with oban.conn.transaction(force_rollback=True), oban.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(lookup.sql, lookup.params)

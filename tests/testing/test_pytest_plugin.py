@@ -28,7 +28,7 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
 
         @pytest.mark.oban(version=11, prefix="jobs", legacy_tables=True, legacy_rows=25)
         def test_marker_layout(oban_database):
-            assert oban_database.oban.schema().version == 11
+            assert oban_database.oban.table().version == 11
             count = oban_database.conn.execute("SELECT count(*) FROM failed_imdb_lookups").fetchone()[0]
             assert count == 25
 

@@ -34,7 +34,8 @@ from cinegraph_oban.meta.queries import (
     read_skipped_imports,
 )
 from cinegraph_oban.meta.records import FailedLookup, SkippedImport
-from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.legacy import create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 from cinegraph_oban.migration.sample_data import import_args
 from cinegraph_oban.model.job import Job
 from cinegraph_oban.model.timestamps import utc_now

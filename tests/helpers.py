@@ -25,12 +25,9 @@ from click.testing import CliRunner
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban import FailedLookup, Job, SkippedImport
-from cinegraph_oban.migration.remove_tables import (
-    CRASH_VARIABLE,
-    RemoveRedundantImportTables,
-    create_legacy_tables,
-    insert_legacy_row,
-)
+from cinegraph_oban.migration.legacy import create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
+from cinegraph_oban.migration.steps import CRASH_VARIABLE
 
 if TYPE_CHECKING:
     from conftest import ObanDatabase

@@ -60,7 +60,7 @@ def _migration(
 
 
 def _migration_options(func: F) -> F:
-    from cinegraph_oban.migration.remove_tables import DEFAULT_VERSION
+    from cinegraph_oban.migration.steps import DEFAULT_VERSION
 
     func = json_option(func)
     func = click.option(
@@ -323,7 +323,7 @@ def export_command(
         fail(
             f"{manifest_path} already exists (an earlier export); pass --force to overwrite it, or another --export-dir"
         )
-    from cinegraph_oban.migration.remove_tables import LEGACY_TABLES
+    from cinegraph_oban.migration.legacy import LEGACY_TABLES
 
     check_prefix(prefix)
     check_identifier(schema, field="schema")

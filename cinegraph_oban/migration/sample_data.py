@@ -113,7 +113,7 @@ def create_legacy_sample(conn: psycopg.Connection[Any], schema: str, rows: int) 
     `rows` sample rows each (legacy/sample_rows.sql.j2), and Ecto's `schema_migrations` if it is
     not there, all in one transaction: a failure leaves none of it behind. `schema` must be a name
     `check_identifier` accepts; the tables must not exist yet (see `legacy.legacy_kinds`)."""
-    from cinegraph_oban.migration.remove_tables import create_legacy_tables
+    from cinegraph_oban.migration.legacy import create_legacy_tables
     from cinegraph_oban.sql import builder
 
     with conn.transaction():

@@ -470,7 +470,7 @@ def test_schema_migration_and_health_functions_refuse_an_asyncio_connection(oban
     """install, detect, migrated_version, health and the legacy-table helpers: each raises at
     once (they returned None, or failed on a coroutine, before issue 15) and creates nothing."""
     from cinegraph_oban.meta.records import FailedLookup
-    from cinegraph_oban.migration.remove_tables import create_legacy_tables, insert_legacy_row, relation_kind
+    from cinegraph_oban.migration.legacy import create_legacy_tables, insert_legacy_row, relation_kind
     from cinegraph_oban.oban.health import health
     from cinegraph_oban.oban.table import detect, install, migrated_version
 

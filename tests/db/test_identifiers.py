@@ -277,7 +277,7 @@ ALLOWED = {
     # .copy_statement and builder.unparametrized make it (`%%` already turned into `%`).
     ("insert/client.py", "cur.copy(copy_sql, writer=QueuedLibpqWriter(cur))"),
     ("insert/client_async.py", "cur.copy(copy_sql, writer=AsyncQueuedLibpqWriter(cur))"),
-    ("migration/remove_tables.py", "cur.copy(builder.unparametrized(self._sql('export_rows', table=table)))"),
+    ("migration/export.py", "cur.copy(builder.unparametrized(self._sql('export_rows', table=table)))"),
 }
 
 

@@ -26,14 +26,9 @@ from cinegraph_oban import (
     read_failed_lookups,
     read_skipped_imports,
 )
-from cinegraph_oban.migration.remove_tables import (
-    CRASH_VARIABLE,
-    DEFAULT_VERSION,
-    UP_STEPS,
-    RemoveRedundantImportTables,
-    create_legacy_tables,
-    insert_legacy_row,
-)
+from cinegraph_oban.migration.legacy import create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
+from cinegraph_oban.migration.steps import CRASH_VARIABLE, DEFAULT_VERSION, UP_STEPS
 from conftest import ObanDatabase
 from tests import strategies as s
 from tests.helpers import migration, run_cli, run_script, sample_rows, setup_legacy, snapshot, with_id

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 from cinegraph_oban import FailedLookup, Job, SkippedImport, install, to_meta
-from cinegraph_oban.migration.remove_tables import DEFAULT_VERSION, create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.legacy import create_legacy_tables, insert_legacy_row
+from cinegraph_oban.migration.steps import DEFAULT_VERSION
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
 from conftest import ObanDatabase

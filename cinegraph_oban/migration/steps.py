@@ -1,0 +1,317 @@
+"""The steps of `up`, each with every statement it may run (`UP_STEPS`), and what every part of
+the migration shares (`MigrationBase`): rendering a step's statements, checked against its list,
+`plan()` rendered from the list, and reading where the database stands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from cinegraph_oban.db.connections import connect
+from cinegraph_oban.migration.legacy import LEGACY_TABLES, relation_kind
+from cinegraph_oban.migration.summary import Backfilled
+from cinegraph_oban.oban.table import ObanTable, detect
+from cinegraph_oban.sql import builder
+
+__all__ = [
+    "BACKFILL_PENDING_LIST_LIMIT",
+    "CRASH_VARIABLE",
+    "DEFAULT_VERSION",
+    "UP_STEPS",
+    "MigrationBase",
+    "Progress",
+    "Step",
+]
+
+
+#: The Ecto migration version recorded in schema_migrations (configurable).
+DEFAULT_VERSION = 20251125000000
+
+
+CRASH_VARIABLE = "CINEGRAPH_OBAN_CRASH_AT"
+
+
+#: The backstop limit of the GIN pending lists in the backfill's own sessions (see `_backfill_all`).
+BACKFILL_PENDING_LIST_LIMIT = "256MB"
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _crash_point(name: str) -> None:
+    """Fault injection for the crash tests: `CINEGRAPH_OBAN_CRASH_AT=<name>` kills the process here."""
+    if os.environ.get(CRASH_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_PLACEHOLDER_OR_PERCENT = re.compile(r"%%|%\(\w+\)s")
+
+
+def _as_sent(text: str) -> str:
+    """A rendered statement as `plan` shows it: one without placeholders as the server gets it
+    (psycopg turns the `%%` the templates write for `%` back into `%`); one with placeholders in
+    psycopg's form, where `%%` is right. Scanned as psycopg does, so a schema named `%(x)s`,
+    rendered `"%%(x)s"`, is not taken for a placeholder."""
+    if any(match.group(0) != "%%" for match in _PLACEHOLDER_OR_PERCENT.finditer(text)):
+        return text
+    return text.replace("%%", "%")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of `up`: its title in `migrate plan` and every statement it may run, named by
+    template (under sql_templates/migration/, or a path for another folder's). `per_table`: run
+    for each legacy table in turn, consecutive ones as a group; `when`: only with that option of
+    the migration (`audit_log`, `compat_views`); `transaction`: the step is one transaction.
+
+    `plan()` is rendered from these, and `up` refuses to render a statement its current step does
+    not list (`_sql`), so the plan cannot leave out what runs."""
+
+    key: str
+    title: str
+    templates: tuple[str, ...]  # in the order they run; a bulk session's setup once for all
+    per_table: frozenset[str] = frozenset()
+    when: tuple[tuple[str, str], ...] = ()
+    transaction: bool = False
+
+
+UP_STEPS: tuple[Step, ...] = (
+    Step("lock", "lock: one migrator at a time", ("migration_lock",)),
+    Step(
+        "state",
+        "where the database stands (read-only; the migration record only when the tables are gone)",
+        ("relation_kind", "oban/detect", "schema_migrations_exists", "migration_recorded"),
+    ),
+    Step(
+        "preflight",
+        "preflight (read-only)",
+        ("oban/detect", "legacy_columns", "legacy_stats"),
+        per_table=frozenset({"legacy_stats"}),
+    ),
+    Step(
+        "export",
+        "export (a bulk session per table)",
+        ("bulk_session", "export_encoding", "export_rows"),
+        per_table=frozenset({"export_rows"}),
+    ),
+    Step(
+        "backfill",
+        "backfill (a bulk session per table, its statement repeated per batch), merging the pending lists "
+        "of Oban's GIN indexes meanwhile (a connection per index)",
+        ("gin_indexes", "bulk_session", "pending_list_limit", "archived_progress", "backfill", "merge_pending_list"),
+        per_table=frozenset({"archived_progress", "backfill"}),
+    ),
+    Step(
+        "verify",
+        "verify (read-only, a bulk session per table)",
+        ("bulk_session", "verify"),
+        per_table=frozenset({"verify"}),
+    ),
+    Step(
+        "drop",
+        "drop and record (one transaction)",
+        (
+            "lock_timeout",
+            "lock_legacy_tables",
+            "legacy_stats",
+            "backfill",
+            "final_count",
+            "create_audit_log",
+            "drop_legacy_tables",
+            "create_compat_views",
+            "schema_migrations_exists",
+            "migration_recorded",
+            "lock_schema_migrations",
+            "record_migration",
+        ),
+        per_table=frozenset({"legacy_stats", "backfill", "final_count"}),
+        when=(("create_audit_log", "audit_log"), ("create_compat_views", "compat_views")),
+        transaction=True,
+    ),
+    Step("unlock", "unlock", ("migration_unlock",)),
+)
+
+
+class MigrationBase:
+    """What every part of the migration shares: its settings (set by RemoveRedundantImportTables),
+    rendering the statements of its steps, and reading where the database stands."""
+
+    name = "RemoveRedundantImportTables"
+    #: gzip level of the export: 1 compresses JSON Lines nearly as well as 6, several times faster.
+    compress_level = 1
+    database_url: str
+    prefix: str
+    schema: str
+    version: int
+    batch_size: int
+    export_dir: Path
+    compat_views: bool
+    audit_log: bool
+    lock_timeout_ms: int
+    retries: int
+    progress: Progress
+    worker: str
+    ran: list[tuple[str, str]]
+    _stop: threading.Event
+    _step: Step | None
+
+    # Rendering
+
+    def _ctx(self, **extra: Any) -> dict[str, Any]:
+        return {"prefix": self.prefix, "schema": self.schema, "worker": self.worker, **extra}
+
+    def _template(self, name: str, extra: dict[str, Any]) -> str:
+        """The template's path, after checking that the running step of `up` lists it."""
+        step = self._step
+        if step is not None:
+            if name not in step.templates:
+                raise AssertionError(f"up's step {step.key!r} ran {name!r}, which UP_STEPS does not list for it")
+            self.ran.append((step.key, name))
+        if name == "lock_timeout":
+            extra.setdefault("timeout_ms", self.lock_timeout_ms)
+        elif name == "pending_list_limit":
+            extra.setdefault("limit", BACKFILL_PENDING_LIST_LIMIT)
+        return name if "/" in name else f"migration/{name}"
+
+    def _sql(self, name: str, **extra: Any) -> bytes:
+        return builder.sql(self._template(name, extra), **self._ctx(**extra))
+
+    def _statements(self, name: str, **extra: Any) -> list[bytes]:
+        """The statements of a template that holds several (see `templates.render_statements`)."""
+        path = self._template(name, extra)
+        return [statement.encode() for statement in builder.statements(path, **self._ctx(**extra))]
+
+    @contextlib.contextmanager
+    def _running(self, key: str) -> Iterator[None]:
+        """Run a step of `up`: statements it renders must be listed for it in UP_STEPS."""
+        outer = self._step
+        self._step = next(step for step in UP_STEPS if step.key == key)
+        try:
+            yield
+        finally:
+            self._step = outer
+
+    def plan(self) -> list[tuple[str, list[str]]]:
+        """Every statement `up` may run, step by step, rendered from UP_STEPS without touching
+        the database (what only some runs need, such as the migration record of an already
+        migrated database, is there too)."""
+        steps: list[tuple[str, list[str]]] = []
+        for step in UP_STEPS:
+            options = dict(step.when)
+            names = [name for name in step.templates if name not in options or getattr(self, options[name])]
+            statements = ["BEGIN;"] if step.transaction else []
+            index = 0
+            while index < len(names):
+                if names[index] not in step.per_table:
+                    statements += self._shown(names[index])
+                    index += 1
+                    continue
+                group = []
+                while index < len(names) and names[index] in step.per_table:
+                    group.append(names[index])
+                    index += 1
+                for table in LEGACY_TABLES:
+                    for name in group:
+                        statements += self._shown(name, table=table)
+            if step.transaction:
+                statements.append("COMMIT;")
+            steps.append((step.title, statements))
+        return steps
+
+    def _shown(self, name: str, **extra: Any) -> list[str]:
+        """A template's statements as `migrate plan` shows them: each as sent, ending in `;`."""
+        path = self._template(name, extra)
+        shown = [_as_sent(s) for s in builder.statements(path, **self._ctx(**extra))]
+        return [text if text.rstrip().endswith(";") else text.rstrip() + ";" for text in shown]
+
+    def _kind(self, conn: psycopg.Connection[Any], name: str) -> str | None:
+        self._template("relation_kind", {})  # checked and noted; `relation_kind` renders it
+        return relation_kind(conn, self.schema, name)
+
+    def _detect(self, conn: psycopg.Connection[Any]) -> ObanTable:
+        self._template("oban/detect", {})  # checked and noted; `detect` renders it
+        return detect(conn, self.prefix)
+
+    def _recorded(self, conn: psycopg.Connection[Any]) -> bool | None:
+        exists = conn.execute(self._sql("schema_migrations_exists"), {"schema": self.schema}).fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute(self._sql("migration_recorded"), {"version": self.version}).fetchone()
+        return bool(row and row[0])
+
+    def _stats(self, conn: psycopg.Connection[Any], table: str) -> dict[str, Any]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(self._sql("legacy_stats", table=table), {})
+            row = cur.fetchone()
+        assert row is not None
+        return row
+
+    def _archived(self, conn: psycopg.Connection[Any], table: str) -> Backfilled:
+        row = conn.execute(self._sql("archived_progress", table=table), {}).fetchone()
+        assert row is not None
+        return Backfilled(int(row[0]), int(row[1]), int(row[2]))
+
+    # Work per table, in parallel
+
+    def _per_table(self, work: Callable[[psycopg.Connection[Any], str], Any]) -> dict[str, Any]:
+        """`work(conn, table)` for both legacy tables at once (see `_in_parallel`)."""
+        return self._in_parallel(LEGACY_TABLES, work)
+
+    def _in_parallel(
+        self,
+        keys: Iterable[str],
+        work: Callable[[psycopg.Connection[Any], str], Any],
+        done: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """`work(conn, key)` for every key at once, on a bulk-session connection each.
+
+        The legacy tables (and Oban's indexes) are independent and the server has cores. The
+        first error is raised after all have stopped; an interrupt (Ctrl-C) in the main thread
+        stops the workers too (their queries are cancelled and the backfill stops between
+        batches) before it goes on, so nothing runs on after the migration lock is released.
+        `done(key)` is called when a key's worker ends, however it ends (even when it could not
+        connect). The result also names the database under `_database`.
+        """
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        connections: list[psycopg.Connection[Any]] = []
+
+        def one(key: str) -> tuple[Any, str]:
+            try:
+                with connect(self.database_url, autocommit=True) as conn:
+                    connections.append(conn)
+                    conn.execute(self._sql("bulk_session"), {})
+                    return work(conn, key), conn.info.dbname
+            finally:
+                if done is not None:
+                    done(key)
+
+        keys = list(keys)
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=max(len(keys), 1))
+        futures = {key: pool.submit(one, key) for key in keys}
+        try:
+            wait(futures.values())
+        except BaseException:
+            self._stop.set()
+            for conn in list(connections):
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        results: dict[str, Any] = {}
+        for key, future in futures.items():
+            results[key], results["_database"] = future.result()
+        return results

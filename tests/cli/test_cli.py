@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,12 @@ def test_version_and_help() -> None:
     out = run_script("--help").stdout
     for command in ("demo", "enqueue", "schema"):
         assert command in out
+    # `python -m cinegraph_oban` (and `-m cinegraph_oban.cli`) is the same command line.
+    for module in ("cinegraph_oban", "cinegraph_oban.cli"):
+        ran = subprocess.run(
+            [sys.executable, "-m", module, "--version"], check=False, capture_output=True, text=True, timeout=60
+        )
+        assert (ran.returncode, ran.stdout) == (0, run_script("--version").stdout), ran.stderr
 
 
 def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:

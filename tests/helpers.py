@@ -207,3 +207,17 @@ def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportT
     return RemoveRedundantImportTables(
         dsn, export_dir=tmp_path / "export", batch_size=kwargs.pop("batch_size", 7), **kwargs
     )
+
+
+def killed_session_gone(dsn: str, timeout: float = 30.0) -> None:
+    """Wait until no session holds an advisory lock: a migrator killed a moment ago holds the
+    migration lock until its server process reads the closed connection (milliseconds, but a
+    re-run started at once can be quicker)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"an advisory lock is still held {timeout} s after the kill")
+            time.sleep(0.05)

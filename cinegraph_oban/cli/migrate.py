@@ -267,21 +267,25 @@ def migrate_status(database_url: str, prefix: str, schema: str, version: int, ex
     click.echo(f"RemoveRedundantImportTables: {status['state']}; {recorded}")
     table = Table(title=f"legacy tables under schema {schema!r}")
     table.add_column("table", no_wrap=True)
-    for column in ("present as", "rows", "archival jobs", "last archived id"):
+    for column in ("present as", "rows", "archival jobs", "last archived id", "writes to apply"):
         table.add_column(column, justify="right" if column != "present as" else "left")
     for name, entry in status["tables"].items():
         table.add_row(
             name,
             entry["present"],
-            f"{entry['rows']:,}" if "rows" in entry else "",
+            f"{entry['rows']:,}" if "rows" in entry else f"({entry.get('rows_at_drop', 0):,} at the drop)",
             f"{entry['archived_jobs']:,}",
             str(entry["last_archived_id"]) if entry["last_archived_id"] else "",
+            f"{entry['pending_writes']:,}" if "pending_writes" in entry else "",
         )
     Console().print(table)
+    if status["change_capture"]:
+        click.echo("change capture: on (the triggers of an unfinished `up` record every write to the legacy tables)")
     if status["export"]:
         click.echo(f"export: manifest found at {Path(status['export']).resolve()}")
     else:
         click.echo(f"export: no manifest.json in {_export_where(export_dir)}")
+    click.echo(f"next: {status['next']}")
 
 
 @migrate.command("verify")

@@ -38,7 +38,10 @@ class Backfill(MigrationBase):
         start: Backfilled | None = None,
     ) -> Backfilled:
         """Archive the rows after the last archived one; returns how far it got."""
-        archived, last_id, last_job_id = start if start is not None else self._archived(conn, table)
+        if start is None:
+            start = self._archived(conn, table)
+            self._resumed_from[table] = start.archived  # archival jobs of earlier runs
+        archived, last_id, last_job_id = start
         batches = 0
         while not self._stop.is_set():
             row = conn.execute(

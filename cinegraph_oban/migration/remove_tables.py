@@ -51,6 +51,7 @@ from cinegraph_oban.errors import (
     VerificationError,
 )
 from cinegraph_oban.migration.backfill import Backfill
+from cinegraph_oban.migration.capture import Capture
 from cinegraph_oban.migration.export import chunks
 from cinegraph_oban.migration.legacy import (
     EXPECTED_COLUMNS,
@@ -64,7 +65,7 @@ from cinegraph_oban.migration.steps import (
     Step,
     _crash_point,
 )
-from cinegraph_oban.migration.summary import Backfilled, Finding, MigrationSummary
+from cinegraph_oban.migration.summary import Finding, MigrationSummary
 from cinegraph_oban.migration.verify import Verify
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
@@ -86,7 +87,7 @@ __all__ = [
 RECENT_WRITE = timedelta(minutes=15)
 
 
-class RemoveRedundantImportTables(Backfill, Verify):
+class RemoveRedundantImportTables(Capture, Backfill, Verify):
     """The migration, bound to one database, Oban prefix and schema of the legacy tables."""
 
     def __init__(
@@ -120,6 +121,8 @@ class RemoveRedundantImportTables(Backfill, Verify):
         #: The step of `up` running now (None outside `up`), and the (step, template) pairs
         #: rendered in `up` so far.
         self._step: Step | None = None
+        self._resumed_from: dict[str, int] = {}
+        self._recorded_empty: dict[str, bool] = {}
         self.ran: list[tuple[str, str]] = []
 
     @contextlib.contextmanager
@@ -143,12 +146,25 @@ class RemoveRedundantImportTables(Backfill, Verify):
             conn.close()
 
     def status(self) -> dict[str, Any]:
-        """Where the migration stands, read-only (no lock taken)."""
+        """Where the migration stands and which command gets out of it (read-only: the migration
+        lock is only tried, to see whether a migrator is running, and released at once).
+
+        `state` is one of: `running` (another migrator holds the lock), `pending` (nothing done
+        yet), `unfinished` (a run of `up` stopped part-way: archival jobs or the change capture
+        are there), `migrated`, `inconsistent`; `next` says what to run.
+        """
         with connect(self.database_url, autocommit=True) as conn:
             detect(conn, self.prefix)
+            locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
+            running = not (locked and locked[0])
+            if not running:
+                conn.execute(self._sql("migration_unlock"), {})
             out: dict[str, Any] = {"version": self.version, "recorded": self._recorded(conn), "tables": {}}
+            kinds = {table: self._kind(conn, table) for table in LEGACY_TABLES}
+            captured = all(k == "r" for k in kinds.values()) and self._capture_present(conn)
+            out["change_capture"] = captured
             for table in LEGACY_TABLES:
-                kind = self._kind(conn, table)
+                kind = kinds[table]
                 archived, last_id, _ = self._archived(conn, table)
                 entry: dict[str, Any] = {
                     "present": {"r": "table", "v": "compat view"}.get(kind or "", "absent"),
@@ -157,15 +173,47 @@ class RemoveRedundantImportTables(Backfill, Verify):
                 }
                 if kind == "r":
                     entry["rows"] = self._stats(conn, table)["rows"]
+                    if captured:
+                        entry["pending_writes"] = self._pending(conn, table)
+                else:
+                    entry["rows_at_drop"] = self._expected_rows(conn, table, None)[0]
                 out["tables"][table] = entry
         manifest = self.export_dir / "manifest.json"
         out["export"] = str(manifest) if manifest.exists() else None
-        if all(t["present"] == "table" for t in out["tables"].values()):
-            out["state"] = "pending"
-        elif all(t["present"] != "table" for t in out["tables"].values()) and out["recorded"] is not False:
+        tables = out["tables"].values()
+        if running:
+            out["state"] = "running"
+            out["next"] = "another migrator is running (it holds the migration lock): wait for it, or stop it"
+        elif all(t["present"] == "table" for t in tables):
+            if captured or any(t["archived_jobs"] for t in tables):
+                out["state"] = "unfinished"
+                out["next"] = (
+                    "a run of `migrate up` stopped part-way: `cinegraph-oban migrate up` finishes it (it applies "
+                    "whatever changed since), `cinegraph-oban migrate down` removes what it wrote"
+                )
+            else:
+                out["state"] = "pending"
+                out["next"] = "`cinegraph-oban migrate up`"
+        elif all(t["present"] != "table" for t in tables) and out["recorded"] is not False:
             out["state"] = "migrated"
+            pruned = [
+                name
+                for name, t in out["tables"].items()
+                if t["archived_jobs"] < t["rows_at_drop"] or not t["archived_jobs"]
+            ]
+            out["next"] = (
+                "nothing; to roll back: `cinegraph-oban migrate down`"
+                if not pruned
+                else f"nothing; to roll back: archival jobs of {', '.join(pruned)} are gone (pruned) or were never "
+                f"there, so `cinegraph-oban migrate down --from-export {self.export_dir}` (down without it refuses "
+                "unless the table was empty)"
+            )
         else:
             out["state"] = "inconsistent"
+            out["next"] = (
+                "not a state `up` or `down` leaves: restore the missing legacy table from the export by hand (see "
+                "docs/production-migration.md), then run `migrate status` again"
+            )
         return out
 
     def _preflight(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
@@ -199,12 +247,27 @@ class RemoveRedundantImportTables(Backfill, Verify):
             if last_write is not None and utc_now() - last_write < RECENT_WRITE:
                 summary.warnings.append(
                     f"{table} was written to at {last_write:%Y-%m-%d %H:%M:%S} UTC: the old worker may still be "
-                    "running; rows it writes before the drop are archived too, rows after it fail"
+                    "running; what it writes until the drop is archived too (the change capture), writes after "
+                    "the drop fail"
                 )
         if problems:
             raise VerificationError(
                 "the legacy tables do not have the shape the original Ecto migrations gave them, so this "
                 "migration would not carry them exactly; nothing was changed:\n  " + "\n  ".join(problems)
+            )
+        unreadable = []
+        for table in LEGACY_TABLES:
+            row = conn.execute(self._sql("unreadable_times", table=table), {}).fetchone()
+            if row and row[0]:
+                ids = ", ".join(map(str, row[1])) + (", ..." if row[0] > len(row[1]) else "")
+                unreadable.append(f"{table}: {row[0]:,} rows (ids {ids})")
+        if unreadable:
+            raise VerificationError(
+                "some legacy rows hold a time job meta cannot carry (infinity, -infinity, or a year outside "
+                "1..9999, which Python cannot read back); nothing was changed:\n  "
+                + "\n  ".join(unreadable)
+                + f"\nSet those columns to a real time (or NULL where the column allows it) in {self.schema}, for "
+                "example `UPDATE ... SET inserted_at = now() WHERE id IN (...)`, then run `migrate up` again"
             )
 
     def up(self) -> MigrationSummary:
@@ -227,16 +290,21 @@ class RemoveRedundantImportTables(Backfill, Verify):
                     raise VerificationError(
                         f"only one legacy table is a table ({kinds}); restore it or migrate by hand"
                     )
+                captured_before = self._capture_present(conn)
             mark = time.perf_counter()
 
             def lap(step: str) -> None:
                 nonlocal mark
-                summary.timings[step] = time.perf_counter() - mark
+                summary.timings[step] = summary.timings.get(step, 0.0) + time.perf_counter() - mark
                 mark = time.perf_counter()
 
             with self._running("preflight"):
                 self._preflight(conn, summary)
             lap("preflight")
+            _crash_point("after-preflight")
+            with self._running("capture"):
+                self._create_capture_retried(conn, summary)
+            lap("capture")
             with self._running("export"):
                 self.export(summary.rows)  # counted by the preflight just now
             summary.export = str(self.export_dir / "manifest.json")
@@ -247,29 +315,72 @@ class RemoveRedundantImportTables(Backfill, Verify):
                 progress = self._backfill_all(conn, summary, now)
             lap("backfill")
             _crash_point("after-backfill")
-            with self._running("verify"):
-                summary.findings = self._verify()
-            lap("verify")
+            archived = {table: progress[table].archived for table in LEGACY_TABLES}
+            # Archival jobs found at the start without the capture were written by a run that could
+            # not see the writes since: every one is compared with its row before verify.
+            earlier_run = not captured_before and any(self._resumed_from.values())
+            if earlier_run:
+                summary.notices.append(
+                    "archival jobs of an earlier run made without the change capture were there: every archival "
+                    "job was compared with its row, and the ones that differed archived again"
+                )
+            with self._running("catch_up"):
+                self._catch_up_all(conn, summary, now, archived, compare=earlier_run)
+            lap("catch_up")
+            _crash_point("after-catch-up")
+            for attempt in range(3):
+                with self._running("verify"):
+                    summary.findings = self._verify()
+                    lap("verify")
+                    if not summary.findings or attempt == 2:
+                        break
+                    # Differences the capture cannot explain (rows written before it existed, by an
+                    # earlier run): archived again, then compared once more.
+                    self._catch_up_all(conn, summary, now, archived, compare=True)
+                    lap("catch_up")
             if summary.findings:
                 raise VerificationError(
                     "verify found differences; nothing was dropped:\n  " + "\n  ".join(map(str, summary.findings))
                 )
+            _crash_point("after-verify")
+            for table in LEGACY_TABLES:
+                summary.archived[table] = archived[table]
             with self._running("drop"):
-                summary.lock_held_seconds = self._drop(conn, summary, now, progress)
+                summary.lock_held_seconds = self._drop(conn, summary, now, archived)
             lap("drop")
+            with self._running("merge"):
+                for index, owned in conn.execute(self._sql("gin_indexes"), {}).fetchall():
+                    if owned:
+                        with contextlib.suppress(psycopg.Error):  # only keeps the lists short
+                            conn.execute(self._sql("merge_pending_list"), {"index": str(index)})
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _create_capture_retried(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                self._create_capture(conn)
+                return
+            except pg_errors.LockNotAvailable:
+                if attempt == self.retries:
+                    raise LockNotAcquiredError(
+                        "could not add the change capture's triggers to the legacy tables within "
+                        f"{self.lock_timeout_ms} ms, {self.retries + 1} times: long transactions hold them. Nothing "
+                        "was written; run `migrate up` again when they are done"
+                    ) from None
+                summary.warnings.append(f"lock timeout adding the change capture, attempt {attempt + 1}; retrying")
+                time.sleep(min(2**attempt * 0.5, 10))
 
     def _drop(
         self,
         conn: psycopg.Connection[Any],
         summary: MigrationSummary,
         now: datetime,
-        progress: dict[str, Backfilled],
+        archived: dict[str, int],
     ) -> float:
         for attempt in range(self.retries + 1):
             try:
-                return self._drop_once(conn, summary, now, progress)
+                return self._drop_once(conn, summary, now, dict(archived))
             except pg_errors.LockNotAvailable:
                 if attempt == self.retries:
                     raise LockNotAcquiredError(
@@ -286,31 +397,41 @@ class RemoveRedundantImportTables(Backfill, Verify):
         conn: psycopg.Connection[Any],
         summary: MigrationSummary,
         now: datetime,
-        progress: dict[str, Backfilled],
+        archived: dict[str, int],
     ) -> float:
         with conn.transaction():
             conn.execute(self._sql("lock_timeout"), {})
             conn.execute(self._sql("lock_legacy_tables"), {})
             locked_at = time.perf_counter()
+            for statement in self._statements("create_migration_record"):
+                conn.execute(statement, {})
             for table in LEGACY_TABLES:
                 before = summary.rows[table]
                 summary.rows[table] = int(self._stats(conn, table)["rows"])
-                # Only rows written since the backfill are left: archived from where it stopped,
-                # counted from what it archived (no need to count the archival jobs again here).
-                archived, last_id, last_job_id = self._backfill(
-                    conn, table, summary.rows[table], now, batch=max(self.batch_size, 100_000), start=progress[table]
-                )
-                summary.archived[table] = archived
-                if archived != summary.rows[table]:
+                # No write is in flight now: the last captured writes are applied, and checked.
+                done = self._catch_up(conn, table, summary.rows[table], now)
+                archived[table] += done.archived - done.removed
+                summary.caught_up[table] = summary.caught_up.get(table, 0) + len(done.ids)
+                if done.truncated:
                     raise VerificationError(
-                        f"{table}: {summary.rows[table]} rows but {archived} archival jobs after the final catch-up "
-                        f"({before} rows at preflight); nothing was dropped"
+                        f"{table} was truncated while the migration ran, after its last comparison; nothing was "
+                        "dropped. Run `migrate up` again: it compares every row again"
                     )
-                # Always: jobs archived by an earlier run (or attempt) may carry an older count.
-                conn.execute(
-                    self._sql("final_count", table=table),
-                    {"total": archived, "last_id": last_id, "job_id": last_job_id},
-                )
+                findings = self._verify_ids(conn, table, done.ids)
+                if findings:
+                    raise VerificationError(
+                        "the last writes, archived under the lock, differ; nothing was dropped:\n  "
+                        + "\n  ".join(map(str, findings))
+                    )
+                summary.archived[table] = archived[table]
+                if archived[table] != summary.rows[table]:
+                    raise VerificationError(
+                        f"{table}: {summary.rows[table]} rows but {archived[table]} archival jobs after the final "
+                        f"catch-up ({before} rows at preflight); nothing was dropped"
+                    )
+                conn.execute(self._sql("final_record", table=table), {"total": archived[table], "schema": self.schema})
+            for statement in self._statements("drop_capture"):
+                conn.execute(statement, {})
             if self.audit_log:
                 for statement in self._statements("create_audit_log"):
                     conn.execute(statement, {})
@@ -330,28 +451,40 @@ class RemoveRedundantImportTables(Backfill, Verify):
         return held
 
     def down(self, from_export: str | Path | None = None) -> MigrationSummary:
+        """Return the database to its state before `up`.
+
+        After a finished `up`: both tables recreated as the original Ecto migrations made them,
+        every row restored from the archival jobs (or from the export), the id sequences where
+        the application left them, the archival jobs and the migration record removed. After an
+        `up` that stopped part-way (failed, refused, interrupted, killed): the archival jobs it
+        wrote and the change capture removed, the legacy tables untouched. Never fewer rows than
+        `up` carried: where archival jobs are gone (Oban's Pruner), it refuses and names the export.
+        """
         summary = MigrationSummary(action="down")
         started = time.perf_counter()
         with self._session() as conn:
             detect(conn, self.prefix)
             kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
+            if all(k == "r" for k in kinds.values()):
+                self._undo_unfinished(conn, summary)
+                summary.seconds = time.perf_counter() - started
+                return summary
             if any(k == "r" for k in kinds.values()):
                 raise VerificationError(
-                    f"the legacy tables are already there ({', '.join(t for t, k in kinds.items() if k == 'r')}); "
-                    "nothing to roll back"
+                    f"only one legacy table is a table ({kinds}): not a state `up` leaves; restore the other from "
+                    "the export by hand, or drop this one, then run `migrate down` again; nothing was changed"
                 )
             exported = self._read_export(Path(from_export)) if from_export else None
             expected: dict[str, int] = {}
+            sequences: dict[str, int | None] = {}
             for table in LEGACY_TABLES:
                 archived = self._archived(conn, table).archived
                 summary.archived[table] = archived
-                expected[table] = self._expected_rows(conn, table, exported)
-                if exported is None and archived != expected[table]:
-                    raise VerificationError(
-                        f"{table}: only {archived} of its {expected[table]} rows still have an archival job (Oban's "
-                        "Pruner removes finished jobs after max_age); nothing was restored. Restore from the export: "
-                        "`cinegraph-oban migrate down --from-export <dir>`"
-                    )
+                expected[table], sequences[table] = self._expected_rows(conn, table, exported)
+                record = self._migration_record(conn, table)
+                self._recorded_empty[table] = record is not None and record[0] == 0
+                if exported is None:
+                    self._check_restorable(table, archived, expected[table])
             with conn.transaction():
                 for statement in builder.statements("migration/drop_compat_views", **self._ctx()):
                     conn.execute(statement.encode(), {})
@@ -362,13 +495,17 @@ class RemoveRedundantImportTables(Backfill, Verify):
                     else:
                         for chunk in chunks(exported[table], 10_000):
                             conn.execute(self._sql("restore_from_export", table=table), {"lines": chunk})
-                    conn.execute(self._sql("reset_sequence", table=table), {"schema": self.schema, "table": table})
+                    conn.execute(
+                        self._sql("reset_sequence", table=table),
+                        {"schema": self.schema, "table": table, "last_value": sequences[table]},
+                    )
                     summary.rows[table] = int(self._stats(conn, table)["rows"])
                     if summary.rows[table] != expected[table]:
                         raise VerificationError(
                             f"{table}: restored {summary.rows[table]} rows, expected {expected[table]}; rolled back"
                         )
                     conn.execute(self._sql("delete_archived_jobs", table=table), {})
+                conn.execute(self._sql("drop_migration_record"), {})
                 if self._audit_log_is_ours(conn):
                     conn.execute(self._sql("drop_audit_log"), {})
                 if self._recorded(conn) is not None:
@@ -376,11 +513,73 @@ class RemoveRedundantImportTables(Backfill, Verify):
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _expected_rows(self, conn: psycopg.Connection[Any], table: str, exported: dict[str, list[str]] | None) -> int:
+    def _undo_unfinished(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
+        """The legacy tables are there: `up` did not finish. Remove what it wrote (archival jobs,
+        the change capture) in one transaction; the tables themselves are untouched."""
+        captured = self._capture_present(conn)
+        with conn.transaction():
+            for table in LEGACY_TABLES:
+                summary.rows[table] = int(self._stats(conn, table)["rows"])
+                summary.removed[table] = self._archived(conn, table).archived
+                conn.execute(self._sql("delete_archived_jobs", table=table), {})
+            for statement in self._statements("drop_capture"):
+                conn.execute(statement, {})
+        removed = sum(summary.removed.values())
+        if removed or captured:
+            summary.notices.append(
+                f"`up` had not finished: removed {removed:,} archival jobs"
+                + (" and the change capture" if captured else "")
+                + "; the legacy tables were not touched"
+            )
+        else:
+            summary.notices.append(
+                "nothing to roll back: the legacy tables are there, and no run of `up` left anything behind"
+            )
+
+    def _migration_record(self, conn: psycopg.Connection[Any], table: str) -> tuple[int, int | None] | None:
+        exists = conn.execute(self._sql("migration_record_exists"), {"schema": self.schema}).fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute(self._sql("migration_record", table=table), {}).fetchone()
+        return (int(row[0]), None if row[1] is None else int(row[1])) if row else None
+
+    def _check_restorable(self, table: str, archived: int, expected: int) -> None:
+        """Refuse to restore fewer rows than `up` carried: archival jobs pruned, some or all."""
+        restore = f"`cinegraph-oban migrate down --from-export {self.export_dir}`"
+        if archived == expected and (archived or self._recorded_empty.get(table)):
+            return
+        if archived:
+            raise VerificationError(
+                f"{table}: only {archived:,} of its {expected:,} rows still have an archival job (Oban's Pruner "
+                f"removes finished jobs after its max_age); nothing was restored. Restore from the export: {restore}"
+            )
+        exported = self._manifest().get("tables", {}).get(table, {}).get("rows")
+        if exported == 0:
+            return  # the table was empty: nothing to restore
+        where = (
+            f"the export in {self.export_dir} holds {exported:,} of its rows; restore from it: {restore}"
+            if isinstance(exported, int)
+            else f"there is no export in {self.export_dir}; pass the directory `migrate up` exported to: "
+            "`cinegraph-oban migrate down --from-export <dir>`"
+        )
+        raise VerificationError(
+            f"{table}: no archival job of it is left (Oban's Pruner removes finished jobs after its max_age), so "
+            f"restoring from the jobs would recreate it empty; nothing was restored. {where}"
+        )
+
+    def _expected_rows(
+        self, conn: psycopg.Connection[Any], table: str, exported: dict[str, list[str]] | None
+    ) -> tuple[int, int | None]:
+        """The rows to restore, and the id sequence's last value when it was recorded: from the
+        migration record `up` left, else (a migration made before it) from the archival jobs."""
         if exported is not None:
-            return len(exported[table])
-        row = conn.execute(builder.sql("migration/expected_rows", **self._ctx(table=table)), {}).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+            return len(exported[table]), None
+        record = self._migration_record(conn, table)
+        if record is not None:
+            return record
+        row = conn.execute(self._sql("expected_rows", table=table), {}).fetchone()
+        rows = int(row[0]) if row and row[0] is not None else 0
+        return rows, (int(row[1]) if row and row[1] is not None else None)
 
     def _audit_log_is_ours(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(self._sql("audit_log_comment"), {"schema": self.schema}).fetchone()

@@ -91,13 +91,20 @@ UP_STEPS: tuple[Step, ...] = (
     Step(
         "state",
         "where the database stands (read-only; the migration record only when the tables are gone)",
-        ("relation_kind", "oban/detect", "schema_migrations_exists", "migration_recorded"),
+        ("relation_kind", "oban/detect", "schema_migrations_exists", "migration_recorded", "capture_state"),
     ),
     Step(
         "preflight",
-        "preflight (read-only)",
-        ("oban/detect", "legacy_columns", "legacy_stats"),
-        per_table=frozenset({"legacy_stats"}),
+        "preflight (read-only): the Oban table, each legacy table's shape, rows and times it can carry",
+        ("oban/detect", "legacy_columns", "legacy_stats", "unreadable_times"),
+        per_table=frozenset({"legacy_stats", "unreadable_times"}),
+    ),
+    Step(
+        "capture",
+        "change capture (one transaction): a trigger on each legacy table records the ids every write touches "
+        "from now on, until the tables are dropped",
+        ("lock_timeout", "create_capture"),
+        transaction=True,
     ),
     Step(
         "export",
@@ -113,10 +120,19 @@ UP_STEPS: tuple[Step, ...] = (
         per_table=frozenset({"archived_progress", "backfill"}),
     ),
     Step(
+        "catch_up",
+        "catch-up: the writes captured meanwhile archived again, round after round (every archival job compared "
+        "with its row first where the capture did not see everything: archival jobs of an earlier run without it, "
+        "a TRUNCATE)",
+        ("mark_differences", "catch_up"),
+        per_table=frozenset({"mark_differences", "catch_up"}),
+    ),
+    Step(
         "verify",
-        "verify (read-only, a bulk session per table)",
-        ("bulk_session", "verify"),
-        per_table=frozenset({"verify"}),
+        "verify (read-only, a bulk session per table; rows with a captured write not yet applied are left to the "
+        "drop's catch-up); differences are archived again and compared once more",
+        ("bulk_session", "verify", "mark_differences", "catch_up"),
+        per_table=frozenset({"verify", "mark_differences", "catch_up"}),
     ),
     Step(
         "drop",
@@ -125,8 +141,11 @@ UP_STEPS: tuple[Step, ...] = (
             "lock_timeout",
             "lock_legacy_tables",
             "legacy_stats",
-            "backfill",
-            "final_count",
+            "catch_up",
+            "verify_ids",
+            "create_migration_record",
+            "final_record",
+            "drop_capture",
             "create_audit_log",
             "drop_legacy_tables",
             "create_compat_views",
@@ -135,9 +154,15 @@ UP_STEPS: tuple[Step, ...] = (
             "lock_schema_migrations",
             "record_migration",
         ),
-        per_table=frozenset({"legacy_stats", "backfill", "final_count"}),
+        per_table=frozenset({"legacy_stats", "catch_up", "verify_ids", "final_record"}),
         when=(("create_audit_log", "audit_log"), ("create_compat_views", "compat_views")),
         transaction=True,
+    ),
+    Step(
+        "merge",
+        "the GIN pending lists merged once more: the drop's last writes to oban_jobs (when the migrator owns the "
+        "indexes)",
+        ("gin_indexes", "merge_pending_list"),
     ),
     Step("unlock", "unlock", ("migration_unlock",)),
 )
@@ -165,6 +190,8 @@ class MigrationBase:
     ran: list[tuple[str, str]]
     _stop: threading.Event
     _step: Step | None
+    #: Per table, the archival jobs the backfill found already there (written by earlier runs).
+    _resumed_from: dict[str, int]
 
     # Rendering
 
@@ -182,6 +209,8 @@ class MigrationBase:
             extra.setdefault("timeout_ms", self.lock_timeout_ms)
         elif name == "pending_list_limit":
             extra.setdefault("limit", BACKFILL_PENDING_LIST_LIMIT)
+        elif name == "verify":
+            extra.setdefault("capture", True)  # `migrate verify` says when the capture is not there
         return name if "/" in name else f"migration/{name}"
 
     def _sql(self, name: str, **extra: Any) -> bytes:
@@ -256,6 +285,16 @@ class MigrationBase:
             row = cur.fetchone()
         assert row is not None
         return row
+
+    def _capture_present(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the change capture of an unfinished `up` is there (its side table)."""
+        row = conn.execute(self._sql("capture_state"), {"schema": self.schema}).fetchone()
+        return bool(row and row[0])
+
+    def _pending(self, conn: psycopg.Connection[Any], table: str) -> int:
+        """Writes to `table` the change capture recorded and `up` has not applied yet."""
+        row = conn.execute(self._sql("pending_changes", table=table), {}).fetchone()
+        return int(row[0]) if row else 0
 
     def _archived(self, conn: psycopg.Connection[Any], table: str) -> Backfilled:
         row = conn.execute(self._sql("archived_progress", table=table), {}).fetchone()

@@ -54,6 +54,12 @@ class MigrationSummary:
     #: verify, after `up`: exported rows per table whose archival jobs Oban's Pruner has deleted
     #: (the export holds them; a notice says so, not a finding).
     pruned: dict[str, int] = field(default_factory=dict)
+    #: up: legacy ids per table archived again because a write touched them while up ran (the
+    #: change capture), and ids queued because their archival jobs differed from their rows.
+    caught_up: dict[str, int] = field(default_factory=dict)
+    recompared: dict[str, int] = field(default_factory=dict)
+    #: down: archival jobs per table that an unfinished `up` had written and down removed.
+    removed: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "findings"}

@@ -31,7 +31,16 @@ from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 from cinegraph_oban.migration.steps import CRASH_VARIABLE, DEFAULT_VERSION, UP_STEPS
 from conftest import ObanDatabase
 from tests import strategies as s
-from tests.helpers import migration, run_cli, run_script, sample_rows, setup_legacy, snapshot, with_id
+from tests.helpers import (
+    killed_session_gone,
+    migration,
+    run_cli,
+    run_script,
+    sample_rows,
+    setup_legacy,
+    snapshot,
+    with_id,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -90,7 +99,9 @@ def test_up_merges_the_gin_pending_lists_or_says_it_could_not(oban: ObanDatabase
         (gin,) = [w for w in limited.warnings if "GIN" in w]
         assert "could not merge the GIN pending lists of public.oban_jobs_args_index, " in gin
         assert "VACUUM public.oban_jobs" in gin
-        assert _pending(conn) == {"oban_jobs_args_index": 60, "oban_jobs_meta_index": 60}
+        # 60 archival jobs, and the new version of each table's last one, which carries the
+        # table's final row count and sequence (final_record).
+        assert _pending(conn) == {"oban_jobs_args_index": 62, "oban_jobs_meta_index": 62}
     finally:
         conn.execute(f"DROP OWNED BY {role}".encode())
         conn.execute(f"DROP ROLE {role}".encode())
@@ -210,7 +221,7 @@ def test_a_different_shape_is_refused_with_a_diff(oban: ObanDatabase, tmp_path: 
     assert oban.count() == 0
 
 
-def test_verify_names_differences_and_nothing_is_dropped(oban: ObanDatabase, tmp_path: Path) -> None:
+def test_verify_names_differences_and_up_converges_from_them(oban: ObanDatabase, tmp_path: Path) -> None:
     setup_legacy(oban.conn, oban)
     sample_rows(oban.conn, "legacy", 10)
     m = migration(oban.dsn, tmp_path, schema="legacy")
@@ -222,9 +233,14 @@ def test_verify_names_differences_and_nothing_is_dropped(oban: ObanDatabase, tmp
     oban.conn.execute('DELETE FROM oban_jobs WHERE args @> \'{"archived_from": "skipped_imports", "legacy_id": 4}\'')
     found = {(f.table, f.kind): f.example_ids for f in m.verify().findings}
     assert found == {("failed_imdb_lookups", "different"): (3,), ("skipped_imports", "missing"): (4,)}
-    with pytest.raises(VerificationError, match="nothing was dropped"):
-        m.up()
-    assert oban.conn.execute("SELECT count(*) FROM legacy.failed_imdb_lookups").fetchone() == (10,)
+    # Archival jobs of a run made without the change capture (as an earlier version made them):
+    # up compares every one with its row and archives the differing ones again, then finishes.
+    before = snapshot(oban.conn, "legacy")
+    summary = m.up()
+    assert summary.recompared == {"failed_imdb_lookups": 1, "skipped_imports": 1}
+    assert any("without the change capture" in n for n in summary.notices)
+    m.down()
+    assert snapshot(oban.conn, "legacy") == before
 
 
 def test_rows_written_during_up_are_archived_and_rerun_is_a_no_op(oban: ObanDatabase, tmp_path: Path) -> None:
@@ -304,7 +320,34 @@ def test_up_runs_exactly_what_its_steps_list_and_the_plan_shows_them(oban: ObanD
     with every option, and again on the migrated database, every listed statement ran."""
     setup(oban.conn)
     sample_rows(oban.conn, count=20)
-    m = migration(oban.dsn, tmp_path, compat_views=True, audit_log=True)
+    # What makes the conditional statements run: archival jobs of an earlier run made without the
+    # change capture (compared again in the catch-up), a write during the catch-up (applied under
+    # the drop's lock, then checked), and a write the triggers did not see (a session with
+    # session_replication_role = replica: verify finds it, and it is archived again).
+    earlier = migration(oban.dsn, tmp_path)
+    with psycopg.connect(oban.dsn, autocommit=True) as conn:
+        earlier._backfill(conn, "failed_imdb_lookups", 20, __import__("datetime").datetime(2026, 1, 1), batch=5)
+    oban.conn.execute("UPDATE failed_imdb_lookups SET title = 'after the earlier run' WHERE id = 2")
+    writes: list[dict[str, Any]] = []
+
+    def write(step: str, done: int, total: int) -> None:
+        if step != "catch-up skipped_imports" or len(writes) == 2:  # after both tables' catch-up
+            return
+        with psycopg.connect(oban.dsn, autocommit=True) as other:
+            if not writes:  # the first catch-up
+                other.execute("UPDATE failed_imdb_lookups SET retry_count = 7 WHERE id = 5")
+                other.execute("SET session_replication_role = replica")
+                other.execute("UPDATE skipped_imports SET title = 'unseen' WHERE id = 6")
+            else:  # the second, after verify found id 6: left for the drop's lock
+                other.execute("UPDATE failed_imdb_lookups SET retry_count = 8 WHERE id = 8")
+            writes.append(snapshot(other, "public"))
+
+    m = migration(oban.dsn, tmp_path, compat_views=True, audit_log=True, progress=write)
+    summary = m.up()
+    # id 2 (the earlier run), then id 5 once more and id 6 (what verify found) in the second comparison.
+    assert len(writes) == 2 and summary.recompared == {"failed_imdb_lookups": 2, "skipped_imports": 1}
+    m.down()
+    assert snapshot(oban.conn, "public") == writes[-1]  # every row as last committed
     m.up()
     assert m.up().already_done
     declared = {(step.key, name) for step in UP_STEPS for name in step.templates}
@@ -350,6 +393,7 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
     # A real process: the crash switch SIGKILLs the process it is set in.
     killed = run_script(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
     assert killed.exit_code == -signal.SIGKILL, killed.stderr
+    killed_session_gone(oban.dsn)
     finished = run_cli(*args, "--database-url", oban.dsn)
     assert finished.exit_code == 0, finished.stderr
     crashed_state = archival_state(oban.conn)

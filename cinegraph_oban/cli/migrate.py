@@ -210,7 +210,15 @@ def migrate_up(
             batch_size=batch_size,
             progress=progress,
         )
-        summary = migration.up()
+        try:
+            summary = migration.up()
+        except KeyboardInterrupt:
+            fail(
+                "interrupted; nothing is half-written (each batch is one statement, the drop one transaction). "
+                "`cinegraph-oban migrate up` finishes from here, applying whatever changed meanwhile; "
+                "`cinegraph-oban migrate down` removes what this run wrote; `migrate status` shows where it stands",
+                130,
+            )
     _print_summary(summary, as_json)
 
 
@@ -295,8 +303,11 @@ def migrate_verify(database_url: str, prefix: str, schema: str, version: int, ex
     """Compare every legacy row with its archival job (read-only); exits 1 on any finding, and when
     the legacy tables are gone but no export is there to compare the archival jobs with. Archival
     jobs Oban's Pruner has deleted are reported as a notice, not a finding: the export holds them."""
-    migration = _migration(database_url, prefix, schema, version, export_dir)
-    summary = migration.verify()
+    try:
+        with _progress_bars(not as_json) as progress:
+            summary = _migration(database_url, prefix, schema, version, export_dir, progress=progress).verify()
+    except KeyboardInterrupt:
+        fail("interrupted; verify changes nothing: run `cinegraph-oban migrate verify` again", 130)
     unverified = summary.unverified
     _print_summary(summary, as_json)
     if summary.findings:

@@ -368,3 +368,73 @@ def test_down_after_up_of_an_empty_table_restores_it_empty(oban: ObanDatabase, t
         "failed_imdb_lookups": 0,
         "skipped_imports": 2,
     }
+
+
+def test_ctrl_c_says_what_to_run_next_and_up_then_finishes(live: ObanDatabase, tmp_path: Path) -> None:
+    """A real `migrate up` process, interrupted (SIGINT) while it waits for a lock a long
+    transaction holds: exit 130, a message that names the commands that get out, nothing half
+    done; after the transaction ends, `up` again finishes."""
+    import os
+    import subprocess
+    import time
+
+    from tests.helpers import SCRIPT, UNSET
+
+    holder = psycopg.connect(live.dsn)
+    holder.execute("LOCK TABLE legacy.skipped_imports IN SHARE MODE")  # a long transaction of the application
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    args = ["migrate", "up", "--yes", "--schema", "legacy", "--export-dir", str(tmp_path), "--database-url", live.dsn]
+    process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        with psycopg.connect(live.dsn, autocommit=True) as watcher:
+            for _ in range(1200):  # the change capture's CREATE TRIGGER waiting for the lock
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE 'CREATE TRIGGER%'"
+                ).fetchone()
+                if row == (1,):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("up never waited for the lock")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        holder.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted; nothing is half-written" in stderr and "Traceback" not in stderr
+    assert "`cinegraph-oban migrate up` finishes from here" in stderr and "migrate down" in stderr
+    assert capture_objects(live.conn) == [] and archival_jobs(live.conn) == 0  # the capture's transaction rolled back
+    killed_session_gone(live.dsn)
+    before = rows_now(live.conn)
+    again = run_cli(*args)
+    assert again.exit_code == 0, again.stderr
+    migration(live.dsn, tmp_path, schema="legacy").down()
+    assert rows_now(live.conn) == before
+
+
+def test_verify_reports_its_progress_and_real_duration(live: ObanDatabase, tmp_path: Path) -> None:
+    """Between backfill and drop (archival jobs there, tables too): both checks run, on bulk
+    sessions in parallel as up's own verify, each table reported as it starts and ends."""
+    import datetime
+
+    m = migration(live.dsn, tmp_path, schema="legacy")
+    with psycopg.connect(live.dsn, autocommit=True) as conn:
+        for table in LEGACY_TABLES:
+            m._backfill(conn, table, ROWS, datetime.datetime(2026, 1, 1), batch=100)
+    seen: list[tuple[str, int, int]] = []
+    checked = migration(live.dsn, tmp_path, schema="legacy", progress=lambda *step: seen.append(step)).verify()
+    assert checked.findings == [] and checked.seconds > 0
+    assert sorted(s for s in seen if s[1] == s[2]) == [
+        ("verify failed_imdb_lookups", ROWS, ROWS),
+        ("verify skipped_imports", ROWS, ROWS),
+    ]
+    shown = run_cli(
+        "migrate", "verify", "--json", "--schema", "legacy", "--export-dir", str(tmp_path), "--database-url", live.dsn
+    )
+    assert shown.exit_code == 0, shown.stderr
+    import json
+
+    assert json.loads(shown.stdout)["seconds"] > 0

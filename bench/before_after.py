@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/before_after.py REV [--pairs 7] [--jobs 50000]    the readers
     .venv/bin/python bench/before_after.py REV --inserts [--pairs 5]         the insert paths
+    .venv/bin/python bench/before_after.py REV --migrate [--legacy-rows N] [--writer]   migrate up
 
 Checks REV out into a temporary git worktree and alternates runs at REV and at the working tree,
 `--pairs` times, each run in a fresh interpreter, then prints both and their ratio.
@@ -13,18 +14,28 @@ Checks REV out into a temporary git worktree and alternates runs at REV and at t
   (TMDbDetailsWorker's own unique options), sync and asyncio; 20 insert_all of 100 (unnest);
   one insert_all of 100,000 (COPY).
 
+- `--migrate`: each run on fresh legacy tables of `--legacy-rows` rows (half in each), made by
+  the working tree: `migrate up` in a fresh interpreter of the revision, its whole time and the
+  time it held the exclusive lock; `--writer` also runs the working tree with, in this process,
+  an application committing small transactions to the legacy tables all along (inserts,
+  updates, deletes), and reports its commits and its slowest transaction (the wait for the
+  drop's lock). REV runs with no writer: a revision without the change capture cannot finish
+  with one.
+
 Needs the PostgreSQL on 127.0.0.1:5432 (or BENCH_DSN's server).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -32,7 +43,7 @@ CHILD = r"""
 import statistics, sys, time
 sys.path.insert(0, sys.argv[1])
 import psycopg
-from cinegraph_oban.meta.queries import read_failed_lookups
+from cinegraph_oban import read_failed_lookups
 times = []
 with psycopg.connect(sys.argv[2]) as conn:
     for _ in range(5):
@@ -86,6 +97,121 @@ asyncio.run(go())
 for name, seconds in results.items():
     print(f"{name}\t{seconds}")
 """
+
+
+MIGRATE = r"""
+import json, sys, tempfile, time
+sys.path.insert(0, sys.argv[1])
+from cinegraph_oban.migration import RemoveRedundantImportTables
+with tempfile.TemporaryDirectory() as export_dir:
+    start = time.perf_counter()
+    summary = RemoveRedundantImportTables(sys.argv[2], export_dir=export_dir).up()
+    print(json.dumps({"up": time.perf_counter() - start, "lock_ms": (summary.lock_held_seconds or 0) * 1000}))
+"""
+
+
+def legacy(dsn: str, rows: int) -> None:
+    """Fresh Oban and legacy tables, `rows` legacy rows half in each (made by the working tree)."""
+    import psycopg
+
+    from cinegraph_oban.migration.legacy import create_legacy_tables
+    from cinegraph_oban.oban.table import install
+    from cinegraph_oban.sql import builder
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE", {})
+        conn.execute("CREATE SCHEMA public", {})
+        install(conn, 14)
+        create_legacy_tables(conn)
+        for statement in builder.statements("legacy/sample_rows", schema="public"):
+            conn.execute(statement.encode(), {"rows": rows // 2})
+        conn.execute(builder.sql("legacy/create_schema_migrations", schema="public"), {})
+        conn.execute("VACUUM ANALYZE", {})
+
+
+def writing(dsn: str, stop: Any, out: dict[str, float]) -> None:
+    """The application: small transactions on the legacy tables until they are gone."""
+    import random
+    import time
+
+    import psycopg
+
+    rng = random.Random(1)
+    commits, slowest = 0, 0.0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        top = conn.execute("SELECT max(id) FROM failed_imdb_lookups", {}).fetchone()[0] or 1  # type: ignore[index]
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                with conn.transaction():
+                    choice = rng.random()
+                    if choice < 0.4:
+                        conn.execute(
+                            "UPDATE failed_imdb_lookups SET retry_count = retry_count + 1, last_retry_at = now() "
+                            "WHERE id = %(id)s",
+                            {"id": rng.randrange(1, top)},
+                        )
+                    elif choice < 0.7:
+                        conn.execute(
+                            "INSERT INTO skipped_imports (tmdb_id, title, inserted_at) VALUES (%(t)s, 'live', now())",
+                            {"t": rng.randrange(10**6)},
+                        )
+                    elif choice < 0.9:
+                        conn.execute(
+                            "INSERT INTO failed_imdb_lookups (imdb_id, source, reason, inserted_at, updated_at) "
+                            "VALUES ('tt1', 'canonical_import', 'no_tmdb_match', now(), now())",
+                            {},
+                        )
+                    else:
+                        conn.execute("DELETE FROM skipped_imports WHERE id = %(id)s", {"id": rng.randrange(1, top)})
+            except psycopg.errors.UndefinedTable:  # the drop committed while it waited for the lock
+                slowest = max(slowest, time.perf_counter() - started)
+                break
+            slowest = max(slowest, time.perf_counter() - started)
+            commits += 1
+    out.update({"commits": commits, "slowest_ms": slowest * 1000})
+
+
+def run_migrate(checkout: Path, dsn: str, rows: int, writer: bool) -> dict[str, float]:
+    import threading
+
+    legacy(dsn, rows)
+    stop, seen = threading.Event(), {}
+    thread = threading.Thread(target=writing, args=(dsn, stop, seen)) if writer else None
+    if thread:
+        thread.start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", MIGRATE, str(checkout), dsn], capture_output=True, text=True, check=True
+        )
+    finally:
+        stop.set()
+        if thread:
+            thread.join()
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), **seen}
+
+
+def migrate(options: argparse.Namespace, worktree: Path, dsn: str) -> None:
+    before: list[dict[str, float]] = []
+    after: list[dict[str, float]] = []
+    for _ in range(options.pairs):
+        # A revision without the change capture cannot finish with a writer (verify finds the
+        # writes): with --writer, REV runs with no writer, the working tree with and without.
+        before.append(run_migrate(worktree, dsn, options.legacy_rows, False))
+        after.append(run_migrate(ROOT, dsn, options.legacy_rows, False))
+        if options.writer:
+            live = run_migrate(ROOT, dsn, options.legacy_rows, True)
+            after[-1].update({f"{name} (writer)": value for name, value in live.items()})
+    writer = "working tree also with a live writer" if options.writer else "no writer"
+    print(f"migrate up, {options.legacy_rows:,} legacy rows, {writer}, {options.pairs} alternating pairs (medians)")
+    print(f"  {'':22} {options.rev[:12]:>12} {'working tree':>12}")
+    for name in after[0]:
+        if name not in before[0]:
+            print(f"  {name:22} {'':>12} {statistics.median(r[name] for r in after):12.1f}")
+            continue
+        b = statistics.median(r[name] for r in before)
+        a = statistics.median(r[name] for r in after)
+        print(f"  {name:22} {b:12.1f} {a:12.1f}  after/before {a / b:.2f}")
 
 
 def fill(dsn: str, jobs: int) -> None:
@@ -148,6 +274,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--inserts", action="store_true", help="the insert paths instead of the readers")
+    parser.add_argument("--migrate", action="store_true", help="migrate up instead of the readers")
+    parser.add_argument("--legacy-rows", type=int, default=200_000)
+    parser.add_argument("--writer", action="store_true", help="with --migrate: an application writing all along")
     options = parser.parse_args()
     import psycopg
 
@@ -162,6 +291,9 @@ def main() -> None:
         try:
             if options.inserts:
                 inserts(options, worktree, dsn)
+                return
+            if options.migrate:
+                migrate(options, worktree, dsn)
                 return
             fill(dsn, options.jobs)
             before, after = [], []

@@ -25,12 +25,14 @@ from cinegraph_oban.migration.legacy import LEGACY_TABLES
 from cinegraph_oban.migration.steps import MigrationBase, _crash_point
 from cinegraph_oban.migration.summary import Finding, MigrationSummary
 
-__all__ = ["CATCH_UP_ROUNDS", "CATCH_UP_SMALL", "Capture", "CaughtUp"]
+__all__ = ["CATCH_UP_BATCH", "CATCH_UP_ROUNDS", "CATCH_UP_SMALL", "Capture", "CaughtUp"]
 
 #: Catch-up rounds before verify at most, and the round size (distinct ids) small enough to stop
 #: at: what is left is applied under the drop's lock.
-CATCH_UP_ROUNDS = 20
-CATCH_UP_SMALL = 1_000
+CATCH_UP_ROUNDS = 50
+CATCH_UP_SMALL = 200
+#: Captured writes taken per catch-up statement.
+CATCH_UP_BATCH = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ class Capture(MigrationBase):
 
     def _catch_up(self, conn: psycopg.Connection[Any], table: str, total: int, now: Any) -> CaughtUp:
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(self._sql("catch_up", table=table), {"total": total, "now": now})
+            cur.execute(self._sql("catch_up", table=table), {"total": total, "now": now, "limit": CATCH_UP_BATCH})
             row = cur.fetchone()
         assert row is not None
         return CaughtUp(
@@ -86,10 +88,15 @@ class Capture(MigrationBase):
         (what is left waits for the drop's lock). `compare` first queues every id whose archival
         jobs differ from its row (mark_differences); so does a TRUNCATE among the writes.
         `archived` (each table's archival jobs) is kept up to date."""
+        if self._mergers is None:
+            conn.execute(self._sql("catch_up_session"), {})
+            indexes = conn.execute(self._sql("gin_indexes"), {}).fetchall()
+            self._mergers = [str(index) for index, owned in indexes if owned]
         for table in LEGACY_TABLES:
             if compare:
                 summary.recompared[table] = summary.recompared.get(table, 0) + self._mark_differences(conn, table)
             for round_number in range(1, CATCH_UP_ROUNDS + 1):
+                self._merge_pending_lists(conn)
                 done = self._catch_up(conn, table, summary.rows[table], now)
                 archived[table] += done.archived - done.removed
                 summary.caught_up[table] = summary.caught_up.get(table, 0) + len(done.ids)
@@ -100,6 +107,16 @@ class Capture(MigrationBase):
                     continue
                 if len(done.ids) < CATCH_UP_SMALL:
                     break
+        self._merge_pending_lists(conn)  # what the drop's lookups will read
+
+    def _merge_pending_lists(self, conn: psycopg.Connection[Any]) -> None:
+        """Merge the GIN pending lists (the migrator owns the indexes): every lookup of an
+        archival job reads them whole, so they are kept short between catch-up rounds."""
+        for index in self._mergers or ():
+            try:
+                conn.execute(self._sql("merge_pending_list"), {"index": index})
+            except psycopg.Error:
+                return  # only keeps the lookups fast
 
     def _verify_ids(self, conn: psycopg.Connection[Any], table: str, ids: list[int]) -> list[Finding]:
         if not ids:

@@ -122,6 +122,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         #: rendered in `up` so far.
         self._step: Step | None = None
         self._resumed_from: dict[str, int] = {}
+        self._mergers: list[str] | None = None
         self._recorded_empty: dict[str, bool] = {}
         self.ran: list[tuple[str, str]] = []
 
@@ -325,6 +326,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                     "job was compared with its row, and the ones that differed archived again"
                 )
             with self._running("catch_up"):
+                conn.execute(self._sql("analyze_jobs"), {})
                 self._catch_up_all(conn, summary, now, archived, compare=earlier_run)
             lap("catch_up")
             _crash_point("after-catch-up")
@@ -342,6 +344,9 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                 raise VerificationError(
                     "verify found differences; nothing was dropped:\n  " + "\n  ".join(map(str, summary.findings))
                 )
+            with self._running("catch_up"):  # what was written while verify ran: the lock's share stays small
+                self._catch_up_all(conn, summary, now, archived)
+            lap("catch_up")
             _crash_point("after-verify")
             for table in LEGACY_TABLES:
                 summary.archived[table] = archived[table]

@@ -124,14 +124,14 @@ UP_STEPS: tuple[Step, ...] = (
         "catch-up: the writes captured meanwhile archived again, round after round (every archival job compared "
         "with its row first where the capture did not see everything: archival jobs of an earlier run without it, "
         "a TRUNCATE)",
-        ("mark_differences", "catch_up"),
+        ("analyze_jobs", "catch_up_session", "gin_indexes", "merge_pending_list", "mark_differences", "catch_up"),
         per_table=frozenset({"mark_differences", "catch_up"}),
     ),
     Step(
         "verify",
         "verify (read-only, a bulk session per table; rows with a captured write not yet applied are left to the "
         "drop's catch-up); differences are archived again and compared once more",
-        ("bulk_session", "verify", "mark_differences", "catch_up"),
+        ("bulk_session", "verify", "merge_pending_list", "mark_differences", "catch_up"),
         per_table=frozenset({"verify", "mark_differences", "catch_up"}),
     ),
     Step(
@@ -192,6 +192,8 @@ class MigrationBase:
     _step: Step | None
     #: Per table, the archival jobs the backfill found already there (written by earlier runs).
     _resumed_from: dict[str, int]
+    #: The GIN indexes of oban_jobs this migrator may merge (None: not read yet).
+    _mergers: list[str] | None
 
     # Rendering
 

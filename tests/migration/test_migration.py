@@ -330,16 +330,21 @@ def test_up_runs_exactly_what_its_steps_list_and_the_plan_shows_them(oban: ObanD
     oban.conn.execute("UPDATE failed_imdb_lookups SET title = 'after the earlier run' WHERE id = 2")
     writes: list[dict[str, Any]] = []
 
+    calls: list[str] = []
+
     def write(step: str, done: int, total: int) -> None:
-        if step != "catch-up skipped_imports" or len(writes) == 2:  # after both tables' catch-up
+        if step != "catch-up skipped_imports":  # after both tables' catch-up rounds
             return
+        calls.append(step)
         with psycopg.connect(oban.dsn, autocommit=True) as other:
-            if not writes:  # the first catch-up
+            if len(calls) == 1:  # the first catch-up
                 other.execute("UPDATE failed_imdb_lookups SET retry_count = 7 WHERE id = 5")
                 other.execute("SET session_replication_role = replica")
                 other.execute("UPDATE skipped_imports SET title = 'unseen' WHERE id = 6")
-            else:  # the second, after verify found id 6: left for the drop's lock
+            elif len(calls) == 3:  # the catch-up after verify (which found id 6): left for the drop's lock
                 other.execute("UPDATE failed_imdb_lookups SET retry_count = 8 WHERE id = 8")
+            else:
+                return
             writes.append(snapshot(other, "public"))
 
     m = migration(oban.dsn, tmp_path, compat_views=True, audit_log=True, progress=write)

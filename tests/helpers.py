@@ -210,14 +210,19 @@ def migration(dsn: str, tmp_path: Path, **kwargs: Any) -> RemoveRedundantImportT
 
 
 def killed_session_gone(dsn: str, timeout: float = 30.0) -> None:
-    """Wait until no session holds an advisory lock: a migrator killed a moment ago holds the
+    """Wait until no session holds an advisory lock in `dsn`'s database: a migrator killed a moment ago holds the
     migration lock until its server process reads the closed connection (milliseconds, but a
     re-run started at once can be quicker)."""
     import time
 
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() != (0,):
+        # This database's locks only: another test run on the server holds its own.
+        query = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        while conn.execute(query).fetchone() != (0,):
             if time.monotonic() > deadline:
                 raise AssertionError(f"an advisory lock is still held {timeout} s after the kill")
             time.sleep(0.05)

@@ -257,7 +257,8 @@ def test_the_migrators_backend_terminated_then_up_again(live: ObanDatabase, tmp_
             with psycopg.connect(live.dsn, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND pid <> pg_backend_pid()"
+                    "AND pid <> pg_backend_pid() "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
 
     for expected in ("backfill", "catch-up"):

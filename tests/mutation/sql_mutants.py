@@ -61,7 +61,6 @@ SELECTION = [
 
 #: Mutants that cannot change behaviour, by id, with the reason (reported apart from survivors).
 EQUIVALENT: dict[str, str] = {
-    "migration/reset_sequence.sql.j2:4:23:max->min": "min(id) IS NOT NULL exactly when max(id) IS NOT NULL",
     "migration/verify.sql.j2:19:68:number+1": "the select list of an EXISTS subquery is ignored (SELECT 2)",
     "migration/legacy_columns.sql.j2:10:72:string-key": "relkind is \"char\": the literal 'r_x' is cut to 'r'",
     "migration/legacy_stats.sql.j2:4:26:number+1": "last_id of legacy_stats is read by no caller",
@@ -75,8 +74,6 @@ EQUIVALENT: dict[str, str] = {
     "findings start from the exported rows, so jobs of other ids never join",
     "migration/verify_export.sql.j2:31:40:eq->ne": "the same: <> ANY(ids) keeps every job when the chunk has 2+ ids",
     "migration/backfill.sql.j2:33:13:number+1": "RETURNING 2 instead of 1: only the rows are counted",
-    "migration/final_count.sql.j2:8:1:drop-and-line": "the guard only skips writing the value the job already holds",
-    "migration/final_count.sql.j2:8:40:lt->le": "the same: <= also rewrites an equal value with itself",
     "migration/legacy_columns.sql.j2:9:50:and->or": "preflight compares type and NOT NULL only, never the default",
     "migration/legacy_columns.sql.j2:9:62:eq->ne": "preflight compares type and NOT NULL only, never the default",
     "migration/legacy_columns.sql.j2:11:16:gt->ge": "no attribute has attnum 0 (system columns are negative)",

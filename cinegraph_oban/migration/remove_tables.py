@@ -34,10 +34,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -84,6 +84,7 @@ __all__ = [
 ]
 
 
+T = TypeVar("T")
 RECENT_WRITE = timedelta(minutes=15)
 
 
@@ -362,19 +363,13 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         return summary
 
     def _create_capture_retried(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
-        for attempt in range(self.retries + 1):
-            try:
-                self._create_capture(conn)
-                return
-            except pg_errors.LockNotAvailable:
-                if attempt == self.retries:
-                    raise LockNotAcquiredError(
-                        "could not add the change capture's triggers to the legacy tables within "
-                        f"{self.lock_timeout_ms} ms, {self.retries + 1} times: long transactions hold them. Nothing "
-                        "was written; run `migrate up` again when they are done"
-                    ) from None
-                summary.warnings.append(f"lock timeout adding the change capture, attempt {attempt + 1}; retrying")
-                time.sleep(min(2**attempt * 0.5, 10))
+        self._retried(
+            summary,
+            lambda: self._create_capture(conn),
+            refused="could not add the change capture's triggers to the legacy tables",
+            outcome="Nothing was written; run `migrate up` again when they are done",
+            retrying="adding the change capture",
+        )
 
     def _drop(
         self,
@@ -383,17 +378,29 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         now: datetime,
         archived: dict[str, int],
     ) -> float:
+        return self._retried(
+            summary,
+            lambda: self._drop_once(conn, summary, now, dict(archived)),
+            refused="could not lock the legacy tables",
+            outcome="Nothing was dropped; run `migrate up` again (it finishes from there) when they are done",
+            retrying="locking the legacy tables",
+        )
+
+    def _retried(
+        self, summary: MigrationSummary, action: Callable[[], T], *, refused: str, outcome: str, retrying: str
+    ) -> T:
+        """`action`, a transaction that waits at most lock_timeout for the locks it needs, tried
+        again with a growing pause while long transactions hold them (retries + 1 times)."""
         for attempt in range(self.retries + 1):
             try:
-                return self._drop_once(conn, summary, now, dict(archived))
+                return action()
             except pg_errors.LockNotAvailable:
                 if attempt == self.retries:
                     raise LockNotAcquiredError(
-                        f"could not lock the legacy tables within {self.lock_timeout_ms} ms, {self.retries + 1} "
-                        "times: long transactions hold them. Nothing was dropped; run `migrate up` again (it "
-                        "resumes) when they are done"
+                        f"{refused} within {self.lock_timeout_ms} ms, {self.retries + 1} times: long transactions "
+                        f"hold them. {outcome}"
                     ) from None
-                summary.warnings.append(f"lock timeout on attempt {attempt + 1}; retrying")
+                summary.warnings.append(f"lock timeout {retrying}, attempt {attempt + 1}; retrying")
                 time.sleep(min(2**attempt * 0.5, 10))
         raise AssertionError("unreachable")
 

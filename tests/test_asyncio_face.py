@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -318,6 +319,47 @@ def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
     assert (async_health.jobs_by_state, async_health.warnings) == (sync_health.jobs_by_state, sync_health.warnings)
 
 
+#: Run in one fresh interpreter: the libraries the package uses are imported once (none of the
+#: package is), then each module is imported first in a child forked from that state, so every
+#: import order is tried without paying an interpreter and the libraries for each module.
+_IMPORT_FIRST = r"""
+import importlib, json, os, sys, traceback
+import click, jinja2, psycopg, rich, sqlalchemy
+assert not [m for m in sys.modules if m.startswith("cinegraph_oban")]
+failed, running = {}, {}
+
+
+def reap():
+    pid, status = os.wait()
+    module, read = running.pop(pid)
+    with os.fdopen(read) as out:
+        message = out.read()
+    if status != 0:
+        failed[module] = message
+
+
+for module in sys.argv[1:]:
+    if len(running) >= 2 * (os.cpu_count() or 1):
+        reap()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
+            os._exit(1)
+        os._exit(0)
+    os.close(write)
+    running[pid] = (module, read)
+while running:
+    reap()
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="os.fork is POSIX only")
 def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
     """Modules that import each other (queries and readers, schema and installation) must load
     whichever is imported first."""
@@ -326,12 +368,17 @@ def test_every_module_imports_first_in_a_fresh_interpreter() -> None:
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for path in package.rglob("*.py")
     )
-    runs = {
-        m: subprocess.Popen([sys.executable, "-c", f"import {m}"], stderr=subprocess.PIPE, text=True) for m in modules
-    }
-    failed = {m: p.communicate(timeout=120)[1].strip().splitlines()[-1:] for m, p in runs.items()}
-    assert {m: err for m, err in failed.items() if runs[m].returncode != 0} == {}
-    assert "cinegraph_oban.meta.readers" in runs and "cinegraph_oban.oban.installation_async" in runs
+    assert "cinegraph_oban.meta.readers" in modules and "cinegraph_oban.oban.installation_async" in modules
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORT_FIRST, *modules],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {}
 
 
 def test_the_transformation_counts_lines_as_tokenize_does() -> None:

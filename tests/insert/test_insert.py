@@ -347,7 +347,10 @@ def test_insert_through_libpq_raises_the_servers_error_and_writes_nothing(oban: 
     again = client.insert(Job.new("MyApp.W", {}, queue="allowed", **options))
     assert first.id is not None and again.conflict is (unique is None)
     assert oban.count() == (1 if unique is None else 2)
-    assert oban.conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+    assert oban.conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone() == (0,)
     assert notices == []
 
 
@@ -379,7 +382,10 @@ def test_a_unique_insert_interrupted_mid_pipeline_closes_the_connection(
             client.insert(Job.new(TMDB, {"imdb_id": "tt1"}))
         assert conn.closed
     for _ in range(50):
-        locks = oban.conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+        locks = oban.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
         if locks == (0,):
             break
         time.sleep(0.05)

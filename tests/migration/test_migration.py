@@ -80,7 +80,7 @@ def test_up_merges_the_gin_pending_lists_or_says_it_could_not(oban: ObanDatabase
     conn.execute("DROP SCHEMA legacy CASCADE")
     setup_legacy(conn, oban)
     sample_rows(conn, "legacy", 30)
-    role = "cinegraph_oban_migrator"
+    role = f"cinegraph_oban_migrator_{conn.info.dbname}"  # roles are the whole server's: one per test
     conn.execute(f"CREATE ROLE {role} LOGIN".encode())
     try:
         for statement in (

@@ -60,17 +60,18 @@ def test_gin_pending_list_through_pgstattuple(oban: ObanDatabase) -> None:
     assert after.pending_tuples == 0 and after.pending_limit_kb == 64
     assert not health(conn).warnings
     # A role without pg_stat_scan_tables cannot read pending lists: reported, not an error.
-    conn.execute("CREATE ROLE cinegraph_health_reader")
-    conn.execute("GRANT USAGE ON SCHEMA public TO cinegraph_health_reader")
-    conn.execute("GRANT SELECT ON oban_jobs TO cinegraph_health_reader")
+    reader = f"cinegraph_health_reader_{conn.info.dbname}"  # roles are the whole server's: one per test
+    conn.execute(f"CREATE ROLE {reader}".encode())
+    conn.execute(f"GRANT USAGE ON SCHEMA public TO {reader}".encode())
+    conn.execute(f"GRANT SELECT ON oban_jobs TO {reader}".encode())
     try:
-        conn.execute("SET ROLE cinegraph_health_reader")
+        conn.execute(f"SET ROLE {reader}".encode())
         limited = health(conn)
         assert not limited.pending_lists_measured and limited.jobs_by_state == {"available": 3000}
     finally:
         conn.execute("RESET ROLE")
-        conn.execute("DROP OWNED BY cinegraph_health_reader")
-        conn.execute("DROP ROLE cinegraph_health_reader")
+        conn.execute(f"DROP OWNED BY {reader}".encode())
+        conn.execute(f"DROP ROLE {reader}".encode())
 
 
 def test_schema_show_prints_health_and_json(oban: ObanDatabase) -> None:

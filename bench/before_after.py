@@ -106,7 +106,8 @@ from cinegraph_oban.migration import RemoveRedundantImportTables
 with tempfile.TemporaryDirectory() as export_dir:
     start = time.perf_counter()
     summary = RemoveRedundantImportTables(sys.argv[2], export_dir=export_dir).up()
-    print(json.dumps({"up": time.perf_counter() - start, "lock_ms": (summary.lock_held_seconds or 0) * 1000}))
+    out = {"up": time.perf_counter() - start, "lock_ms": (summary.lock_held_seconds or 0) * 1000}
+    print(json.dumps({**out, **{f"  {step}": seconds for step, seconds in summary.timings.items()}}))
 """
 
 

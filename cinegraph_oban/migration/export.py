@@ -19,7 +19,7 @@ from cinegraph_oban.errors import (
     VerificationError,
 )
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
-from cinegraph_oban.migration.steps import MigrationBase
+from cinegraph_oban.migration.steps import MigrationBase, _crash_point
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.sql import builder
 
@@ -61,6 +61,7 @@ class Export(MigrationBase):
         holds raw, so each line is the row's JSON exactly as PostgreSQL wrote it, and the bytes
         go to the compressor without a Python object per row.
         """
+        _crash_point(f"export:{table}")
         final = self.export_dir / f"{table}.jsonl.gz"
         partial = final.with_name(final.name + ".partial")
         if total is None:

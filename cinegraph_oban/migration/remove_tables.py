@@ -43,7 +43,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from cinegraph_oban.db.connections import connect, normalize_dsn
+from cinegraph_oban.db.connections import normalize_dsn
 from cinegraph_oban.db.identifiers import check_identifier, check_prefix
 from cinegraph_oban.errors import (
     LockNotAcquiredError,
@@ -130,7 +130,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
     @contextlib.contextmanager
     def _session(self, *, up: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """A connection holding the migration lock (for `up`, its lock and unlock steps)."""
-        conn = connect(self.database_url, autocommit=True)
+        conn = self._connect()
         try:
             with self._running("lock") if up else contextlib.nullcontext():
                 locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
@@ -155,7 +155,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         yet), `unfinished` (a run of `up` stopped part-way: archival jobs or the change capture
         are there), `migrated`, `inconsistent`; `next` says what to run.
         """
-        with connect(self.database_url, autocommit=True) as conn:
+        with self._connect() as conn:
             detect(conn, self.prefix)
             locked = conn.execute(self._sql("migration_lock"), {}).fetchone()
             running = not (locked and locked[0])
@@ -220,6 +220,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
 
     def _preflight(self, conn: psycopg.Connection[Any], summary: MigrationSummary) -> None:
         oban = self._detect(conn)
+        _crash_point("preflight")
         missing_states = {"discarded", "completed"} - set(oban.states)
         if missing_states:
             raise UnsupportedSchemaError(f"{self.prefix}.oban_job_state lacks {sorted(missing_states)}")

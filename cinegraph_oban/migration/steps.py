@@ -25,6 +25,7 @@ from cinegraph_oban.oban.table import ObanTable, detect
 from cinegraph_oban.sql import builder
 
 __all__ = [
+    "APPLICATION_NAME",
     "BACKFILL_PENDING_LIST_LIMIT",
     "CRASH_VARIABLE",
     "DEFAULT_VERSION",
@@ -41,6 +42,10 @@ DEFAULT_VERSION = 20251125000000
 
 CRASH_VARIABLE = "CINEGRAPH_OBAN_CRASH_AT"
 
+#: The `application_name` of every session the migration opens, unless the URL (or PGAPPNAME)
+#: names one: how to find it in pg_stat_activity (docs/production-migration.md).
+APPLICATION_NAME = "cinegraph-oban migrate"
+
 
 #: The backstop limit of the GIN pending lists in the backfill's own sessions (see `_backfill_all`).
 BACKFILL_PENDING_LIST_LIMIT = "256MB"
@@ -49,8 +54,15 @@ BACKFILL_PENDING_LIST_LIMIT = "256MB"
 Progress = Callable[[str, int, int], None]
 
 
+#: Fault injection for in-process tests: called with the name of every crash point reached
+#: (the tests terminate the migration's sessions from it).
+_fault_hook: Callable[[str], None] | None = None
+
+
 def _crash_point(name: str) -> None:
     """Fault injection for the crash tests: `CINEGRAPH_OBAN_CRASH_AT=<name>` kills the process here."""
+    if _fault_hook is not None:
+        _fault_hook(name)
     if os.environ.get(CRASH_VARIABLE) == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -195,6 +207,14 @@ class MigrationBase:
     #: The GIN indexes of oban_jobs this migrator may merge (None: not read yet).
     _mergers: list[str] | None
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """An autocommit session of the migration, named APPLICATION_NAME in pg_stat_activity."""
+        named = "application_name" in psycopg.conninfo.conninfo_to_dict(self.database_url) or os.environ.get(
+            "PGAPPNAME"
+        )
+        extra = {} if named else {"application_name": APPLICATION_NAME}
+        return connect(self.database_url, autocommit=True, **extra)
+
     # Rendering
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
@@ -330,7 +350,7 @@ class MigrationBase:
 
         def one(key: str) -> tuple[Any, str]:
             try:
-                with connect(self.database_url, autocommit=True) as conn:
+                with self._connect() as conn:
                     connections.append(conn)
                     conn.execute(self._sql("bulk_session"), {})
                     return work(conn, key), conn.info.dbname

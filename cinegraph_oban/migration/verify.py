@@ -11,9 +11,9 @@ from typing import Any
 
 import psycopg
 
-from cinegraph_oban.db.connections import connect
 from cinegraph_oban.migration.export import Export, chunks
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
+from cinegraph_oban.migration.steps import _crash_point
 from cinegraph_oban.migration.summary import Finding, MigrationSummary
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.oban.table import detect
@@ -25,7 +25,11 @@ class Verify(Export):
     """The checks of `migrate verify` and of `up` before it drops anything."""
 
     def _verify(self) -> list[Finding]:
-        found = self._per_table(lambda conn, table: self._findings(conn, "verify", table))
+        def check(conn: psycopg.Connection[Any], table: str) -> list[Finding]:
+            _crash_point(f"verify:{table}")
+            return self._findings(conn, "verify", table)
+
+        found = self._per_table(check)
         return [f for table in LEGACY_TABLES for f in found[table]]
 
     def verify(self, *, recent_seconds: int = 7 * 86_400) -> MigrationSummary:
@@ -38,7 +42,7 @@ class Verify(Export):
         """
         summary = MigrationSummary(action="verify")
         started = time.perf_counter()
-        with connect(self.database_url, autocommit=True) as conn:
+        with self._connect() as conn:
             detect(conn, self.prefix)
             present = [t for t in LEGACY_TABLES if self._kind(conn, t) == "r"]
             captured = bool(present) and self._capture_present(conn)

@@ -22,8 +22,9 @@ import pytest
 from psycopg import errors as pg_errors
 
 from cinegraph_oban import VerificationError
+from cinegraph_oban.migration import steps
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
-from cinegraph_oban.migration.steps import CRASH_VARIABLE
+from cinegraph_oban.migration.steps import APPLICATION_NAME, CRASH_VARIABLE
 from conftest import ObanDatabase
 from tests.helpers import killed_session_gone, migration, run_cli, run_script, sample_rows, setup_legacy
 
@@ -243,35 +244,71 @@ def test_killed_with_a_live_writer_then_down_returns_to_before_up(
     assert live.conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (0,)
 
 
-def test_the_migrators_backend_terminated_then_up_again(live: ObanDatabase, tmp_path: Path) -> None:
-    """pg_terminate_backend on the migrating session in the middle of the backfill and of the
-    catch-up (the writer committing all along): `up` fails with a clear error, and a re-run
-    finishes with every row."""
+#: Where the migration's sessions are terminated (pg_terminate_backend): in the preflight, while
+#: a table is exported, in a backfill batch, in a catch-up round, while a table is verified, and
+#: inside the drop's transaction before it commits.
+TERMINATED_AT = [
+    "preflight",
+    "export:failed_imdb_lookups",
+    "backfill:failed_imdb_lookups:2",
+    "catch_up:failed_imdb_lookups:1",
+    "verify:skipped_imports",
+    "before-commit",
+]
+
+
+def _terminated_up(live: ObanDatabase, tmp_path: Path, point: str, monkeypatch: pytest.MonkeyPatch) -> Writer:
+    """`up` whose every session (found by its application_name) is terminated at `point` while
+    the writer commits; the writer goes on."""
     writer = Writer(live.dsn, live.conn)
     writer.start()
-    terminated: list[str] = []
+    fired: list[int] = []
 
-    def terminate_at(step: str, done: int, total: int) -> None:
-        if step.startswith(("backfill skipped", "catch-up skipped")) and step.split(maxsplit=1)[0] not in terminated:
-            terminated.append(step.split(maxsplit=1)[0])
+    def terminate(name: str) -> None:
+        if name == point and not fired:
             with psycopg.connect(live.dsn, autocommit=True) as admin:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND pid <> pg_backend_pid() "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                )
+                ended = admin.execute(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND datname = current_database() AND pid <> pg_backend_pid()",
+                    (APPLICATION_NAME,),
+                ).fetchone()
+            fired.append(int(ended[0]) if ended else 0)
 
-    for expected in ("backfill", "catch-up"):
-        with pytest.raises(Exception) as info:  # the session is gone: the library's error, not a hang
-            migration(live.dsn, tmp_path, schema="legacy", batch_size=5, progress=terminate_at).up()
-        assert terminated[-1] == expected, terminated
-        assert "terminat" in str(info.value).lower() or "connection" in str(info.value).lower(), info.value
+    monkeypatch.setattr(steps, "_fault_hook", terminate)
+    with pytest.raises(psycopg.OperationalError) as info:  # the session is gone: an error, not a hang
+        migration(live.dsn, tmp_path, schema="legacy", batch_size=5).up()
+    monkeypatch.setattr(steps, "_fault_hook", None)
+    assert fired and fired[0] >= 1, fired  # the migrator's sessions, and only they, were terminated
+    assert "connection" in str(info.value).lower() or "terminat" in str(info.value).lower(), info.value
+    assert writer.is_alive() and writer.errors == []
+    return writer
+
+
+@pytest.mark.parametrize("point", TERMINATED_AT)
+def test_the_migrators_sessions_terminated_then_up_again_ends_with_every_row(
+    live: ObanDatabase, tmp_path: Path, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = _terminated_up(live, tmp_path, point, monkeypatch)
     summary = migration(live.dsn, tmp_path, schema="legacy", batch_size=5).up()
     writer.join(timeout=60)
-    assert writer.gone and writer.errors == []
+    assert writer.gone and writer.errors == [], writer.errors
     assert summary.archived == {table: len(writer.rows[table]) for table in LEGACY_TABLES}
+    assert capture_objects(live.conn) == []
     migration(live.dsn, tmp_path, schema="legacy").down()
     assert rows_now(live.conn) == writer.rows
+    assert next_ids(live.conn) == {table: writer.last_id[table] + 1 for table in LEGACY_TABLES}
+
+
+@pytest.mark.parametrize("point", TERMINATED_AT)
+def test_the_migrators_sessions_terminated_then_down_returns_to_before_up(
+    live: ObanDatabase, tmp_path: Path, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = _terminated_up(live, tmp_path, point, monkeypatch)
+    migration(live.dsn, tmp_path, schema="legacy").down()
+    writer.finish()
+    assert rows_now(live.conn) == writer.rows
+    assert archival_jobs(live.conn) == 0 and capture_objects(live.conn) == []
+    assert live.conn.execute("SELECT count(*) FROM legacy.schema_migrations").fetchone() == (0,)
 
 
 def test_two_migrators_with_a_live_writer_exactly_one_proceeds(live: ObanDatabase, tmp_path: Path) -> None:

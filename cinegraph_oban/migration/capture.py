@@ -88,6 +88,13 @@ class Capture(MigrationBase):
         (what is left waits for the drop's lock). `compare` first queues every id whose archival
         jobs differ from its row (mark_differences); so does a TRUNCATE among the writes.
         `archived` (each table's archival jobs) is kept up to date."""
+        if not self._analyzed and (compare or any(self._pending(conn, table) for table in LEGACY_TABLES)):
+            # The first lookup of written ids' archival jobs: the planner must know that oban_jobs
+            # now holds every archival job. Left with the statistics of before (often an empty
+            # table) it scans oban_jobs for each round, and under the drop's lock. With nothing
+            # written since the capture began, there is nothing to look up and no ANALYZE.
+            conn.execute(self._sql("analyze_jobs"), {})
+            self._analyzed = True
         if self._mergers is None:
             conn.execute(self._sql("catch_up_session"), {})
             indexes = conn.execute(self._sql("gin_indexes"), {}).fetchall()

@@ -124,6 +124,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self._step: Step | None = None
         self._resumed_from: dict[str, int] = {}
         self._mergers: list[str] | None = None
+        self._analyzed = False
         self._recorded_empty: dict[str, bool] = {}
         self.ran: list[tuple[str, str]] = []
 
@@ -276,6 +277,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
     def up(self) -> MigrationSummary:
         summary = MigrationSummary(action="up")
         started = time.perf_counter()
+        self._analyzed = False
         with self._session(up=True) as conn:
             with self._running("state"):
                 kinds = {t: self._kind(conn, t) for t in LEGACY_TABLES}
@@ -328,7 +330,6 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                     "job was compared with its row, and the ones that differed archived again"
                 )
             with self._running("catch_up"):
-                conn.execute(self._sql("analyze_jobs"), {})
                 self._catch_up_all(conn, summary, now, archived, compare=earlier_run)
             lap("catch_up")
             _crash_point("after-catch-up")
@@ -420,7 +421,8 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                 conn.execute(statement, {})
             for table in LEGACY_TABLES:
                 before = summary.rows[table]
-                summary.rows[table] = int(self._stats(conn, table)["rows"])
+                row = conn.execute(self._sql("legacy_count", table=table), {}).fetchone()
+                summary.rows[table] = int(row[0]) if row else 0
                 # No write is in flight now: the last captured writes are applied, and checked.
                 done = self._catch_up(conn, table, summary.rows[table], now)
                 archived[table] += done.archived - done.removed

@@ -136,14 +136,29 @@ UP_STEPS: tuple[Step, ...] = (
         "catch-up: the writes captured meanwhile archived again, round after round (every archival job compared "
         "with its row first where the capture did not see everything: archival jobs of an earlier run without it, "
         "a TRUNCATE)",
-        ("analyze_jobs", "catch_up_session", "gin_indexes", "merge_pending_list", "mark_differences", "catch_up"),
-        per_table=frozenset({"mark_differences", "catch_up"}),
+        (
+            "pending_changes",
+            "analyze_jobs",
+            "catch_up_session",
+            "gin_indexes",
+            "merge_pending_list",
+            "mark_differences",
+            "catch_up",
+        ),
+        per_table=frozenset({"pending_changes", "mark_differences", "catch_up"}),
     ),
     Step(
         "verify",
         "verify (read-only, a bulk session per table; rows with a captured write not yet applied are left to the "
         "drop's catch-up); differences are archived again and compared once more",
-        ("bulk_session", "verify", "merge_pending_list", "mark_differences", "catch_up"),
+        (
+            "bulk_session",
+            "verify",
+            "analyze_jobs",
+            "merge_pending_list",
+            "mark_differences",
+            "catch_up",
+        ),
         per_table=frozenset({"verify", "mark_differences", "catch_up"}),
     ),
     Step(
@@ -152,7 +167,7 @@ UP_STEPS: tuple[Step, ...] = (
         (
             "lock_timeout",
             "lock_legacy_tables",
-            "legacy_stats",
+            "legacy_count",
             "catch_up",
             "verify_ids",
             "create_migration_record",
@@ -166,7 +181,7 @@ UP_STEPS: tuple[Step, ...] = (
             "lock_schema_migrations",
             "record_migration",
         ),
-        per_table=frozenset({"legacy_stats", "catch_up", "verify_ids", "final_record"}),
+        per_table=frozenset({"legacy_count", "catch_up", "verify_ids", "final_record"}),
         when=(("create_audit_log", "audit_log"), ("create_compat_views", "compat_views")),
         transaction=True,
     ),
@@ -206,6 +221,8 @@ class MigrationBase:
     _resumed_from: dict[str, int]
     #: The GIN indexes of oban_jobs this migrator may merge (None: not read yet).
     _mergers: list[str] | None
+    #: Whether this run has analyzed oban_jobs (before its first lookup of written ids).
+    _analyzed: bool
 
     def _connect(self) -> psycopg.Connection[Any]:
         """An autocommit session of the migration, named APPLICATION_NAME in pg_stat_activity."""

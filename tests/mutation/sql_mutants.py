@@ -61,7 +61,6 @@ SELECTION = [
 
 #: Mutants that cannot change behaviour, by id, with the reason (reported apart from survivors).
 EQUIVALENT: dict[str, str] = {
-    "migration/verify.sql.j2:19:68:number+1": "the select list of an EXISTS subquery is ignored (SELECT 2)",
     "migration/legacy_columns.sql.j2:10:72:string-key": "relkind is \"char\": the literal 'r_x' is cut to 'r'",
     "migration/legacy_stats.sql.j2:4:26:number+1": "last_id of legacy_stats is read by no caller",
     "migration/backfill.sql.j2:32:1:drop-order-by-line": "the batch CTE is already ordered by id; it is read in order",
@@ -69,7 +68,6 @@ EQUIVALENT: dict[str, str] = {
     "migration/legacy_columns.sql.j2:9:37:eq->ne": "preflight compares type and NOT NULL only, never the default",
     "migration/verify_export.sql.j2:39:62:number+1": "the export's findings are merged over chunks and cut to 20 in Python",
     "migration/verify_export.sql.j2:34:75:number+1": "the select list of an EXISTS subquery is ignored (SELECT 2)",
-    "migration/verify.sql.j2:12:73:number+1": "the select list of an EXISTS subquery is ignored (SELECT 2)",
     "migration/verify_export.sql.j2:31:1:drop-and-line": "only narrows the archival jobs read to the chunk's ids; "
     "findings start from the exported rows, so jobs of other ids never join",
     "migration/verify_export.sql.j2:31:40:eq->ne": "the same: <> ANY(ids) keeps every job when the chunk has 2+ ids",
@@ -88,8 +86,6 @@ ORDER_ONLY: dict[str, str] = {
     "migration/restore_from_jobs.sql.j2:8:1:drop-order-by-line": "insertion order; the rows and ids are the same",
     "migration/restore_from_export.sql.j2:22:1:drop-order-by-line": "insertion order; the rows and ids are the same",
     "migration/representable.sql.j2:27:1:drop-order-by-line": "one row per kind; GROUP BY already sorts them",
-    "migration/verify.sql.j2:24:1:drop-order-by-line": "one row per kind; GROUP BY already sorts them",
-    "migration/verify.sql.j2:21:45:drop-aggregate-order": "array_agg over rows already in id order",
     "migration/verify_export.sql.j2:39:45:drop-aggregate-order": "array_agg over rows already in id order",
 }
 

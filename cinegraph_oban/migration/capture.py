@@ -43,6 +43,7 @@ class CaughtUp:
     ids: list[int]  # the distinct legacy ids archived again
     removed: int  # archival jobs removed
     archived: int  # archival jobs written
+    job_ids: list[int]  # their ids
     truncated: bool  # a TRUNCATE was among the writes: every row must be compared again
 
 
@@ -68,6 +69,7 @@ class Capture(MigrationBase):
             list(row["id_list"] or ()),
             int(row["removed"]),
             int(row["archived"]),
+            list(row["job_ids"] or ()),
             bool(row["truncated"]),
         )
 
@@ -125,8 +127,9 @@ class Capture(MigrationBase):
             except psycopg.Error:
                 return  # only keeps the lookups fast
 
-    def _verify_ids(self, conn: psycopg.Connection[Any], table: str, ids: list[int]) -> list[Finding]:
-        if not ids:
+    def _verify_ids(self, conn: psycopg.Connection[Any], table: str, done: CaughtUp) -> list[Finding]:
+        """The rows of a catch-up round against the archival jobs it wrote (by primary key)."""
+        if not done.ids:
             return []
-        rows = conn.execute(self._sql("verify_ids", table=table), {"ids": ids}).fetchall()
+        rows = conn.execute(self._sql("verify_ids", table=table), {"ids": done.ids, "job_ids": done.job_ids}).fetchall()
         return [Finding(table, kind, int(n), tuple(example or ())) for kind, n, example in rows]

@@ -51,7 +51,7 @@ from cinegraph_oban.errors import (
     VerificationError,
 )
 from cinegraph_oban.migration.backfill import Backfill
-from cinegraph_oban.migration.capture import Capture
+from cinegraph_oban.migration.capture import Capture, CaughtUp
 from cinegraph_oban.migration.export import chunks
 from cinegraph_oban.migration.legacy import (
     EXPECTED_COLUMNS,
@@ -423,8 +423,13 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                 before = summary.rows[table]
                 row = conn.execute(self._sql("legacy_count", table=table), {}).fetchone()
                 summary.rows[table] = int(row[0]) if row else 0
-                # No write is in flight now: the last captured writes are applied, and checked.
-                done = self._catch_up(conn, table, summary.rows[table], now)
+                # No write is in flight now: the last captured writes are applied, and checked
+                # (none captured since the last round: nothing to plan under the lock).
+                done = (
+                    self._catch_up(conn, table, summary.rows[table], now)
+                    if self._pending(conn, table)
+                    else CaughtUp(0, [], 0, 0, [], False)
+                )
                 archived[table] += done.archived - done.removed
                 summary.caught_up[table] = summary.caught_up.get(table, 0) + len(done.ids)
                 if done.truncated:
@@ -432,7 +437,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                         f"{table} was truncated while the migration ran, after its last comparison; nothing was "
                         "dropped. Run `migrate up` again: it compares every row again"
                     )
-                findings = self._verify_ids(conn, table, done.ids)
+                findings = self._verify_ids(conn, table, done)
                 if findings:
                     raise VerificationError(
                         "the last writes, archived under the lock, differ; nothing was dropped:\n  "

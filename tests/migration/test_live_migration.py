@@ -476,3 +476,24 @@ def test_verify_reports_its_progress_and_real_duration(live: ObanDatabase, tmp_p
     import json
 
     assert json.loads(shown.stdout)["seconds"] > 0
+
+
+def test_the_last_writes_are_checked_against_the_jobs_written_for_them_under_the_lock(
+    live: ObanDatabase, tmp_path: Path
+) -> None:
+    """verify_ids (run under the drop's lock) compares the rows of the last catch-up round with
+    the archival jobs that round wrote, by their ids: a changed job and a job gone are named."""
+    from datetime import datetime
+
+    m = migration(live.dsn, tmp_path, schema="legacy")
+    with psycopg.connect(live.dsn, autocommit=True) as conn:
+        m._create_capture(conn)
+        conn.execute("UPDATE legacy.failed_imdb_lookups SET retry_count = 3 WHERE id IN (2, 4, 6)")
+        done = m._catch_up(conn, "failed_imdb_lookups", ROWS, datetime(2026, 1, 1))
+        assert done.ids == [2, 4, 6] and len(done.job_ids) == 3 and done.archived == 3
+        assert m._verify_ids(conn, "failed_imdb_lookups", done) == []
+        first, second, _ = done.job_ids
+        conn.execute('UPDATE oban_jobs SET meta = meta || \'{"title": "changed"}\' WHERE id = %s', (first,))
+        conn.execute("DELETE FROM oban_jobs WHERE id = %s", (second,))
+        findings = {f.kind: f.example_ids for f in m._verify_ids(conn, "failed_imdb_lookups", done)}
+        assert findings == {"different": (2,), "missing": (4,)}

@@ -505,6 +505,28 @@ def migrate(bench: Bench, conn: psycopg.Connection[Any], rows: int) -> None:
         started = time.perf_counter()
         migration.down()
         bench.record(label, "migrate down (restore from the archival jobs)", time.perf_counter() - started, "s")
+    # Again, with the application still writing all along (before_after.writing: small
+    # transactions on both legacy tables, as fast as one connection can, until they are gone).
+    from before_after import writing
+
+    conn.execute("DELETE FROM oban_jobs")
+    conn.execute("VACUUM ANALYZE")
+    label = f"migrate up, {rows:,} legacy rows, a live writer"
+    with tempfile.TemporaryDirectory() as export_dir:
+        stop, seen = threading.Event(), {}
+        writer = threading.Thread(target=writing, args=(bench.url, stop, seen))
+        writer.start()
+        try:
+            started = time.perf_counter()
+            summary = RemoveRedundantImportTables(bench.url, export_dir=export_dir).up()
+            elapsed = time.perf_counter() - started
+        finally:
+            stop.set()
+            writer.join()
+        bench.record(label, "whole migration (export, backfill, catch-up, verify, drop)", elapsed, "s")
+        bench.record(label, "exclusive lock on the legacy tables held", (summary.lock_held_seconds or 0) * 1000, "ms")
+        bench.record(label, "writer's commits during up", seen.get("commits", 0), "commits")
+        bench.record(label, "writer's slowest transaction (its wait for the lock)", seen.get("slowest_ms", 0), "ms")
 
 
 # Workload 6: the official Oban for Python

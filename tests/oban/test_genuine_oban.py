@@ -132,8 +132,11 @@ def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: 
     assert all(done[i]["attempt"] == 1 and done[i]["errors"] == [] for i in everything)
     assert all(done[i]["attempted_by"][0] == "harness" for i in everything)
     staged = done[ids["scheduled"][0]]
-    # Staged on time: not run before it was due, and run within about a second after.
-    assert staged["scheduled_at"] <= staged["attempted_at"] <= staged["scheduled_at"] + timedelta(seconds=1.5)
+    # Staged, and not run before it was due. How soon after depends on the machine: the stager
+    # runs every 200 ms here, but the job then waits its turn behind 625 others in a queue of
+    # 20 (it ran 1.56 s late with two suites at once on 2 cores). A row Oban could not stage
+    # would never run at all (until_states fails); 30 s only bounds a stager that misses passes.
+    assert staged["scheduled_at"] <= staged["attempted_at"] <= staged["scheduled_at"] + timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(("version", "prefix"), SCHEMAS, ids=SCHEMA_IDS)
@@ -208,9 +211,11 @@ def test_a_running_oban_picks_up_a_new_row_at_once(
         for n in range(3):
             job = oban.insert(Job.new(COMPLETES, {"n": n}, queue="harness"))
             assert job.id is not None
-            done = until_states(db_dsn, prefix, [job.id], ("completed",), timeout=5)[job.id]
+            done = until_states(db_dsn, prefix, [job.id], ("completed",), timeout=15)[job.id]
             latencies.append((done["attempted_at"] - done["inserted_at"]).total_seconds())
-    assert max(latencies) < 1.0, latencies
+    # Well under the Stager's 30 s: woken by the notification (within about a second on a quiet
+    # machine; the bound leaves room for a loaded one, as two suites at once on 2 cores).
+    assert max(latencies) < 10.0, latencies
 
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         bare = conn.execute(
@@ -218,9 +223,11 @@ def test_a_running_oban_picks_up_a_new_row_at_once(
             {"w": COMPLETES},
         ).fetchone()
     assert bare is not None
-    time.sleep(2)
-    state = rows(db_dsn, prefix, [bare[0]])[bare[0]]["state"]
-    assert state == ("completed" if version == 11 else "available")
+    if version == 11:  # V11's own trigger notifies: run well before the Stager's 30 s
+        assert until_states(db_dsn, prefix, [bare[0]], ("completed",), timeout=15)[bare[0]]["state"] == "completed"
+    else:
+        time.sleep(2)
+        assert rows(db_dsn, prefix, [bare[0]])[bare[0]]["state"] == "available"
 
 
 # -- row by row: the same job from Elixir Oban.insert/2 and from Oban.insert ------------------

@@ -10,8 +10,10 @@ Which server (decided once per session, in this order):
 Every test gets a fresh database (`db_conn`, `db_dsn`), cloned from a template: an empty one, or
 for a test that asks for `oban` / `oban_any` one with the Oban schema of that layout already
 installed through the `sql_templates/` migrations. Each layout's template is made once per
-session, on first use, instead of replaying the migrations for every test; the next test's
-database is made in the background while a test runs (`FreshDatabases`).
+session, on first use, instead of replaying the migrations for every test. How the databases
+are made ahead, renewed after a test that changed only rows, and dropped in batches is told in
+`tests/databases.py`. A module whose tests only read what one fixture wrote shares one database
+(`module_oban_database`).
 
 The suite runs under pytest-xdist (`-n auto`): every worker has its own databases (named after
 its process) and genuine Oban's tests share one worker. Nothing here reads or changes what
@@ -20,14 +22,10 @@ another run on the same server owns, so two runs at once do not meet.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import itertools
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +37,7 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cinegraph_oban.insert.client import Oban
-from cinegraph_oban.oban.table import install
+from tests.databases import FreshDatabases, LayoutTemplates, connect
 
 settings.register_profile(
     "ci",
@@ -135,57 +133,9 @@ def oban_db_server(request: pytest.FixtureRequest) -> Iterator[Any]:
                 yield executor
 
 
-def _janitor(server: Any, dbname: str, template: str, *, as_template: bool = False) -> DatabaseJanitor:
-    return DatabaseJanitor(
-        user=server.user,
-        host=server.host,
-        port=server.port,
-        dbname=dbname,
-        template_dbname=template,
-        password=getattr(server, "password", None) or None,
-        as_template=as_template,
-    )
-
-
-def _connect(server: Any, dbname: str) -> psycopg.Connection[Any]:
-    password = getattr(server, "password", None) or None
-    return psycopg.connect(
-        dbname=dbname, user=server.user, password=password, host=server.host, port=server.port, autocommit=True
-    )
-
-
-class LayoutTemplates:
-    """Per schema layout (version, prefix), a template database holding that Oban schema,
-    installed once per session when a test first asks for it, dropped at the end."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.made: dict[tuple[int, str], DatabaseJanitor] = {}
-
-    def __getitem__(self, layout: tuple[int, str]) -> str:
-        janitor = self.made.get(layout)
-        if janitor is None:
-            version, prefix = layout
-            name = f"{self.server.template_dbname}_v{version}_{LAYOUTS.index(layout)}"
-            janitor = _janitor(self.server, name, self.server.template_dbname, as_template=True)
-            janitor.init()
-            try:
-                with _connect(self.server, name) as conn:
-                    install(conn, version, prefix)
-            except BaseException:
-                janitor.drop()
-                raise
-            self.made[layout] = janitor
-        return janitor.dbname
-
-    def drop(self) -> None:
-        for janitor in self.made.values():
-            janitor.drop()
-
-
 @pytest.fixture(scope="session")
 def layout_templates(oban_db_server: Any) -> Iterator[LayoutTemplates]:
-    templates = LayoutTemplates(oban_db_server)
+    templates = LayoutTemplates(oban_db_server, LAYOUTS)
     try:
         yield templates
     finally:
@@ -204,81 +154,6 @@ def _layout(item: pytest.Item) -> tuple[int, str] | None:
     return None
 
 
-class FreshDatabases:
-    """Every test's own database, cloned from a template, made ahead of time.
-
-    CREATE DATABASE costs a test 0.05 to 0.3 s of waiting on the disk, more than most tests
-    take, so while a test runs the next one's database is made in a background thread (pytest
-    says which test comes next, under xdist too), and a finished test's database is dropped in
-    another. A database not taken is dropped at the end of the session."""
-
-    def __init__(self, server: Any, templates: LayoutTemplates) -> None:
-        self.server = server
-        self.templates = templates
-        self.names = itertools.count()
-        self.maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="make-test-database")
-        self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-test-database")
-        self.ahead: dict[str, list[Future[str]]] = collections.defaultdict(list)
-        self.guard = threading.Lock()
-
-    def template(self, item: pytest.Item, *, make: bool = True) -> str | None:
-        """The template of the item's database (None: a layout template not made yet and `make` false)."""
-        layout = _layout(item)
-        if layout is None:
-            return str(self.server.template_dbname)
-        if not make and layout not in self.templates.made:
-            return None
-        return self.templates[layout]
-
-    def _admin(self) -> psycopg.Connection[Any]:
-        return _connect(self.server, "postgres")
-
-    def _create(self, template: str) -> str:
-        name = f"{self.server.dbname}_{next(self.names)}"
-        with self._admin() as admin:
-            admin.execute(
-                psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    psycopg.sql.Identifier(name), psycopg.sql.Identifier(template)
-                )
-            )
-        return name
-
-    def _drop(self, name: str) -> None:
-        with self._admin() as admin:
-            admin.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
-            )
-
-    def prepare(self, item: pytest.Item | None) -> None:
-        """Start making the database `item` will ask for (nothing if it asks for none)."""
-        if item is None or "db_conn" not in getattr(item, "fixturenames", ()):
-            return
-        template = self.template(item, make=False)
-        if template is None:
-            return
-        with self.guard:
-            if not self.ahead[template]:
-                self.ahead[template].append(self.maker.submit(self._create, template))
-
-    def take(self, item: pytest.Item) -> str:
-        template = self.template(item)
-        assert template is not None
-        with self.guard:
-            made = self.ahead[template].pop(0) if self.ahead[template] else None
-        return made.result() if made is not None else self._create(template)
-
-    def give_back(self, name: str) -> None:
-        self.dropper.submit(self._drop, name)
-
-    def close(self) -> None:
-        self.maker.shutdown(wait=True)
-        for futures in self.ahead.values():
-            for made in futures:
-                with contextlib.suppress(Exception):
-                    self.dropper.submit(self._drop, made.result())
-        self.dropper.shutdown(wait=True)
-
-
 _FRESH = pytest.StashKey[FreshDatabases]()
 
 
@@ -286,7 +161,7 @@ _FRESH = pytest.StashKey[FreshDatabases]()
 def fresh_databases(
     request: pytest.FixtureRequest, oban_db_server: Any, layout_templates: LayoutTemplates
 ) -> Iterator[FreshDatabases]:
-    fresh = FreshDatabases(oban_db_server, layout_templates)
+    fresh = FreshDatabases(oban_db_server, layout_templates, _layout)
     request.config.stash[_FRESH] = fresh
     try:
         yield fresh
@@ -316,8 +191,26 @@ def db_conn(request: pytest.FixtureRequest, fresh_databases: FreshDatabases) -> 
     Oban layout the test asks for (see `_layout`)."""
     dbname = fresh_databases.take(request.node)
     try:
-        with _connect(fresh_databases.server, dbname) as conn:
+        with connect(fresh_databases.server, dbname) as conn:
             yield conn
+    finally:
+        fresh_databases.give_back(dbname)
+
+
+@contextlib.contextmanager
+def module_oban_database(
+    fresh_databases: FreshDatabases, layout: tuple[int, str] = (14, "public")
+) -> Iterator[ObanDatabase]:
+    """A database of that layout for a module-scoped fixture: for a module's tests that only
+    read what the fixture wrote, or check that they wrote nothing. A test that writes takes
+    `oban` (its own database) instead."""
+    dbname = fresh_databases.take_layout(layout)
+    server = fresh_databases.server
+    password = f":{server.password}" if getattr(server, "password", None) else ""
+    try:
+        with connect(server, dbname) as conn:
+            dsn = f"postgresql://{server.user}{password}@{server.host}:{server.port}/{dbname}"
+            yield ObanDatabase(conn=conn, dsn=dsn, version=layout[0], prefix=layout[1])
     finally:
         fresh_databases.give_back(dbname)
 

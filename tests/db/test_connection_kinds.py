@@ -46,7 +46,7 @@ from cinegraph_oban.meta.queries import JobQuery, create_outcome_indexes, read_j
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.oban import engine
 from cinegraph_oban.testing.assertions import all_enqueued, assert_enqueued, refute_enqueued
-from conftest import ObanDatabase
+from conftest import ObanDatabase, module_oban_database
 from tests.helpers import TMDB
 
 OTHER = "Cinegraph.Workers.OtherWorker"
@@ -68,8 +68,14 @@ def _snapshot(oban: ObanDatabase) -> tuple[list[dict[str, Any]], list[str]]:
     return oban.rows(), sorted(indexes)
 
 
-@pytest.fixture
-def population(oban: ObanDatabase) -> dict[str, Job]:
+@pytest.fixture(scope="module")
+def populated(fresh_databases: Any) -> Iterator[tuple[ObanDatabase, dict[str, Job]]]:
+    """One database for the module's refusal tests, each of which checks it wrote nothing."""
+    with module_oban_database(fresh_databases) as oban:
+        yield oban, _populate(oban)
+
+
+def _populate(oban: ObanDatabase) -> dict[str, Job]:
     """An available job, a due scheduled one (Stager's) and a long-finished one (Pruner's)."""
     available = _enqueue(oban, meta={"source_list": "1001_movies"})
     exhausted = _enqueue(oban, max_attempts=1, args={"n": 2})
@@ -137,8 +143,9 @@ ASYNC_KINDS = ["psycopg AsyncConnection", "SQLAlchemy AsyncConnection", "SQLAlch
 @pytest.mark.parametrize("kind", ASYNC_KINDS)
 @pytest.mark.parametrize("call", list(SYNC_CALLS), ids=list(SYNC_CALLS))
 def test_a_sync_function_refuses_an_async_connection_at_once(
-    oban: ObanDatabase, population: dict[str, Job], call: str, kind: str
+    populated: tuple[ObanDatabase, dict[str, Job]], call: str, kind: str
 ) -> None:
+    oban, population = populated
     before = _snapshot(oban)
 
     async def go() -> None:
@@ -150,7 +157,9 @@ def test_a_sync_function_refuses_an_async_connection_at_once(
     assert _snapshot(oban) == before
 
 
-def test_the_refusal_is_a_type_error_that_names_the_way_out(oban: ObanDatabase, population: dict[str, Job]) -> None:
+def test_the_refusal_is_a_type_error_that_names_the_way_out(populated: tuple[ObanDatabase, dict[str, Job]]) -> None:
+    oban, population = populated
+
     async def go() -> None:
         async with await psycopg.AsyncConnection.connect(oban.dsn) as conn:
             with pytest.raises(TypeError, match=r"AsyncConnection.*use the async form"):
@@ -345,9 +354,15 @@ def _assert_runs_as_printed(oban: ObanDatabase, query: JobQuery, *, with_psql: b
     return bound
 
 
-@pytest.fixture
-def awkward_jobs(oban: ObanDatabase) -> ObanDatabase:
-    """Jobs whose queue, args and meta hold every awkward text, finished in several ways."""
+@pytest.fixture(scope="module")
+def awkward_jobs(fresh_databases: Any) -> Iterator[ObanDatabase]:
+    """One database for the module's read-only query tests: jobs whose queue, args and meta
+    hold every awkward text, finished in several ways."""
+    with module_oban_database(fresh_databases) as oban:
+        yield _awkward_jobs(oban)
+
+
+def _awkward_jobs(oban: ObanDatabase) -> ObanDatabase:
     client = oban.client()
     outcomes = ["none", "cancel", "discard", "complete"]
     for n, value in enumerate(AWKWARD):

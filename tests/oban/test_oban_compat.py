@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,20 +78,15 @@ job_specs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.parametrize("oban_any", [(14, "cinegraph jobs")], indirect=True, ids=["v14-cinegraph_jobs"])
 @given(specs=st.lists(job_specs, min_size=1, max_size=12), path=st.sampled_from(["insert", "small", "copy", "unique"]))
-def test_every_available_row_is_runnable_and_claimed(db_dsn: str, specs: list[dict[str, Any]], path: str) -> None:
-    # A new connection per example: the schema is dropped and made again, and a connection's
-    # cached plans would still point at the old enum type.
-    with psycopg.connect(db_dsn, autocommit=True) as db_conn:
-        db_conn.execute("DROP SCHEMA IF EXISTS prop CASCADE")
-        _check_runnable(db_conn, specs, path)
-
-
-def _check_runnable(db_conn: psycopg.Connection[Any], specs: list[dict[str, Any]], path: str) -> None:
-    from cinegraph_oban.oban.table import install
-
-    install(db_conn, 14, "prop")
-    client = Oban(db_conn, prefix="prop")
+def test_every_available_row_is_runnable_and_claimed(
+    oban_any: ObanDatabase, specs: list[dict[str, Any]], path: str
+) -> None:
+    # One schema (under a prefix that needs quoting) for every example, emptied before each.
+    oban = oban_any
+    oban.conn.execute(f"TRUNCATE {oban.table}".encode())
+    client = oban.client()
     jobs = [
         Job.new(
             TMDB,
@@ -110,21 +106,17 @@ def _check_runnable(db_conn: psycopg.Connection[Any], specs: list[dict[str, Any]
     elif path == "unique":
         for job in jobs:
             client.insert(job)
-            db_conn.execute("UPDATE prop.oban_jobs SET attempt = max_attempts - 1 WHERE state = 'available'")
+            oban.conn.execute(f"UPDATE {oban.table} SET attempt = max_attempts - 1 WHERE state = 'available'".encode())
     elif path == "small":
         client.insert_all(jobs)
     else:
         client.insert_all(jobs * (client_module.COPY_THRESHOLD // len(jobs) + 1))
-    stuck = db_conn.execute(
-        "SELECT count(*) FROM prop.oban_jobs WHERE state = 'available' AND attempt >= max_attempts"
-    ).fetchone()
-    assert stuck == (0,)
-    engine.stage_jobs(db_conn, prefix="prop")
-    total = db_conn.execute("SELECT count(*) FROM prop.oban_jobs").fetchone()[0]  # type: ignore[index]
-    claimed = sum(len(engine.fetch_jobs(db_conn, q, 10_000, prefix="prop")) for q in ("tmdb", "imports"))
+    assert oban.count("state = 'available' AND attempt >= max_attempts") == 0
+    engine.stage_jobs(oban.conn, prefix=oban.prefix)
+    total = oban.count()
+    claimed = sum(len(engine.fetch_jobs(oban.conn, q, 10_000, prefix=oban.prefix)) for q in ("tmdb", "imports"))
     assert claimed == total
-    left = db_conn.execute("SELECT count(*) FROM prop.oban_jobs WHERE state <> 'executing'").fetchone()
-    assert left == (0,)
+    assert oban.count("state <> 'executing'") == 0
 
 
 def test_rows_read_back_are_jobs(oban: ObanDatabase) -> None:

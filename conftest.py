@@ -209,11 +209,9 @@ def module_oban_database(
     read what the fixture wrote, or check that they wrote nothing. A test that writes takes
     `oban` (its own database) instead."""
     dbname = fresh_databases.take_layout(layout)
-    server = fresh_databases.server
-    password = f":{server.password}" if getattr(server, "password", None) else ""
     try:
-        with connect(server, dbname) as conn:
-            dsn = f"postgresql://{server.user}{password}@{server.host}:{server.port}/{dbname}"
+        with connect(fresh_databases.server, dbname) as conn:
+            dsn = _url(fresh_databases.server, dbname)
             yield ObanDatabase(conn=conn, dsn=dsn, version=layout[0], prefix=layout[1])
     finally:
         fresh_databases.give_back(dbname)
@@ -222,8 +220,12 @@ def module_oban_database(
 @pytest.fixture
 def db_dsn(db_conn: psycopg.Connection[Any], oban_db_server: Any) -> str:
     """A URL for the fresh database, for clients and commands that connect themselves."""
-    password = f":{oban_db_server.password}" if getattr(oban_db_server, "password", None) else ""
-    return f"postgresql://{oban_db_server.user}{password}@{oban_db_server.host}:{oban_db_server.port}/{db_conn.info.dbname}"
+    return _url(oban_db_server, db_conn.info.dbname)
+
+
+def _url(server: Any, dbname: str) -> str:
+    password = f":{server.password}" if getattr(server, "password", None) else ""
+    return f"postgresql://{server.user}{password}@{server.host}:{server.port}/{dbname}"
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,36 @@ def test_async_oban_has_every_public_method_of_oban() -> None:
             assert list(inspect.signature(async_methods[name]).parameters) == parameters, name
 
 
+def test_the_migration_namespace_has_its_asyncio_mirror() -> None:
+    """`cinegraph_oban.asyncio.migration` has every name of `cinegraph_oban.migration`: the
+    functions taking a connection as coroutines with the same parameters, the constants and
+    result types themselves, and AsyncRemoveRedundantImportTables with the same constructor and
+    every public method (coroutines, but `plan`, which reads nothing)."""
+    import cinegraph_oban.asyncio as namespace
+    import cinegraph_oban.migration as sync_face
+    from cinegraph_oban.asyncio import migration as async_face
+
+    assert namespace.migration is async_face
+    named = {"RemoveRedundantImportTables": "AsyncRemoveRedundantImportTables"}
+    assert sorted(named.get(name, name) for name in sync_face.__all__) == sorted(async_face.__all__)
+    for name in sync_face.__all__:
+        sync_member, async_member = getattr(sync_face, name), getattr(async_face, named.get(name, name))
+        if inspect.isfunction(sync_member):
+            assert inspect.iscoroutinefunction(async_member), name
+            assert list(inspect.signature(async_member).parameters) == list(inspect.signature(sync_member).parameters)
+        elif name not in named:
+            assert async_member is sync_member, name
+    sync_class, async_class = sync_face.RemoveRedundantImportTables, async_face.AsyncRemoveRedundantImportTables
+    assert inspect.signature(async_class) == inspect.signature(sync_class)
+    public = {name for name in dir(sync_class) if not name.startswith("_") and callable(getattr(sync_class, name))}
+    # interrupt() and clear_interrupt() are the sync run's controls; the asyncio face cancels instead.
+    assert public - {"interrupt", "clear_interrupt"} == {"down", "export", "plan", "status", "up", "verify"}
+    for name in public - {"interrupt", "clear_interrupt"}:
+        sync_method, async_method = getattr(sync_class, name), getattr(async_class, name)
+        assert inspect.signature(async_method).parameters.keys() == inspect.signature(sync_method).parameters.keys()
+        assert inspect.iscoroutinefunction(async_method) == (name != "plan"), name
+
+
 def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
     from dataclasses import replace
 

@@ -76,3 +76,24 @@ def test_the_asyncio_tour_prints_and_stores_what_the_sync_tour_does(oban: ObanDa
         "tt0000417 A Trip to the Moon",
     ]
     assert _rows(oban) == sync_rows
+
+
+def test_the_migration_tour_in_both_faces_prints_and_restores_the_same(
+    oban: ObanDatabase, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The migration's two snippets, each on the same legacy tables: the same printed lines, and
+    `down` at the end of each gives the tables back as they were."""
+    from cinegraph_oban.migration.sample_data import create_legacy_sample
+    from tests.helpers import snapshot
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [sync_block] = [b for b in blocks if b.startswith("# migration, sync face")]
+    [async_block] = [b for b in blocks if b.startswith("# migration, asyncio face")]
+    create_legacy_sample(oban.conn, "public", 25)
+    before = snapshot(oban.conn, "public")
+    monkeypatch.chdir(tmp_path)  # the snippets' export_dir="backup"
+    printed = _run_tour(sync_block, oban.dsn)
+    assert printed == ["pending", "25 migrated"], printed
+    assert snapshot(oban.conn, "public") == before
+    assert _run_tour(async_block, oban.dsn) == printed
+    assert snapshot(oban.conn, "public") == before

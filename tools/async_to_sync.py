@@ -96,6 +96,12 @@ MODULES: dict[str, list[tuple[str, str]]] = {
     "insert/prepared_async.py": [("(so Ctrl-C, or a cancelled task, still", "(so Ctrl-C still")],
     "meta/readers_async.py": [],
     "testing/assertions_async.py": [],
+    "migration/legacy_async.py": [
+        (
+            "This is the asyncio\nsource; `legacy.py` (the sync face) is generated from it by tools/async_to_sync.py.",
+            "Generated from the\nasyncio source, `legacy_async.py`, by tools/async_to_sync.py.",
+        )
+    ],
 }
 
 #: ... and every generated module's source, by its name: `prepared_async` -> `prepared`.

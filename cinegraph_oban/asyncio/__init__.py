@@ -11,7 +11,10 @@
 This is a namespace: the asyncio source of each pair lives beside its generated sync twin, in
 the folder of its concern (`insert/client_async.py` beside `insert/client.py`, `oban/`, `meta/`,
 `testing/`); tools/async_to_sync.py generates the sync modules (CI checks they are current): one
-source, two faces, the same names and parameters.
+source, two faces, the same names and parameters. `cinegraph_oban.asyncio.migration` mirrors
+`cinegraph_oban.migration`: the legacy-table functions as coroutines, and
+`AsyncRemoveRedundantImportTables`, whose runs are the sync migration's own in a worker thread
+(a cancelled task interrupts the run, as Ctrl-C does, and waits until it has stopped).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cinegraph_oban.oban import installation_async as installation
 from cinegraph_oban.oban.installation_async import detect, install, migrated_version
 
 if TYPE_CHECKING:
-    from cinegraph_oban.asyncio import testing
+    from cinegraph_oban.asyncio import migration, testing
     from cinegraph_oban.meta.readers_async import read_failed_lookups, read_jobs, read_skipped_imports
 
 # The readers (and the testing helpers, which use them) build their queries with SQLAlchemy,
@@ -36,10 +39,10 @@ _READERS = frozenset({"read_failed_lookups", "read_jobs", "read_skipped_imports"
 
 
 def __getattr__(name: str) -> Any:
-    if name == "testing":
+    if name in ("migration", "testing"):
         import importlib
 
-        module = importlib.import_module("cinegraph_oban.asyncio.testing")
+        module = importlib.import_module(f"cinegraph_oban.asyncio.{name}")
         globals()[name] = module
         return module
     if name in _READERS:
@@ -60,6 +63,7 @@ __all__ = [
     "installation",
     "merge_job_meta",
     "migrated_version",
+    "migration",
     "read_failed_lookups",
     "read_jobs",
     "read_skipped_imports",

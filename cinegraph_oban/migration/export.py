@@ -19,7 +19,7 @@ from cinegraph_oban.errors import (
     VerificationError,
 )
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
-from cinegraph_oban.migration.steps import MigrationBase, _crash_point
+from cinegraph_oban.migration.steps import MigrationBase, _crash_point, one_run
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.sql import builder
 
@@ -29,6 +29,7 @@ __all__ = ["Export"]
 class Export(MigrationBase):
     """Writing and reading the export."""
 
+    @one_run
     def export(self, rows: dict[str, int] | None = None) -> dict[str, Any]:
         """Stream both tables to compressed JSON Lines with a manifest; returns the manifest.
 

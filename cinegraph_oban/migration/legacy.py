@@ -1,10 +1,16 @@
-"""Cinegraph's two legacy import tables: their exact shape (as the original Ecto migrations made
-them), creating them, writing a row as the old worker did, and which of them a schema holds.
+# Generated from cinegraph_oban/migration/legacy_async.py by tools/async_to_sync.py: do not edit.
+# Edit the asyncio source and run `python tools/async_to_sync.py` (CI checks it is current).
+"""Cinegraph's two legacy import tables: creating them as the original Ecto migrations did,
+writing a row as the old worker did, and which of them a schema holds (their shape is in
+`legacy_shape`).
 
 `legacy_kinds(conn, schema)` names each of `failed_imdb_lookups` and `skipped_imports` that
 exists under `schema` with what it is ("a table", "a view", ...); `cinegraph-oban schema install
 --legacy-tables` refuses to create them over any of these, and `cinegraph-oban export` exports
 only real tables.
+
+`conn` is a psycopg connection, a SQLAlchemy Connection or Session. Generated from the
+asyncio source, `legacy_async.py`, by tools/async_to_sync.py.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from cinegraph_oban.db.connections import to_psycopg
 from cinegraph_oban.meta.records import FailedLookup, SkippedImport
+from cinegraph_oban.migration.legacy_shape import EXPECTED_COLUMNS, LEGACY_TABLES, RELATION_KINDS
 from cinegraph_oban.sql import builder
 
 __all__ = [
@@ -29,37 +36,6 @@ __all__ = [
 ]
 
 
-LEGACY_TABLES = ("failed_imdb_lookups", "skipped_imports")
-
-
-#: column -> (type, NOT NULL, default), as the original Ecto migrations created them.
-EXPECTED_COLUMNS: dict[str, dict[str, tuple[str, bool, str | None]]] = {
-    "failed_imdb_lookups": {
-        "id": ("bigint", True, "nextval('{seq}'::regclass)"),
-        "imdb_id": ("character varying(255)", True, None),
-        "title": ("character varying(255)", False, None),
-        "year": ("integer", False, None),
-        "source": ("character varying(255)", True, None),
-        "source_key": ("character varying(255)", False, None),
-        "reason": ("character varying(255)", True, None),
-        "metadata": ("jsonb", False, "'{}'::jsonb"),
-        "retry_count": ("integer", False, "0"),
-        "last_retry_at": ("timestamp(0) without time zone", False, None),
-        "inserted_at": ("timestamp(0) without time zone", True, None),
-        "updated_at": ("timestamp(0) without time zone", True, None),
-    },
-    "skipped_imports": {
-        "id": ("bigint", True, "nextval('{seq}'::regclass)"),
-        "tmdb_id": ("integer", True, None),
-        "title": ("character varying(255)", False, None),
-        "reason": ("character varying(255)", False, None),
-        "criteria_failed": ("jsonb", False, None),
-        "checked_at": ("timestamp without time zone", False, "now()"),
-        "inserted_at": ("timestamp without time zone", True, None),
-    },
-}
-
-
 def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") -> None:
     """Create both legacy tables exactly as the original Ecto migrations did."""
     conn = to_psycopg(conn)
@@ -71,7 +47,8 @@ def create_legacy_tables(conn: psycopg.Connection[Any], schema: str = "public") 
 def relation_kind(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
     """pg_class.relkind of `schema.name` ('r' for a table, 'v' for a view, ...), or None if absent."""
     conn = to_psycopg(conn)
-    row = conn.execute(builder.sql("migration/relation_kind"), {"schema": schema, "name": name}).fetchone()
+    cur = conn.execute(builder.sql("migration/relation_kind"), {"schema": schema, "name": name})
+    row = cur.fetchone()
     return row[0] if row else None
 
 
@@ -87,10 +64,6 @@ def insert_legacy_row(
             values[name] = Jsonb(values[name])
     template = "legacy/insert_failed_lookup" if isinstance(record, FailedLookup) else "legacy/insert_skipped_import"
     conn.execute(builder.sql(template, schema=schema), values)
-
-
-#: pg_class.relkind -> what a user is told the name is.
-RELATION_KINDS = {"r": "a table", "v": "a view", "m": "a materialized view", "p": "a table", "f": "a foreign table"}
 
 
 def legacy_kinds(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:

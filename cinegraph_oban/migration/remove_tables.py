@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,7 @@ from cinegraph_oban.migration.steps import (
     Progress,
     Step,
     _crash_point,
+    one_run,
 )
 from cinegraph_oban.migration.summary import Finding, MigrationSummary
 from cinegraph_oban.migration.verify import Verify
@@ -119,6 +121,10 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self.progress = progress or (lambda step, done, total: None)
         self.worker = TMDB_DETAILS_WORKER.name
         self._stop = threading.Event()
+        self._interrupted = threading.Event()
+        self._sessions = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
+        self._depth = 0
         #: The step of `up` running now (None outside `up`), and the (step, template) pairs
         #: rendered in `up` so far.
         self._step: Step | None = None
@@ -143,11 +149,14 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
             try:
                 yield conn
             finally:
+                with self._sessions_lock:
+                    self._sessions.discard(conn)  # the lock's release is not cancelled by interrupt()
                 with self._running("unlock") if up else contextlib.nullcontext(), contextlib.suppress(psycopg.Error):
                     conn.execute(self._sql("migration_unlock"), {})
         finally:
             conn.close()
 
+    @one_run
     def status(self) -> dict[str, Any]:
         """Where the migration stands and which command gets out of it (read-only: the migration
         lock is only tried, to see whether a migrator is running, and released at once).
@@ -274,6 +283,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                 "example `UPDATE ... SET inserted_at = now() WHERE id IN (...)`, then run `migrate up` again"
             )
 
+    @one_run
     def up(self) -> MigrationSummary:
         summary = MigrationSummary(action="up")
         started = time.perf_counter()
@@ -403,7 +413,8 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                         f"hold them. {outcome}"
                     ) from None
                 summary.warnings.append(f"lock timeout {retrying}, attempt {attempt + 1}; retrying")
-                time.sleep(min(2**attempt * 0.5, 10))
+                self._interrupted.wait(min(2**attempt * 0.5, 10))
+                self._check_interrupt()
         raise AssertionError("unreachable")
 
     def _drop_once(
@@ -470,6 +481,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
             held = time.perf_counter() - locked_at
         return held
 
+    @one_run
     def down(self, from_export: str | Path | None = None) -> MigrationSummary:
         """Return the database to its state before `up`.
 

@@ -6,14 +6,16 @@ the migration shares (`MigrationBase`): rendering a step's statements, checked a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -33,6 +35,7 @@ __all__ = [
     "MigrationBase",
     "Progress",
     "Step",
+    "one_run",
 ]
 
 
@@ -52,6 +55,19 @@ BACKFILL_PENDING_LIST_LIMIT = "256MB"
 
 
 Progress = Callable[[str, int, int], None]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_run(method: F) -> F:
+    """A public entry of the migration: an `interrupt()` stops it (see `MigrationBase._one_run`)."""
+
+    @functools.wraps(method)
+    def run(self: MigrationBase, *args: Any, **kwargs: Any) -> Any:
+        with self._one_run():
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
 
 
 #: Fault injection for in-process tests: called with the name of every crash point reached
@@ -217,6 +233,13 @@ class MigrationBase:
     worker: str
     ran: list[tuple[str, str]]
     _stop: threading.Event
+    #: Set by `interrupt()`: every statement not yet sent is refused (see `_check_interrupt`).
+    _interrupted: threading.Event
+    #: The sessions open now (`interrupt()` cancels what they run), under `_sessions_lock`.
+    _sessions: weakref.WeakSet[psycopg.Connection[Any]]
+    _sessions_lock: threading.Lock
+    #: How many public entries are running (`export` runs inside `up`).
+    _depth: int
     _step: Step | None
     #: Per table, the archival jobs the backfill found already there (written by earlier runs).
     _resumed_from: dict[str, int]
@@ -231,7 +254,51 @@ class MigrationBase:
             "PGAPPNAME"
         )
         extra = {} if named else {"application_name": APPLICATION_NAME}
-        return connect(self.database_url, autocommit=True, **extra)
+        self._check_interrupt()
+        conn = connect(self.database_url, autocommit=True, **extra)
+        with self._sessions_lock:
+            self._sessions.add(conn)
+        return conn
+
+    # Interruption from another thread
+
+    def interrupt(self) -> None:
+        """Stop the run in progress from another thread (or, if none has started yet, the next
+        one), as Ctrl-C stops it in the main thread: the statements running now are cancelled,
+        no further statement is sent, and the run raises KeyboardInterrupt in its own thread
+        after its transactions have rolled back and its lock is released. Whatever it had
+        committed stands, as after Ctrl-C; run it again to finish. `cinegraph_oban.asyncio.
+        migration` calls this when the awaiting task is cancelled."""
+        self._interrupted.set()
+        self._stop.set()  # the backfill's and the mergers' loops stop between statements
+        with self._sessions_lock:
+            sessions = [conn for conn in self._sessions if not conn.closed]
+        for conn in sessions:
+            with contextlib.suppress(Exception):  # closed meanwhile, or the server is gone
+                conn.cancel_safe(timeout=5)
+
+    def clear_interrupt(self) -> None:
+        """Forget an `interrupt()` that came when no run was in progress (each run's end forgets
+        the one that stopped it)."""
+        self._interrupted.clear()
+
+    def _check_interrupt(self) -> None:
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt(f"{self.name} was interrupted (interrupt() was called)")
+
+    @contextlib.contextmanager
+    def _one_run(self) -> Iterator[None]:
+        """A public entry (`up`, `down`, `verify`, `status`, `export`): when the outermost one
+        ends, an interrupt has been served and the migration can run again."""
+        with self._sessions_lock:
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._sessions_lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._interrupted.clear()
 
     # Rendering
 
@@ -239,7 +306,10 @@ class MigrationBase:
         return {"prefix": self.prefix, "schema": self.schema, "worker": self.worker, **extra}
 
     def _template(self, name: str, extra: dict[str, Any]) -> str:
-        """The template's path, after checking that the running step of `up` lists it."""
+        """The template's path, after checking that the running step of `up` lists it (and,
+        but for the lock's release, that the migration has not been interrupted)."""
+        if name != "migration_unlock":
+            self._check_interrupt()
         step = self._step
         if step is not None:
             if name not in step.templates:

@@ -13,7 +13,7 @@ import psycopg
 
 from cinegraph_oban.migration.export import Export, chunks
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
-from cinegraph_oban.migration.steps import _crash_point
+from cinegraph_oban.migration.steps import _crash_point, one_run
 from cinegraph_oban.migration.summary import Finding, MigrationSummary
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.oban.table import detect
@@ -32,6 +32,7 @@ class Verify(Export):
         found = self._per_table(check)
         return [f for table in LEGACY_TABLES for f in found[table]]
 
+    @one_run
     def verify(self, *, recent_seconds: int = 7 * 86_400) -> MigrationSummary:
         """The read-only checks for a live database, whichever apply now.
 

@@ -8,6 +8,8 @@
     ├── VerificationError               a migration check found a difference; nothing was dropped
     ├── LockNotAcquiredError            another migrator holds the lock, a lock timed out, a
     │                                   deadlock or serialization failure (safe to retry)
+    ├── MigrationInterruptedError       a migration run stopped by `interrupt()` from another
+    │                                   thread; what it had committed stands (run it again)
     ├── DatabaseUnavailableError        no connection could be made, or no server could be
     │                                   started, or the connection was lost mid-operation
     ├── DatabaseUrlError                a database URL nobody can read (also a ValueError)
@@ -43,6 +45,7 @@ __all__ = [
     "IsolationLevelError",
     "JobNotFoundError",
     "LockNotAcquiredError",
+    "MigrationInterruptedError",
     "Problem",
     "UnsupportedSchemaError",
     "ValidationError",
@@ -97,6 +100,10 @@ class VerificationError(CinegraphObanError):
 
 class LockNotAcquiredError(CinegraphObanError):
     """A lock the operation needs is held by someone else."""
+
+
+class MigrationInterruptedError(CinegraphObanError):
+    """A migration run was stopped by `interrupt()` (as Ctrl-C stops the command line's)."""
 
 
 class DatabaseUnavailableError(CinegraphObanError):

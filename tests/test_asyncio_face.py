@@ -304,9 +304,9 @@ def test_the_migration_namespace_has_its_asyncio_mirror() -> None:
     sync_class, async_class = sync_face.RemoveRedundantImportTables, async_face.AsyncRemoveRedundantImportTables
     assert inspect.signature(async_class) == inspect.signature(sync_class)
     public = {name for name in dir(sync_class) if not name.startswith("_") and callable(getattr(sync_class, name))}
-    # interrupt() and clear_interrupt() are the sync run's controls; the asyncio face cancels instead.
-    assert public - {"interrupt", "clear_interrupt"} == {"down", "export", "plan", "status", "up", "verify"}
-    for name in public - {"interrupt", "clear_interrupt"}:
+    # interrupt() stops a sync run from another thread; in the asyncio face, cancelling the task does.
+    assert public - {"interrupt"} == {"down", "export", "plan", "status", "up", "verify"}
+    for name in public - {"interrupt"}:
         sync_method, async_method = getattr(sync_class, name), getattr(async_class, name)
         assert inspect.signature(async_method).parameters.keys() == inspect.signature(sync_method).parameters.keys()
         assert inspect.iscoroutinefunction(async_method) == (name != "plan"), name

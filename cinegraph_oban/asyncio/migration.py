@@ -14,9 +14,10 @@ merger per GIN index beside them) whose work is done by PostgreSQL, so a thread 
 loop nothing, and one implementation of every step keeps both faces the same. The event loop
 is never blocked: other tasks run while it does.
 
-Cancelling the awaiting task stops the run as Ctrl-C stops the command line's: the statements
-running are cancelled, none is sent after, transactions roll back and the migration lock is
-released; only then is `CancelledError` raised, so nothing of the run is left running. What it
+Cancelling the awaiting task stops the run as Ctrl-C stops the command line's (it calls the
+migration's `interrupt()`): the statements running are cancelled, none of its steps' statements
+is sent after, transactions roll back and the migration lock is released; only then is
+`CancelledError` raised, so nothing of the run is left running. What it
 had committed stands (each backfill batch, the export), as after Ctrl-C: awaiting `up()` again
 finishes from there. `progress(step, done, total)`, when given, is called from the worker thread.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from cinegraph_oban.migration.legacy_async import create_legacy_tables, insert_legacy_row, legacy_kinds
 from cinegraph_oban.migration.legacy_shape import EXPECTED_COLUMNS, LEGACY_TABLES
 from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
-from cinegraph_oban.migration.steps import DEFAULT_VERSION, Progress
+from cinegraph_oban.migration.steps import CANCEL_AGAIN_SECONDS, DEFAULT_VERSION, Progress
 from cinegraph_oban.migration.summary import Finding, MigrationSummary
 
 __all__ = [
@@ -54,9 +56,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: While a cancelled run winds down, its in-flight statements are cancelled again this often: a
-#: statement sent just as the first cancel arrived (which the server then ignored) is stopped too.
-CANCEL_AGAIN_SECONDS = 0.5
+
+class _NotStarted(Exception):
+    """A run cancelled before its turn came."""
 
 
 class AsyncRemoveRedundantImportTables:
@@ -91,7 +93,7 @@ class AsyncRemoveRedundantImportTables:
             retries=retries,
             progress=progress,
         )
-        self._running: asyncio.Lock | None = None
+        self._one_at_a_time = threading.Lock()
 
     def plan(self) -> list[tuple[str, list[str]]]:
         """Every statement `up` may run, step by step (reads nothing: not a coroutine)."""
@@ -115,34 +117,38 @@ class AsyncRemoveRedundantImportTables:
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`method(*args, **kwargs)` in a worker thread; cancelled: interrupted, and waited for.
 
-        One run at a time per object (a second awaits the first): the sync migration keeps the
-        state of its run on itself. Two objects on one database are kept apart by the
-        migration's advisory lock, as two processes are."""
-        if self._running is None:
-            self._running = asyncio.Lock()
-        async with self._running:
-            loop = asyncio.get_running_loop()
-            call = functools.partial(contextvars.copy_context().run, method, *args, **kwargs)
-            future = loop.run_in_executor(None, call)
-            try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                await self._wind_down(future)
-                raise
-            except KeyboardInterrupt as interrupted:
-                # `self.migration.interrupt()` called from elsewhere: a KeyboardInterrupt would
-                # stop the event loop itself, so this task is cancelled instead.
-                raise asyncio.CancelledError(str(interrupted)) from interrupted
+        One run at a time per object, from any event loop (a second waits in its thread until
+        the first ends): the sync migration keeps the state of its run on itself. Two objects on
+        one database are kept apart by the migration's advisory lock, as two processes are."""
+        started, cancelled = threading.Event(), threading.Event()
 
-    async def _wind_down(self, future: asyncio.Future[Any]) -> None:
+        def call() -> T:
+            with self._one_at_a_time:
+                if cancelled.is_set():  # cancelled while it waited its turn: never started
+                    raise _NotStarted
+                started.set()
+                return method(*args, **kwargs)
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, functools.partial(contextvars.copy_context().run, call))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            await self._wind_down(future, started)
+            raise
+
+    async def _wind_down(self, future: asyncio.Future[Any], started: threading.Event) -> None:
         """Interrupt the run and wait until its thread has ended (its lock released), however
-        often this task is cancelled again meanwhile."""
+        often this task is cancelled again meanwhile. `interrupt()` runs off the event loop (it
+        takes a lock the run's thread holds while cancelling), and again each half second until
+        the run has begun and so can be interrupted."""
         while not future.done():
-            self.migration.interrupt()
             try:
+                if started.is_set():
+                    await asyncio.to_thread(self.migration.interrupt)
                 await asyncio.wait({future}, timeout=CANCEL_AGAIN_SECONDS)
             except asyncio.CancelledError:
                 continue  # cancelled again: the run is still stopping; wait for it all the same
         if not future.cancelled():
-            future.exception()  # KeyboardInterrupt (or what the interrupt ended in): retrieved, not logged
-        self.migration.clear_interrupt()  # an interrupt sent as the run ended must not stop the next
+            future.exception()  # MigrationInterruptedError (or what the run ended in): retrieved, not logged

@@ -125,6 +125,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self._sessions = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
         self._depth = 0
+        self._canceller = None
         #: The step of `up` running now (None outside `up`), and the (step, template) pairs
         #: rendered in `up` so far.
         self._step: Step | None = None
@@ -150,7 +151,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
                 yield conn
             finally:
                 with self._sessions_lock:
-                    self._sessions.discard(conn)  # the lock's release is not cancelled by interrupt()
+                    self._sessions.discard(conn)  # interrupt() cancels no statement on it after this
                 with self._running("unlock") if up else contextlib.nullcontext(), contextlib.suppress(psycopg.Error):
                     conn.execute(self._sql("migration_unlock"), {})
         finally:

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from cinegraph_oban.db.connections import connect
+from cinegraph_oban.errors import MigrationInterruptedError
 from cinegraph_oban.migration.legacy import LEGACY_TABLES, relation_kind
 from cinegraph_oban.migration.summary import Backfilled
 from cinegraph_oban.oban.table import ObanTable, detect
@@ -55,6 +57,9 @@ BACKFILL_PENDING_LIST_LIMIT = "256MB"
 
 
 Progress = Callable[[str, int, int], None]
+
+#: While an interrupted run winds down, its sessions' statements are cancelled again this often.
+CANCEL_AGAIN_SECONDS = 0.5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -240,6 +245,8 @@ class MigrationBase:
     _sessions_lock: threading.Lock
     #: How many public entries are running (`export` runs inside `up`).
     _depth: int
+    #: The thread `interrupt()` started to cancel the sessions' statements until the run stops.
+    _canceller: threading.Thread | None
     _step: Step | None
     #: Per table, the archival jobs the backfill found already there (written by earlier runs).
     _resumed_from: dict[str, int]
@@ -263,37 +270,59 @@ class MigrationBase:
     # Interruption from another thread
 
     def interrupt(self) -> None:
-        """Stop the run in progress from another thread (or, if none has started yet, the next
-        one), as Ctrl-C stops it in the main thread: the statements running now are cancelled,
-        no further statement is sent, and the run raises KeyboardInterrupt in its own thread
-        after its transactions have rolled back and its lock is released. Whatever it had
-        committed stands, as after Ctrl-C; run it again to finish. `cinegraph_oban.asyncio.
-        migration` calls this when the awaiting task is cancelled."""
-        self._interrupted.set()
-        self._stop.set()  # the backfill's and the mergers' loops stop between statements
+        """Stop the run in progress from another thread, as Ctrl-C stops it in the main thread:
+        the statements its sessions are running are cancelled (again every half second until it
+        has stopped, so a statement sent as the first cancel arrived is stopped too), none of
+        its steps' statements is sent after, its transactions roll back and its lock is
+        released. The run then raises MigrationInterruptedError in its own thread. What it had
+        committed stands, as after Ctrl-C; run it again to finish, or `down`. With no run in
+        progress this does nothing. `cinegraph_oban.asyncio.migration` calls it when the
+        awaiting task is cancelled."""
         with self._sessions_lock:
-            sessions = [conn for conn in self._sessions if not conn.closed]
-        for conn in sessions:
-            with contextlib.suppress(Exception):  # closed meanwhile, or the server is gone
-                conn.cancel_safe(timeout=5)
+            if self._depth == 0:
+                return
+            self._interrupted.set()
+            self._stop.set()  # the backfill's and the mergers' loops stop between statements
+            if self._canceller is None or not self._canceller.is_alive():
+                self._canceller = threading.Thread(
+                    target=self._cancel_until_stopped, name="migration-interrupt", daemon=True
+                )
+                self._canceller.start()
 
-    def clear_interrupt(self) -> None:
-        """Forget an `interrupt()` that came when no run was in progress (each run's end forgets
-        the one that stopped it)."""
-        self._interrupted.clear()
+    def _cancel_until_stopped(self) -> None:
+        while True:
+            with self._sessions_lock:  # held while cancelling: `_session` cannot begin its unlock meanwhile
+                if self._depth == 0:
+                    return
+                for conn in list(self._sessions):
+                    if not conn.closed:
+                        with contextlib.suppress(Exception):  # closed meanwhile, or the server is gone
+                            conn.cancel_safe(timeout=5)
+            time.sleep(CANCEL_AGAIN_SECONDS)
 
     def _check_interrupt(self) -> None:
         if self._interrupted.is_set():
-            raise KeyboardInterrupt(f"{self.name} was interrupted (interrupt() was called)")
+            raise MigrationInterruptedError(self._interrupted_message())
+
+    def _interrupted_message(self) -> str:
+        return (
+            f"{self.name} was interrupted (interrupt()); nothing is half-written: run it again to finish "
+            "(applying whatever changed meanwhile), or `down` to remove what it wrote"
+        )
 
     @contextlib.contextmanager
     def _one_run(self) -> Iterator[None]:
-        """A public entry (`up`, `down`, `verify`, `status`, `export`): when the outermost one
-        ends, an interrupt has been served and the migration can run again."""
+        """A public entry (`up`, `down`, `verify`, `status`, `export`). Interrupted, whatever it
+        ends in (a cancelled statement, the backfill's stop) is MigrationInterruptedError; when
+        the outermost entry ends, the interrupt has been served."""
         with self._sessions_lock:
             self._depth += 1
         try:
             yield
+        except BaseException as error:
+            if self._interrupted.is_set() and not isinstance(error, MigrationInterruptedError):
+                raise MigrationInterruptedError(self._interrupted_message()) from error
+            raise
         finally:
             with self._sessions_lock:
                 self._depth -= 1

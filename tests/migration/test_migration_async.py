@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cinegraph_oban import FailedLookup, SkippedImport
+from cinegraph_oban import FailedLookup, MigrationInterruptedError, SkippedImport
 from cinegraph_oban.asyncio import migration as face
 from cinegraph_oban.migration import legacy
 from cinegraph_oban.migration.steps import APPLICATION_NAME
@@ -45,6 +45,16 @@ def migrator_sessions(conn: psycopg.Connection[Any], *, active: bool = False) ->
     ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def drop_waits_for_its_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the migrator's LOCK TABLE of the drop waits (behind the application's lock)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
+        "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%%'",
+        (APPLICATION_NAME,),
+    ).fetchone()
+    return row == (1,)
 
 
 def archival_jobs(conn: psycopg.Connection[Any]) -> int:
@@ -171,8 +181,8 @@ def test_a_cancelled_up_waiting_for_the_tables_lock_gives_up_without_dropping(
 def test_interrupt_from_another_thread_stops_a_sync_run_which_then_runs_again(
     legacy_db: ObanDatabase, tmp_path: Path
 ) -> None:
-    """`interrupt()` from another thread: the run raises KeyboardInterrupt in its own thread
-    with its lock released; the same object then migrates to the end."""
+    """`interrupt()` from another thread: the run raises MigrationInterruptedError in its own
+    thread with its lock released; the same object then migrates to the end."""
     reached = threading.Event()
 
     def progress(step: str, done: int, total: int) -> None:
@@ -181,6 +191,8 @@ def test_interrupt_from_another_thread_stops_a_sync_run_which_then_runs_again(
             time.sleep(0.2)
 
     m = migration(legacy_db.dsn, tmp_path, schema="legacy", progress=progress)
+    m.interrupt()  # no run in progress: nothing to stop, and nothing left to stop the next run
+    assert m.status()["state"] == "pending"
     outcome: list[BaseException | None] = []
 
     def run() -> None:
@@ -195,10 +207,75 @@ def test_interrupt_from_another_thread_stops_a_sync_run_which_then_runs_again(
     assert reached.wait(60)
     m.interrupt()
     thread.join(60)
-    assert not thread.is_alive() and isinstance(outcome[0], KeyboardInterrupt), outcome
+    assert not thread.is_alive() and isinstance(outcome[0], MigrationInterruptedError), outcome
     assert migrator_sessions(legacy_db.conn, active=True) == 0
     m.progress = lambda step, done, total: None
     assert m.up().archived == {"failed_imdb_lookups": ROWS, "skipped_imports": ROWS}
+
+
+def test_interrupt_cancels_the_statement_a_sync_run_is_waiting_on(legacy_db: ObanDatabase, tmp_path: Path) -> None:
+    """The drop waits for its lock behind the application's transaction: `interrupt()` cancels
+    that wait, and the run ends in MigrationInterruptedError (the cancelled statement its
+    cause) while the application still holds its lock; nothing was dropped."""
+    conn = legacy_db.conn
+    before = snapshot(conn, "legacy")
+    m = migration(legacy_db.dsn, tmp_path, schema="legacy", lock_timeout_ms=60_000, retries=0)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            m.up()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    with psycopg.connect(legacy_db.dsn) as holder:
+        holder.execute("SELECT count(*) FROM legacy.failed_imdb_lookups")  # ACCESS SHARE until rollback
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not drop_waits_for_its_lock(conn):
+            assert thread.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.02)
+        m.interrupt()
+        thread.join(30)  # well inside the 60 s lock_timeout: the cancel, not the timeout, ended it
+        assert not thread.is_alive()
+        assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    [error] = outcome
+    assert isinstance(error, MigrationInterruptedError), error
+    assert isinstance(error.__cause__, psycopg.errors.QueryCanceled), repr(error.__cause__)
+    assert snapshot(conn, "legacy") == before
+    assert migrator_sessions(conn, active=True) == 0
+
+
+def test_a_run_cancelled_while_it_waits_its_turn_never_starts_and_leaves_the_first_alone(
+    legacy_db: ObanDatabase, tmp_path: Path
+) -> None:
+    """Two runs of one object: the second waits until the first ends. Cancelled while it
+    waits, it never starts, and the first (not interrupted) finishes."""
+
+    running, release = threading.Event(), threading.Event()
+
+    def progress(step: str, done: int, total: int) -> None:
+        running.set()
+        assert release.wait(60)  # the first run holds its turn until the second is cancelled
+
+    async def run() -> Any:
+        m = async_migration(legacy_db.dsn, tmp_path, progress=progress)
+        first = asyncio.create_task(m.up())
+        while not running.is_set():
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(m.status())
+        await asyncio.sleep(0.05)
+        second.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        return await first
+
+    summary = asyncio.run(run())
+    assert summary.archived == {"failed_imdb_lookups": ROWS, "skipped_imports": ROWS}
+    assert archival_jobs(legacy_db.conn) == 2 * ROWS
 
 
 def test_the_legacy_table_functions_in_both_faces_make_the_same_tables(oban: ObanDatabase) -> None:

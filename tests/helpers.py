@@ -4,7 +4,9 @@ them, and the legacy tables' sample content and snapshots.
 `run_cli` runs the command line in this process through click's CliRunner: what nearly every
 CLI test does, at no interpreter start-up per run. `run_script` runs the installed console
 script as a real process, for the few tests where the process itself is the point: the entry
-point starting, a process killed part-way, no traceback from a real interpreter. Both return a
+point starting, no traceback from a real interpreter. `run_forked` runs the command line in a
+real process forked from a server that has imported the package, for a process killed part-way
+(the crash switch SIGKILLs it) without an interpreter start-up each time. All return a
 `CliResult` and run without DATABASE_URL or the migration's crash switch from the caller's
 environment.
 """
@@ -68,6 +70,83 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
     return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def forkserver() -> Any:
+    """multiprocessing's forkserver context, its server importing the package (and this module)
+    once: a process forked from it starts in milliseconds, where a spawned one imports it all
+    again (about half a second of CPU). The first caller in a process starts the server; a
+    module that needs more preloaded imports it in the child (slower, and still correct)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, "cinegraph_oban.cli"])
+    return context
+
+
+def unique_inserts_in_transactions(dsn: str, isolation: str, keys: int, start: Any, out: Any, bound: float) -> None:
+    """In a process of `forkserver()`'s: a unique job per key (`tmdb_id`, the default registry's
+    uniqueness for the worker), each in a transaction of the caller's at `isolation`; puts
+    (made, refused) on `out`."""
+    from cinegraph_oban import IsolationLevelError, Oban
+
+    client = Oban()
+    made = refused = 0
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel[isolation]
+        start.wait(bound)
+        for key in range(keys):
+            try:
+                with conn.transaction():
+                    job = client.insert(Job.new(TMDB, {"tmdb_id": key}), conn=conn)
+                    made += not job.conflict
+            except IsolationLevelError:
+                refused += 1
+    out.put((made, refused))
+
+
+def _cli_in_child(args: list[str], env: dict[str, str], cwd: str | None, out: str, err: str) -> None:
+    for fd, path in ((1, out), (2, err)):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    for name in UNSET:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    from cinegraph_oban.cli import main
+
+    code: Any = 0
+    try:
+        main.main(args=args, prog_name="cinegraph-oban")
+    except SystemExit as exit:
+        code = exit.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
+
+
+def run_forked(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> CliResult:
+    """`cinegraph-oban ARGS` in a process of its own, forked from `forkserver()`: what a killed
+    run needs (the crash switch SIGKILLs that process) without an interpreter start-up."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cinegraph-oban-run-") as scratch:
+        out, err = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+        child = forkserver().Process(
+            target=_cli_in_child, args=(list(args), dict(env or {}), None if cwd is None else str(cwd), out, err)
+        )
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise AssertionError(f"cinegraph-oban {' '.join(args)}: still running after {timeout} s")
+        return CliResult(child.exitcode, Path(out).read_text(), Path(err).read_text())
 
 
 def run_script(

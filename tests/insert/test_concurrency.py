@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from cinegraph_oban import AsyncOban, ConnectionArgumentError, IsolationLevelErr
 from cinegraph_oban.insert.client import COPY_THRESHOLD
 from conftest import ObanDatabase
 from tests.helpers import TMDB as WORKER
+from tests.helpers import forkserver, unique_inserts_in_transactions
 
 THREADS = 8
 #: Seconds a whole concurrent run may take before the test fails as hung.
@@ -197,34 +197,16 @@ def test_tasks_sharing_an_async_client_lose_nothing(oban: ObanDatabase, mode: st
 # processes: unique inserts joining callers' transactions
 
 
-def _unique_in_transactions(dsn: str, isolation: str, keys: int, start: Any, out: Any) -> None:
-    """In a process of its own: each key in a transaction of the caller's at `isolation`."""
-    client = Oban()
-    made = refused = 0
-    with psycopg.connect(dsn) as conn:
-        conn.isolation_level = psycopg.IsolationLevel[isolation]
-        start.wait(BOUND)
-        for key in range(keys):
-            try:
-                with conn.transaction():
-                    job = client.insert(unique(key), conn=conn)
-                    made += not job.conflict
-            except IsolationLevelError:
-                refused += 1
-    out.put((made, refused))
-
-
 @pytest.mark.parametrize("isolation", ["READ_COMMITTED", "REPEATABLE_READ", "SERIALIZABLE"])
 def test_unique_inserts_from_processes_make_no_duplicates(oban: ObanDatabase, isolation: str) -> None:
     processes, keys = 4, 40
-    # Processes forked from one server that has imported this module (and with it the package):
+    # Processes forked from one server that has imported the package (tests.helpers.forkserver):
     # a spawned process would import it all again, 0.6 s of CPU each.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context = forkserver()
     start = context.Barrier(processes)
     out = context.Queue()
     workers = [
-        context.Process(target=_unique_in_transactions, args=(oban.dsn, isolation, keys, start, out))
+        context.Process(target=unique_inserts_in_transactions, args=(oban.dsn, isolation, keys, start, out, BOUND))
         for _ in range(processes)
     ]
     for worker in workers:

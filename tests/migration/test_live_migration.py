@@ -26,7 +26,7 @@ from cinegraph_oban.migration import steps
 from cinegraph_oban.migration.legacy import LEGACY_TABLES
 from cinegraph_oban.migration.steps import APPLICATION_NAME, CRASH_VARIABLE
 from conftest import ObanDatabase
-from tests.helpers import killed_session_gone, migration, run_cli, run_script, sample_rows, setup_legacy
+from tests.helpers import killed_session_gone, migration, run_cli, run_forked, sample_rows, setup_legacy
 
 ROWS = 60
 
@@ -194,7 +194,7 @@ def _killed_up(live: ObanDatabase, tmp_path: Path, point: str) -> Writer:
     writer = Writer(live.dsn, live.conn)
     writer.start()
     args = ["migrate", "up", "--yes", "--schema", "legacy", "--batch-size", "5", "--export-dir", str(tmp_path)]
-    killed = run_script(*args, "--database-url", live.dsn, env={CRASH_VARIABLE: point})
+    killed = run_forked(*args, "--database-url", live.dsn, env={CRASH_VARIABLE: point})
     assert killed.exit_code == -signal.SIGKILL, killed.stderr
     killed_session_gone(live.dsn)
     return writer

@@ -35,7 +35,7 @@ from tests.helpers import (
     killed_session_gone,
     migration,
     run_cli,
-    run_script,
+    run_forked,
     sample_rows,
     setup_legacy,
     snapshot,
@@ -407,8 +407,8 @@ def test_killed_at_any_step_and_rerun_ends_as_an_uninterrupted_run(
         "--export-dir",
         str(tmp_path),
     ]
-    # A real process: the crash switch SIGKILLs the process it is set in.
-    killed = run_script(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
+    # A real process (forked): the crash switch SIGKILLs the process it is set in.
+    killed = run_forked(*args, "--database-url", oban.dsn, env={CRASH_VARIABLE: point})
     assert killed.exit_code == -signal.SIGKILL, killed.stderr
     killed_session_gone(oban.dsn)
     finished = run_cli(*args, "--database-url", oban.dsn)
@@ -534,7 +534,7 @@ def test_verify_as_pytest_items(oban: ObanDatabase, tmp_path: Path, pytester: py
         )
     )
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", f"--cinegraph-oban-verify={oban.dsn}", f"--cinegraph-oban-export-dir={tmp_path}"
     )
     result.assert_outcomes(passed=2, failed=1)
@@ -557,7 +557,7 @@ def test_verify_items_fail_when_nothing_was_compared(
         (tmp_path / "elsewhere", {"passed": 2, "failed": 1}),
         (tmp_path / "export", {"passed": 3}),
     ):
-        result = pytester.runpytest_subprocess(
+        result = pytester.runpytest_inprocess(
             "-p",
             "no:cacheprovider",
             f"--cinegraph-oban-verify={oban.dsn}",

@@ -47,7 +47,7 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
             assert oban_database.oban.oban_version == "2.22"
         """
     )
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}", "--cinegraph-oban-version=2.23.1"
     )
     result.assert_outcomes(passed=6)

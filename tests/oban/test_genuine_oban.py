@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,11 +21,10 @@ from psycopg.rows import dict_row
 
 from cinegraph_oban import AsyncOban, Job, Oban
 from tests.genuine import GenuineOban, wait_for
-from tests.helpers import TMDB
+from tests.helpers import TMDB, run_cli
 
 pytestmark = pytest.mark.genuine_oban
 
-SCRIPT = Path(sys.executable).parent / "cinegraph-oban"
 SCHEMAS = [(11, "public"), (12, "public"), (13, "public"), (14, "public"), (14, "cg-jobs")]
 SCHEMA_IDS = [f"v{v}-{p}" for v, p in SCHEMAS]
 COMPLETES = "Harness.Workers.Completes"
@@ -70,11 +66,6 @@ def until_states(dsn: str, prefix: str, ids: list[int], states: tuple[str, ...],
     return result
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
-
-
 @pytest.mark.parametrize(("version", "prefix"), SCHEMAS, ids=SCHEMA_IDS)
 def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: str, version: int, prefix: str) -> None:
     genuine.migrate(version, prefix)
@@ -95,7 +86,7 @@ def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: 
         again = oban.insert(Job.new(COMPLETES, {"path": "unique"}, queue="harness", unique={"period": 60}))
         assert (first.conflict, again.conflict, again.id) == (False, True, first.id)
         ids["unique"] = [first.id]
-        scheduled = oban.insert(Job.new(COMPLETES, {"path": "scheduled"}, queue="harness", schedule_in=2))
+        scheduled = oban.insert(Job.new(COMPLETES, {"path": "scheduled"}, queue="harness", schedule_in=1))
         assert scheduled.state == "scheduled"
         ids["scheduled"] = [scheduled.id]
 
@@ -106,7 +97,7 @@ def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: 
             return job.id
 
     ids["asyncio"] = [asyncio.run(through_asyncio())]
-    enqueued = cli(
+    enqueued = run_cli(
         "enqueue",
         "--database-url",
         db_dsn,
@@ -120,7 +111,7 @@ def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: 
         "harness",
         "--json",
     )
-    assert enqueued.returncode == 0, enqueued.stderr
+    assert enqueued.exit_code == 0, enqueued.stderr
     ids["cli"] = [json.loads(enqueued.stdout)["id"]]
 
     genuine.start("runner", prefix, queues={"harness": 20}, stage_interval=200)

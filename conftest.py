@@ -38,7 +38,7 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cinegraph_oban.insert.client import Oban
-from tests.databases import FreshDatabases, LayoutTemplates, connect
+from tests.databases import FreshDatabases, GenuineLayout, LayoutTemplates, connect
 
 settings.register_profile(
     "ci",
@@ -143,9 +143,19 @@ def layout_templates(oban_db_server: Any) -> Iterator[LayoutTemplates]:
         templates.drop()
 
 
-def _layout(item: pytest.Item) -> tuple[int, str] | None:
+def _layout(item: pytest.Item) -> tuple[int, str] | GenuineLayout | None:
     """The schema layout a test's fixtures ask for (`oban_any`'s parameter, `oban`'s V14 under
-    public), or None for an empty database."""
+    public, genuine Oban's tables for the `genuine_layout` marker), or None for an empty database.
+
+    `@pytest.mark.genuine_layout("a", "b")`: the test's database holds what genuine Oban's
+    `Oban.Migration` made under prefixes a and b, at the test's `version` parameter (else 14);
+    with no prefixes named, under its `prefix` parameter (else public). Made once per session
+    and cloned, where each such test used to run the migrations itself."""
+    marker = item.get_closest_marker("genuine_layout")
+    if marker is not None:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        prefixes = tuple(marker.args) or (params.get("prefix", "public"),)
+        return GenuineLayout(params.get("version", 14), prefixes)
     names = getattr(item, "fixturenames", ())
     if "oban_any" in names:
         layout: tuple[int, str] = item.callspec.params["oban_any"]  # type: ignore[attr-defined]
@@ -193,6 +203,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def db_conn(request: pytest.FixtureRequest, fresh_databases: FreshDatabases) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to a fresh database: empty, or cloned from the template of the
     Oban layout the test asks for (see `_layout`)."""
+    if isinstance(fresh_databases.layout_of(request.node), GenuineLayout):
+        request.getfixturevalue("genuine_harness")  # makes its template (or skips, with no toolchain)
     dbname = fresh_databases.take(request.node)
     try:
         with connect(fresh_databases.server, dbname) as conn:
@@ -284,7 +296,7 @@ def listener(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture(scope="session")
-def genuine_harness() -> Iterator[Any]:
+def genuine_harness(layout_templates: LayoutTemplates) -> Iterator[Any]:
     """Genuine Elixir Oban 2.23.1, one BEAM for the session (tests/genuine.py).
 
     Skips with one line saying how to run it when the toolchain cannot be had, unless
@@ -297,9 +309,18 @@ def genuine_harness() -> Iterator[Any]:
         if genuine.required():
             pytest.fail(f"{error} [{genuine.REQUIRE_VARIABLE}=1: a skip would hide it]", pytrace=False)
         pytest.skip(str(error))
+
+    def migrate(dbname: str, layout: GenuineLayout) -> None:
+        url = genuine.elixir_url(_url(layout_templates.server, dbname))
+        for prefix in layout.prefixes:
+            harness.call("migrate", url=url, prefix=prefix, version=layout.version)
+        harness.call("forget", url=url)  # its connections closed: the template can be cloned
+
+    layout_templates.genuine = migrate
     try:
         yield harness
     finally:
+        layout_templates.genuine = None
         harness.close()
 
 

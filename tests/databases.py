@@ -1,7 +1,8 @@
 """Every test's own database: per-layout templates, databases made ahead, and databases renewed.
 
 `LayoutTemplates` holds, per Oban schema layout, a template database with that schema installed
-once per session. `FreshDatabases` gives every test that asks for one (`db_conn`) a database
+once per session: by the library's installer for a `Layout`, by genuine Oban's own
+`Oban.Migration` (through the harness) for a `GenuineLayout`. `FreshDatabases` gives every test that asks for one (`db_conn`) a database
 cloned from its template, and makes what the suite's speed needs of that cheap:
 
 - **Made ahead.** While a test runs, the next test's database is made in a background thread
@@ -30,6 +31,7 @@ import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -40,6 +42,16 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from cinegraph_oban.oban.table import install
 
 Layout = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class GenuineLayout:
+    """Oban's tables as genuine Oban's `Oban.Migration.up(version:, prefix:)` makes them, under
+    each of `prefixes` (the `genuine_layout` marker asks for one)."""
+
+    version: int
+    prefixes: tuple[str, ...]
+
 
 #: The catalogs of a database's own objects: not the shared ones, not the planner's statistics.
 _CATALOGS = """
@@ -137,7 +149,9 @@ class LayoutTemplates:
     def __init__(self, server: Any, layouts: list[Layout]) -> None:
         self.server = server
         self.layouts = layouts
-        self.made: dict[Layout, DatabaseJanitor] = {}
+        self.made: dict[Layout | GenuineLayout, DatabaseJanitor] = {}
+        #: Runs genuine Oban's migrations on a database (by name): set while the harness runs.
+        self.genuine: Callable[[str, GenuineLayout], None] | None = None
         self.fingerprints: dict[str, tuple[str, ...]] = {}
         self.sizes: dict[str, list[tuple[int, int, float, int]]] = {}
 
@@ -146,16 +160,23 @@ class LayoutTemplates:
         self.fingerprints[name] = catalog_fingerprint(conn)
         self.sizes[name] = conn.execute(_SIZES).fetchall()
 
-    def __getitem__(self, layout: Layout) -> str:
+    def __getitem__(self, layout: Layout | GenuineLayout) -> str:
         made = self.made.get(layout)
         if made is None:
-            version, prefix = layout
-            name = f"{self.server.template_dbname}_v{version}_{self.layouts.index(layout)}"
+            if isinstance(layout, GenuineLayout):
+                name = f"{self.server.template_dbname}_g{layout.version}_{len(self.made)}"
+            else:
+                name = f"{self.server.template_dbname}_v{layout[0]}_{len(self.made)}"
             made = janitor(self.server, name, self.server.template_dbname, as_template=True)
             made.init()
             try:
+                if isinstance(layout, GenuineLayout):
+                    if self.genuine is None:
+                        raise RuntimeError(f"{layout} asked for with no genuine Oban harness running")
+                    self.genuine(name, layout)
                 with connect(self.server, name) as conn:
-                    install(conn, version, prefix)
+                    if not isinstance(layout, GenuineLayout):
+                        install(conn, *layout)
                     self.record(name, conn)
             except BaseException:
                 made.drop()
@@ -175,7 +196,9 @@ class FreshDatabases:
     #: Dropped databases dropped together; each takes a connection while it is dropped.
     DROP_BATCH = 10
 
-    def __init__(self, server: Any, templates: LayoutTemplates, layout_of: Callable[[pytest.Item], Layout | None]):
+    def __init__(
+        self, server: Any, templates: LayoutTemplates, layout_of: Callable[[pytest.Item], Layout | GenuineLayout | None]
+    ):
         self.server = server
         self.templates = templates
         self.layout_of = layout_of

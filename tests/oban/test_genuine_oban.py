@@ -66,9 +66,9 @@ def until_states(dsn: str, prefix: str, ids: list[int], states: tuple[str, ...],
     return result
 
 
+@pytest.mark.genuine_layout()
 @pytest.mark.parametrize(("version", "prefix"), SCHEMAS, ids=SCHEMA_IDS)
 def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: str, version: int, prefix: str) -> None:
-    genuine.migrate(version, prefix)
     ids: dict[str, list[int]] = {}
     with Oban.connect(db_dsn, prefix=prefix, pool_size=2) as oban:
         ids["insert"] = [oban.insert(Job.new(COMPLETES, {"path": "insert"}, queue="harness")).id]
@@ -130,9 +130,9 @@ def test_every_public_path_is_run_by_genuine_oban(genuine: GenuineOban, db_dsn: 
     assert staged["scheduled_at"] <= staged["attempted_at"] <= staged["scheduled_at"] + timedelta(seconds=30)
 
 
+@pytest.mark.genuine_layout()
 @pytest.mark.parametrize(("version", "prefix"), SCHEMAS, ids=SCHEMA_IDS)
 def test_worker_outcomes_under_genuine_oban(genuine: GenuineOban, db_dsn: str, version: int, prefix: str) -> None:
-    genuine.migrate(version, prefix)
     with Oban.connect(db_dsn, prefix=prefix, pool_size=1) as oban:
         failed = oban.insert(
             Job.new(
@@ -187,6 +187,7 @@ def test_worker_outcomes_under_genuine_oban(genuine: GenuineOban, db_dsn: str, v
     assert 59 <= (snoozed["scheduled_at"] - snoozed["attempted_at"]).total_seconds() <= 61
 
 
+@pytest.mark.genuine_layout()
 @pytest.mark.parametrize(("version", "prefix"), [(11, "public"), (14, "public"), (14, "cg-jobs")])
 def test_a_running_oban_picks_up_a_new_row_at_once(
     genuine: GenuineOban, db_dsn: str, version: int, prefix: str
@@ -194,7 +195,6 @@ def test_a_running_oban_picks_up_a_new_row_at_once(
     """The insert notification: with the Stager polling only every 30 s, a job written here is
     started within about a second; a bare SQL row (no notification) waits, except at V11, whose
     own trigger notifies."""
-    genuine.migrate(version, prefix)
     genuine.start("runner", prefix, queues={"harness": 5}, stage_interval=30_000)
     time.sleep(0.5)  # the notifier's LISTEN is set up
     with Oban.connect(db_dsn, prefix=prefix, pool_size=1) as oban:
@@ -278,14 +278,13 @@ ROW_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+@pytest.mark.genuine_layout("from_elixir", "from_python")
 @pytest.mark.parametrize("version", [11, 14])
 @pytest.mark.parametrize("case", list(ROW_CASES))
 def test_the_same_job_from_elixir_and_from_python_is_the_same_row(
     genuine: GenuineOban, db_dsn: str, version: int, case: str
 ) -> None:
     elixir_spec, python_kwargs = ROW_CASES[case]
-    genuine.migrate(version, "from_elixir")
-    genuine.migrate(version, "from_python")
     genuine.start("writer", "from_elixir", leader=False)
     [written] = genuine.insert("writer", [elixir_spec])
     with Oban.connect(db_dsn, prefix="from_python", pool_size=1) as oban:
@@ -379,11 +378,11 @@ def _python_insert(oban: Oban, unique: Any, job: dict[str, Any]) -> tuple[int, b
     return done.id, done.conflict
 
 
+@pytest.mark.genuine_layout()
 @pytest.mark.parametrize("order", ["elixir then python", "python then elixir"])
 @pytest.mark.parametrize("case", list(UNIQUE_CASES))
 def test_uniqueness_agrees_across_languages(genuine: GenuineOban, db_dsn: str, case: str, order: str) -> None:
     elixir_unique, python_unique, first, duplicate, age, conflict = UNIQUE_CASES[case]
-    genuine.migrate(14)
     genuine.start("writer", leader=False)
     with Oban.connect(db_dsn, pool_size=1) as oban:
         inserters = [
@@ -410,13 +409,13 @@ def test_uniqueness_agrees_across_languages(genuine: GenuineOban, db_dsn: str, c
 SUCCESSFUL_2_23 = {"suspended", "available", "scheduled", "executing", "retryable", "completed"}
 
 
+@pytest.mark.genuine_layout()
 @pytest.mark.parametrize(
     "state", ["available", "suspended", "scheduled", "executing", "retryable", "completed", "discarded", "cancelled"]
 )
 def test_default_unique_states_follow_the_oban_version(genuine: GenuineOban, db_dsn: str, state: str) -> None:
     """An existing job in each state, then its duplicate with the default states: genuine 2.23.1,
     ours with oban_version="2.23" (both must agree), and ours by default (Oban 2.22's states)."""
-    genuine.migrate(14)
     genuine.start("writer", leader=False)
     first_id, _ = _elixir_insert(genuine, {"period": 60}, {"args": {"k": state}})
 
@@ -475,11 +474,10 @@ def _same_rows(ours: dict[int, dict[str, Any]], theirs: dict[int, dict[str, Any]
                 assert value == other[column], (step, job_id, column)
 
 
+@pytest.mark.genuine_layout("ours", "theirs")
 def test_engine_against_oban(genuine: GenuineOban, db_dsn: str) -> None:
     from cinegraph_oban.oban import engine
 
-    genuine.migrate(14, "ours")
-    genuine.migrate(14, "theirs")
     genuine.start("theirs", "theirs", leader=False)  # no queues, no staging: only what we call
     message = "** (RuntimeError) boom"
     jobs = [
@@ -553,6 +551,7 @@ def test_engine_against_oban(genuine: GenuineOban, db_dsn: str) -> None:
 # -- the migration's archival jobs under Oban's plugins ------------------------------------
 
 
+@pytest.mark.genuine_layout()
 def test_archival_jobs_under_the_pruner_lifeline_and_stager(genuine: GenuineOban, db_dsn: str, tmp_path: Path) -> None:
     """What the README and the runbook promise: archival jobs are never run, kept while younger
     than the Pruner's max_age and pruned after it, and `migrate verify` then says so; outcomes
@@ -567,7 +566,6 @@ def test_archival_jobs_under_the_pruner_lifeline_and_stager(genuine: GenuineOban
         insert_legacy_row,
     )
 
-    genuine.migrate(14)
     legacy_rows = 50
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         create_legacy_tables(conn)
@@ -678,6 +676,7 @@ def test_our_installer_makes_what_oban_migration_makes(genuine: GenuineOban, db_
     assert ("comment", str(version)) in theirs
 
 
+@pytest.mark.genuine_layout("from_elixir", "from_python")
 @pytest.mark.parametrize("version", [11, 14])
 def test_insert_all_from_elixir_and_from_python_are_the_same_rows(
     genuine: GenuineOban, db_dsn: str, version: int
@@ -688,8 +687,6 @@ def test_insert_all_from_elixir_and_from_python_are_the_same_rows(
         {"worker": TMDB, "args": {"tmdb_id": n % 7}, "opts": {"meta": {"n": n}, "tags": [f"Batch {n % 3}"]}}
         for n in range(600)
     ]
-    genuine.migrate(version, "from_elixir")
-    genuine.migrate(version, "from_python")
     genuine.start("writer", "from_elixir", leader=False)
     for count in (20, 600):
         with psycopg.connect(db_dsn, autocommit=True) as conn:

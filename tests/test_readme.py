@@ -15,6 +15,13 @@ TOUR_DSN = "postgresql://postgres@127.0.0.1/cinegraph_tour"
 
 
 def test_the_python_tour_runs_as_written(oban: ObanDatabase) -> None:
+    # The tour's printed ids need a database as fresh as a clone of its template.
+    fresh = oban.conn.execute(
+        "SELECT (SELECT is_called FROM public.oban_jobs_id_seq), (SELECT count(*) FROM oban_jobs), "
+        "(SELECT array_agg(application_name || ':' || state) FROM pg_stat_activity "
+        " WHERE datname = current_database() AND pid <> pg_backend_pid())"
+    ).fetchone()
+    assert fresh == (False, 0, None), f"not a fresh database: {fresh}"
     text = README.read_text(encoding="utf-8")
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if not b.startswith("# asyncio face")]
     assert len(blocks) >= 3, "the tour's enqueueing, outcome and querying snippets"

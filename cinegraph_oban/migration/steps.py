@@ -247,6 +247,8 @@ class MigrationBase:
     _depth: int
     #: The thread `interrupt()` started to cancel the sessions' statements until the run stops.
     _canceller: threading.Thread | None
+    #: How many runs (outermost public entries) have started: what a canceller is bound to.
+    _runs: int
     _step: Step | None
     #: Per table, the archival jobs the backfill found already there (written by earlier runs).
     _resumed_from: dict[str, int]
@@ -283,16 +285,20 @@ class MigrationBase:
                 return
             self._interrupted.set()
             self._stop.set()  # the backfill's and the mergers' loops stop between statements
-            if self._canceller is None or not self._canceller.is_alive():
+            if self._canceller is None or not self._canceller.is_alive() or self._canceller.name != self._run_name():
                 self._canceller = threading.Thread(
-                    target=self._cancel_until_stopped, name="migration-interrupt", daemon=True
+                    target=self._cancel_until_stopped, args=(self._runs,), name=self._run_name(), daemon=True
                 )
                 self._canceller.start()
 
-    def _cancel_until_stopped(self) -> None:
+    def _run_name(self) -> str:
+        return f"migration-interrupt-{self._runs}"
+
+    def _cancel_until_stopped(self, run: int) -> None:
+        """Cancel the sessions' statements until run number `run` has ended (never a later run's)."""
         while True:
             with self._sessions_lock:  # held while cancelling: `_session` cannot begin its unlock meanwhile
-                if self._depth == 0:
+                if self._depth == 0 or self._runs != run:
                     return
                 for conn in list(self._sessions):
                     if not conn.closed:
@@ -316,6 +322,8 @@ class MigrationBase:
         ends in (a cancelled statement, the backfill's stop) is MigrationInterruptedError; when
         the outermost entry ends, the interrupt has been served."""
         with self._sessions_lock:
+            if self._depth == 0:
+                self._runs += 1
             self._depth += 1
         try:
             yield

@@ -138,7 +138,7 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
         or DEFAULT_OBAN_VERSION
     )
     server = _server(request.config)
-    name = f"cinegraph_oban_fixture_{uuid.uuid4().hex[:12]}"
+    name = f"cinegraph_oban_fixture_{os.getpid()}_{uuid.uuid4().hex[:12]}"
     info = psycopg.conninfo.conninfo_to_dict(server)
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(builder.sql("database/create_database", database=name), {})

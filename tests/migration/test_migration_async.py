@@ -47,12 +47,13 @@ def migrator_sessions(conn: psycopg.Connection[Any], *, active: bool = False) ->
     return int(row[0])
 
 
-def drop_waits_for_its_lock(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the migrator's LOCK TABLE of the drop waits (behind the application's lock)."""
+def drop_waits_for_its_lock(conn: psycopg.Connection[Any], statement: str = "LOCK TABLE") -> bool:
+    """Whether the migrator's LOCK TABLE of the drop (or another statement it runs) waits for a
+    lock (behind the application's)."""
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
-        "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%%'",
-        (APPLICATION_NAME,),
+        "AND wait_event_type = 'Lock' AND starts_with(query, %s)",
+        (APPLICATION_NAME, statement),
     ).fetchone()
     return row == (1,)
 
@@ -216,7 +217,9 @@ def test_interrupt_from_another_thread_stops_a_sync_run_which_then_runs_again(
 def test_interrupt_cancels_the_statement_a_sync_run_is_waiting_on(legacy_db: ObanDatabase, tmp_path: Path) -> None:
     """The drop waits for its lock behind the application's transaction: `interrupt()` cancels
     that wait, and the run ends in MigrationInterruptedError (the cancelled statement its
-    cause) while the application still holds its lock; nothing was dropped."""
+    cause) while the application still holds its lock; nothing was dropped. The next run, at
+    once and waiting there too, is left alone by the first run's interrupt (which went on
+    cancelling every half second until that run ended) and finishes once the lock is free."""
     conn = legacy_db.conn
     before = snapshot(conn, "legacy")
     m = migration(legacy_db.dsn, tmp_path, schema="legacy", lock_timeout_ms=60_000, retries=0)
@@ -224,28 +227,39 @@ def test_interrupt_cancels_the_statement_a_sync_run_is_waiting_on(legacy_db: Oba
 
     def run() -> None:
         try:
-            m.up()
-            outcome.append(None)
+            outcome.append(m.up() and None)
         except BaseException as error:
             outcome.append(error)
 
-    with psycopg.connect(legacy_db.dsn) as holder:
-        holder.execute("SELECT count(*) FROM legacy.failed_imdb_lookups")  # ACCESS SHARE until rollback
+    def started_and_waiting(statement: str) -> threading.Thread:
         thread = threading.Thread(target=run)
         thread.start()
         deadline = time.monotonic() + 60
-        while not drop_waits_for_its_lock(conn):
+        while not drop_waits_for_its_lock(conn, statement):
             assert thread.is_alive() and time.monotonic() < deadline, outcome
             time.sleep(0.02)
+        return thread
+
+    with psycopg.connect(legacy_db.dsn) as holder:
+        holder.execute("SELECT count(*) FROM legacy.failed_imdb_lookups")  # ACCESS SHARE until rollback
+        first = started_and_waiting("LOCK TABLE")
         m.interrupt()
-        thread.join(30)  # well inside the 60 s lock_timeout: the cancel, not the timeout, ended it
-        assert not thread.is_alive()
+        first.join(30)  # well inside the 60 s lock_timeout: the cancel, not the timeout, ended it
+        assert not first.is_alive()
         assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-    [error] = outcome
-    assert isinstance(error, MigrationInterruptedError), error
-    assert isinstance(error.__cause__, psycopg.errors.QueryCanceled), repr(error.__cause__)
-    assert snapshot(conn, "legacy") == before
-    assert migrator_sessions(conn, active=True) == 0
+        [error] = outcome
+        assert isinstance(error, MigrationInterruptedError), error
+        assert isinstance(error.__cause__, psycopg.errors.QueryCanceled), repr(error.__cause__)
+        assert snapshot(conn, "legacy") == before
+        assert migrator_sessions(conn, active=True) == 0
+        # The next run begins by setting its change capture up again, which waits for that lock too.
+        second = started_and_waiting("")
+        time.sleep(1.2)  # two more rounds of the first interrupt's cancelling, had it gone on
+        assert second.is_alive(), outcome
+        holder.rollback()
+    second.join(60)
+    assert outcome[1:] == [None]
+    assert archival_jobs(conn) == 2 * ROWS
 
 
 def test_a_run_cancelled_while_it_waits_its_turn_never_starts_and_leaves_the_first_alone(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import ObanDatabase
@@ -51,7 +53,8 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
         "-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}", "--cinegraph-oban-version=2.23.1"
     )
     result.assert_outcomes(passed=6)
+    # The plugin's databases of this process (the run was in-process): another run's are its own.
     leftovers = oban.conn.execute(
-        "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'cinegraph_oban_fixture_')"
+        "SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)", [f"cinegraph_oban_fixture_{os.getpid()}_"]
     ).fetchone()
     assert leftovers == (0,)

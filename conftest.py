@@ -312,9 +312,11 @@ def genuine_harness(layout_templates: LayoutTemplates) -> Iterator[Any]:
 
     def migrate(dbname: str, layout: GenuineLayout) -> None:
         url = genuine.elixir_url(_url(layout_templates.server, dbname))
-        for prefix in layout.prefixes:
-            harness.call("migrate", url=url, prefix=prefix, version=layout.version)
-        harness.call("forget", url=url)  # its connections closed: the template can be cloned
+        try:
+            for prefix in layout.prefixes:
+                harness.call("migrate", url=url, prefix=prefix, version=layout.version)
+        finally:
+            harness.call("forget", url=url)  # its connections closed: the template can be cloned (or dropped)
 
     layout_templates.genuine = migrate
     try:

@@ -150,6 +150,7 @@ class LayoutTemplates:
         self.server = server
         self.layouts = layouts
         self.made: dict[Layout | GenuineLayout, DatabaseJanitor] = {}
+        self.numbers = itertools.count()
         #: Runs genuine Oban's migrations on a database (by name): set while the harness runs.
         self.genuine: Callable[[str, GenuineLayout], None] | None = None
         self.fingerprints: dict[str, tuple[str, ...]] = {}
@@ -163,10 +164,11 @@ class LayoutTemplates:
     def __getitem__(self, layout: Layout | GenuineLayout) -> str:
         made = self.made.get(layout)
         if made is None:
+            number = next(self.numbers)  # never a name again, even after a failed try
             if isinstance(layout, GenuineLayout):
-                name = f"{self.server.template_dbname}_g{layout.version}_{len(self.made)}"
+                name = f"{self.server.template_dbname}_g{layout.version}_{number}"
             else:
-                name = f"{self.server.template_dbname}_v{layout[0]}_{len(self.made)}"
+                name = f"{self.server.template_dbname}_v{layout[0]}_{number}"
             made = janitor(self.server, name, self.server.template_dbname, as_template=True)
             made.init()
             try:
@@ -283,8 +285,9 @@ class FreshDatabases:
         self.made[name] = (template, row[0], self.templates.fingerprints[template])
         return name
 
-    def renew(self, name: str) -> bool:
-        """Make a finished database fresh again and spare (True), or have it dropped (False)."""
+    def renew(self, name: str, *, keep: bool = False) -> bool:
+        """Make a finished database fresh again and spare (True), or have it dropped (False).
+        `keep`: renewed for the caller, who goes on using it and gives it back after (not spare)."""
         template, made_xmin, fingerprint = self.made.pop(name)
         try:
             with connect(self.server, name) as conn:
@@ -299,7 +302,8 @@ class FreshDatabases:
                     self.dropper.submit(self._drop_together, batch)
                 return False
             self.made[name] = (template, made_xmin, renewed)
-            self.spare[template].append(name)
+            if not keep:
+                self.spare[template].append(name)
             return True
 
     def _reset(
@@ -322,6 +326,11 @@ class FreshDatabases:
             conn.execute(_RESET_THE_REST)
         for statement in _RESET_COUNTERS:
             conn.execute(statement)
+        # A client that reconnected since the first check (a pool left open) would write to it
+        # while the next test runs: the database is dropped instead.
+        row = conn.execute(self.as_made_query, [made_xmin]).fetchone()
+        if row is None or not row[0]:
+            return None
         if not written:
             return fingerprint
         renewed = conn.execute(self.fingerprint_query).fetchone()

@@ -108,8 +108,7 @@ def unique_inserts_in_transactions(dsn: str, isolation: str, keys: int, start: A
 def _cli_in_child(args: list[str], env: dict[str, str], cwd: str | None, out: str, err: str) -> None:
     for fd, path in ((1, out), (2, err)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-    for name in UNSET:
-        os.environ.pop(name, None)
+    os.environ.clear()  # the caller's environment now, not the forkserver's from when it started
     os.environ.update(env)
     if cwd is not None:
         os.chdir(cwd)
@@ -137,8 +136,10 @@ def run_forked(
 
     with tempfile.TemporaryDirectory(prefix="cinegraph-oban-run-") as scratch:
         out, err = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+        full_env = {k: v for k, v in os.environ.items() if k not in UNSET}
+        full_env.update(env or {})
         child = forkserver().Process(
-            target=_cli_in_child, args=(list(args), dict(env or {}), None if cwd is None else str(cwd), out, err)
+            target=_cli_in_child, args=(list(args), full_env, None if cwd is None else str(cwd), out, err)
         )
         child.start()
         child.join(timeout)

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from cinegraph_oban import Job, Oban
+from tests import databases
 from tests.databases import FreshDatabases, catalog_fingerprint, connect
 from tests.helpers import TMDB
 
@@ -49,13 +50,53 @@ def test_a_database_whose_test_changed_only_rows_is_renewed_as_fresh(fresh_datab
         changed = _state(conn)
     assert changed != fresh and changed["statistics"] != (0,) and changed["sequence"] == (300, True)
     try:
-        assert fresh_databases.renew(name)
+        assert fresh_databases.renew(name, keep=True)  # not spare yet: this test still reads and writes it
+        assert name not in fresh_databases.spare[fresh_databases.made[name][0]]
     finally:
         left_open.close()
-    with connect(server, name) as conn:
-        assert _state(conn) == fresh
-        assert catalog_fingerprint(conn) != fingerprint  # TRUNCATE gave the tables new files
-        assert Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1})).id == 1
+    try:
+        with connect(server, name) as conn:
+            assert _state(conn) == fresh
+            assert catalog_fingerprint(conn) != fingerprint  # TRUNCATE gave the tables new files
+            assert Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1})).id == 1
+    finally:
+        fresh_databases.give_back(name)  # renewed again before any other test gets it
+
+
+def test_a_client_that_reconnects_during_renewal_gets_the_database_dropped(fresh_databases: FreshDatabases) -> None:
+    """A session that comes back after renewal ended the others (a pool left open) would write to
+    the next test's database: renewal checks again at its end, and drops it."""
+    name = fresh_databases.take_layout(LAYOUT)
+    with connect(fresh_databases.server, name) as conn:
+        Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1}, unique=False))
+    back: list[psycopg.Connection[Any]] = []
+    reset = fresh_databases._reset
+
+    class Reconnecting:
+        """The renewal's connection, but a client comes back as the sequences are reset."""
+
+        def __init__(self, conn: psycopg.Connection[Any]) -> None:
+            self.conn = conn
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(self.conn, attribute)
+
+        def execute(self, query: Any, *args: Any) -> Any:
+            if query is databases._RESET_THE_REST and not back:
+                back.append(connect(fresh_databases.server, name))
+            return self.conn.execute(query, *args)
+
+    def reconnecting(conn: psycopg.Connection[Any], *args: Any) -> Any:
+        return reset(Reconnecting(conn), *args)  # type: ignore[arg-type]
+
+    fresh_databases._reset = reconnecting  # type: ignore[method-assign]
+    try:
+        assert not fresh_databases.renew(name)
+    finally:
+        fresh_databases._reset = reset  # type: ignore[method-assign]
+        for conn in back:
+            conn.close()
+    assert len(back) == 1 and name not in [spare for spares in fresh_databases.spare.values() for spare in spares]
 
 
 CHANGES = {

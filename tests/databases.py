@@ -146,9 +146,8 @@ class LayoutTemplates:
     """Per schema layout (version, prefix), a template database holding that Oban schema,
     installed once per session when a test first asks for it, dropped at the end."""
 
-    def __init__(self, server: Any, layouts: list[Layout]) -> None:
+    def __init__(self, server: Any) -> None:
         self.server = server
-        self.layouts = layouts
         self.made: dict[Layout | GenuineLayout, DatabaseJanitor] = {}
         self.numbers = itertools.count()
         #: Runs genuine Oban's migrations on a database (by name): set while the harness runs.
@@ -164,11 +163,9 @@ class LayoutTemplates:
     def __getitem__(self, layout: Layout | GenuineLayout) -> str:
         made = self.made.get(layout)
         if made is None:
-            number = next(self.numbers)  # never a name again, even after a failed try
-            if isinstance(layout, GenuineLayout):
-                name = f"{self.server.template_dbname}_g{layout.version}_{number}"
-            else:
-                name = f"{self.server.template_dbname}_v{layout[0]}_{number}"
+            kind, version = ("g", layout.version) if isinstance(layout, GenuineLayout) else ("v", layout[0])
+            # A number never used again, even after a failed try.
+            name = f"{self.server.template_dbname}_{kind}{version}_{next(self.numbers)}"
             made = janitor(self.server, name, self.server.template_dbname, as_template=True)
             made.init()
             try:

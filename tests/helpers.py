@@ -72,6 +72,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return CliResult(result.exit_code, result.stdout, stderr)
 
 
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    """A process's environment: the caller's now, without UNSET, with `env` added."""
+    full = {k: v for k, v in os.environ.items() if k not in UNSET}
+    full.update(env or {})
+    return full
+
+
 def forkserver() -> Any:
     """multiprocessing's forkserver context, its server importing the package (and this module)
     once: a process forked from it starts in milliseconds, where a spawned one imports it all
@@ -136,10 +143,8 @@ def run_forked(
 
     with tempfile.TemporaryDirectory(prefix="cinegraph-oban-run-") as scratch:
         out, err = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
-        full_env = {k: v for k, v in os.environ.items() if k not in UNSET}
-        full_env.update(env or {})
         child = forkserver().Process(
-            target=_cli_in_child, args=(list(args), full_env, None if cwd is None else str(cwd), out, err)
+            target=_cli_in_child, args=(list(args), _environment(env), None if cwd is None else str(cwd), out, err)
         )
         child.start()
         child.join(timeout)
@@ -154,10 +159,14 @@ def run_script(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
 ) -> CliResult:
     """`cinegraph-oban ARGS` as a real process of the installed console script."""
-    full_env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    full_env.update(env or {})
     done = subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False, cwd=cwd
+        [str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=_environment(env),
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

@@ -125,7 +125,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self._sessions = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
         self._depth = 0
-        self._canceller = None
+        self._cancelling = 0
         self._runs = 0
         #: The step of `up` running now (None outside `up`), and the (step, template) pairs
         #: rendered in `up` so far.

@@ -245,8 +245,8 @@ class MigrationBase:
     _sessions_lock: threading.Lock
     #: How many public entries are running (`export` runs inside `up`).
     _depth: int
-    #: The thread `interrupt()` started to cancel the sessions' statements until the run stops.
-    _canceller: threading.Thread | None
+    #: The run whose statements a thread started by `interrupt()` cancels until it ends (0: none).
+    _cancelling: int
     #: How many runs (outermost public entries) have started: what a canceller is bound to.
     _runs: int
     _step: Step | None
@@ -285,14 +285,11 @@ class MigrationBase:
                 return
             self._interrupted.set()
             self._stop.set()  # the backfill's and the mergers' loops stop between statements
-            if self._canceller is None or not self._canceller.is_alive() or self._canceller.name != self._run_name():
-                self._canceller = threading.Thread(
-                    target=self._cancel_until_stopped, args=(self._runs,), name=self._run_name(), daemon=True
-                )
-                self._canceller.start()
-
-    def _run_name(self) -> str:
-        return f"migration-interrupt-{self._runs}"
+            if self._cancelling != self._runs:  # one canceller per run: it lives until the run ends
+                self._cancelling = self._runs
+                threading.Thread(
+                    target=self._cancel_until_stopped, args=(self._runs,), name="migration-interrupt", daemon=True
+                ).start()
 
     def _cancel_until_stopped(self, run: int) -> None:
         """Cancel the sessions' statements until run number `run` has ended (never a later run's)."""

@@ -30,7 +30,7 @@ from cinegraph_oban import (
 )
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.oban import engine
-from conftest import ObanDatabase
+from conftest import ObanDatabase, one_quoted_prefix
 from tests import strategies as s
 from tests.helpers import TMDB
 
@@ -217,10 +217,9 @@ populations = st.lists(
 )
 
 
-@pytest.mark.parametrize("oban_any", [(14, "cinegraph jobs")], indirect=True, ids=["v14-cinegraph_jobs"])
+@one_quoted_prefix
 @given(population=populations)
 def test_document_and_containment_forms_select_the_same_jobs(oban_any: ObanDatabase, population: list[Any]) -> None:
-    # One schema (under a prefix that needs quoting) for every example, emptied before each.
     conn, prefix = oban_any.conn, oban_any.prefix
     conn.execute(f"TRUNCATE {oban_any.table}".encode())
     client = oban_any.client()

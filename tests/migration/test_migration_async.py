@@ -17,6 +17,7 @@ import pytest
 from cinegraph_oban import FailedLookup, MigrationInterruptedError, SkippedImport
 from cinegraph_oban.asyncio import migration as face
 from cinegraph_oban.migration import legacy
+from cinegraph_oban.migration.remove_tables import RemoveRedundantImportTables
 from cinegraph_oban.migration.steps import APPLICATION_NAME
 from conftest import ObanDatabase
 from tests.helpers import migration, sample_rows, setup_legacy, snapshot, with_id
@@ -62,6 +63,21 @@ def archival_jobs(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM oban_jobs WHERE meta ? 'legacy_table'").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def up_in_a_thread(m: RemoveRedundantImportTables, outcome: list[BaseException | None]) -> threading.Thread:
+    """`m.up()` in a thread of its own, started; how it ended (None: it finished) goes on `outcome`."""
+
+    def run() -> None:
+        try:
+            m.up()
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
 
 
 def test_async_up_verify_status_and_down_as_the_sync_migration_does(legacy_db: ObanDatabase, tmp_path: Path) -> None:
@@ -195,16 +211,7 @@ def test_interrupt_from_another_thread_stops_a_sync_run_which_then_runs_again(
     m.interrupt()  # no run in progress: nothing to stop, and nothing left to stop the next run
     assert m.status()["state"] == "pending"
     outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            m.up()
-            outcome.append(None)
-        except BaseException as error:
-            outcome.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread = up_in_a_thread(m, outcome)
     assert reached.wait(60)
     m.interrupt()
     thread.join(60)
@@ -225,15 +232,8 @@ def test_interrupt_cancels_the_statement_a_sync_run_is_waiting_on(legacy_db: Oba
     m = migration(legacy_db.dsn, tmp_path, schema="legacy", lock_timeout_ms=60_000, retries=0)
     outcome: list[BaseException | None] = []
 
-    def run() -> None:
-        try:
-            outcome.append(m.up() and None)
-        except BaseException as error:
-            outcome.append(error)
-
     def started_and_waiting(statement: str) -> threading.Thread:
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread = up_in_a_thread(m, outcome)
         deadline = time.monotonic() + 60
         while not drop_waits_for_its_lock(conn, statement):
             assert thread.is_alive() and time.monotonic() < deadline, outcome

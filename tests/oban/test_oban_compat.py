@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +14,7 @@ from cinegraph_oban import Job, Oban
 from cinegraph_oban.insert import client as client_module
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.oban import engine
-from conftest import ObanDatabase
+from conftest import ObanDatabase, one_quoted_prefix
 from tests.helpers import TMDB
 
 
@@ -78,12 +77,11 @@ job_specs = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.parametrize("oban_any", [(14, "cinegraph jobs")], indirect=True, ids=["v14-cinegraph_jobs"])
+@one_quoted_prefix
 @given(specs=st.lists(job_specs, min_size=1, max_size=12), path=st.sampled_from(["insert", "small", "copy", "unique"]))
 def test_every_available_row_is_runnable_and_claimed(
     oban_any: ObanDatabase, specs: list[dict[str, Any]], path: str
 ) -> None:
-    # One schema (under a prefix that needs quoting) for every example, emptied before each.
     oban = oban_any
     oban.conn.execute(f"TRUNCATE {oban.table}".encode())
     client = oban.client()

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,21 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+@contextlib.contextmanager
+def ctrl_c_as_in_a_terminal() -> Iterator[None]:
+    """SIGINT handled as a terminal's Ctrl-C finds it, for the block: Python's KeyboardInterrupt
+    here, the default disposition in a process started here (which Python then turns into its
+    own KeyboardInterrupt). A test run started in the background (`pytest &` in a script,
+    `nohup`) inherits SIGINT ignored, and a Ctrl-C test would then wait in vain."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> CliResult:

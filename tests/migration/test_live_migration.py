@@ -421,13 +421,16 @@ def test_ctrl_c_says_what_to_run_next_and_up_then_finishes(live: ObanDatabase, t
     import subprocess
     import time
 
-    from tests.helpers import SCRIPT, UNSET
+    from tests.helpers import SCRIPT, UNSET, ctrl_c_as_in_a_terminal
 
     holder = psycopg.connect(live.dsn)
     holder.execute("LOCK TABLE legacy.skipped_imports IN SHARE MODE")  # a long transaction of the application
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     args = ["migrate", "up", "--yes", "--schema", "legacy", "--export-dir", str(tmp_path), "--database-url", live.dsn]
-    process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with ctrl_c_as_in_a_terminal():  # the child starts with SIGINT as a terminal gives it
+        process = subprocess.Popen(
+            [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
     try:
         with psycopg.connect(live.dsn, autocommit=True) as watcher:
             for _ in range(1200):  # the change capture's CREATE TRIGGER waiting for the lock

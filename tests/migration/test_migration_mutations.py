@@ -21,7 +21,7 @@ from cinegraph_oban.migration.steps import DEFAULT_VERSION
 from cinegraph_oban.model.timestamps import utc_now
 from cinegraph_oban.model.workers import TMDB_DETAILS_WORKER
 from conftest import ObanDatabase
-from tests.helpers import migration, sample_rows, setup_legacy, snapshot
+from tests.helpers import ctrl_c_as_in_a_terminal, migration, sample_rows, setup_legacy, snapshot
 
 WORKER = TMDB_DETAILS_WORKER.name
 FAILED = [
@@ -607,7 +607,7 @@ def test_an_interrupt_stops_the_per_table_workers_before_it_goes_on(oban: ObanDa
     interrupter = threading.Thread(target=interrupt_once_both_are_in_their_statement)
     interrupter.start()
     started = datetime.now()
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_as_in_a_terminal(), pytest.raises(KeyboardInterrupt):
         m._per_table(slow)
     interrupter.join(5)
     assert (datetime.now() - started).total_seconds() < 10

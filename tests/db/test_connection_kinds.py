@@ -338,7 +338,40 @@ def _ids_from_psql(dsn: str, text: str, *, stdin: bool) -> list[int]:
     return sorted(int(row[0]) for row in csv.reader(io.StringIO(done.stdout)) if row)
 
 
-def _assert_runs_as_printed(oban: ObanDatabase, query: JobQuery, *, with_psql: bool = True) -> list[int]:
+#: Begins the output of each query in a psql run of several (`_ids_from_one_psql`).
+_MARK = "@@query "
+
+
+def _ids_from_one_psql(dsn: str, texts: list[str], *, stdin: bool) -> list[list[int]]:
+    """`_ids_from_psql` for several printed queries in one psql session (each `-c` its own
+    command, or one script through the lexer): what each selected, in order."""
+    assert PSQL is not None
+    command = [PSQL, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t"]
+    if stdin:
+        script = "".join(f"\\echo {_MARK}{n}\n{text};\n" for n, text in enumerate(texts))
+        done = subprocess.run(
+            [*command, "-f", "-"], input=script, env=PSQL_ENV, capture_output=True, text=True, check=False
+        )
+    else:
+        commands = [part for n, text in enumerate(texts) for part in ("-c", f"\\echo {_MARK}{n}", "-c", text)]
+        done = subprocess.run([*command, *commands], env=PSQL_ENV, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    selected: list[list[int]] = []
+    for row in csv.reader(io.StringIO(done.stdout)):  # a row of a job's columns may span lines
+        if len(row) == 1 and row[0].startswith(_MARK):
+            assert row[0] == f"{_MARK}{len(selected)}", row
+            selected.append([])
+        elif row:
+            selected[-1].append(int(row[0]))
+    assert len(selected) == len(texts)
+    return [sorted(ids) for ids in selected]
+
+
+def _assert_runs_as_printed(
+    oban: ObanDatabase, query: JobQuery, *, with_psql: bool = True, from_psql: tuple[list[int], list[int]] | None = None
+) -> list[int]:
+    """The printed SQL selects what the bound query selects: run as printed, with placeholders,
+    its WHERE alone, and through psql (`from_psql`: what psql selected with it, read already)."""
     bound = _ids_bound(oban.conn, query)
     text = query.sql()
     assert _ids_as_printed(oban.conn, text) == bound, text
@@ -348,7 +381,9 @@ def _assert_runs_as_printed(oban: ObanDatabase, query: JobQuery, *, with_psql: b
         where = query.where_sql() or "true"
         table = sql.Identifier(query.prefix).as_string() + ".oban_jobs"
         assert _ids_as_printed(oban.conn, f"SELECT {table}.id FROM {table} WHERE {where}") == bound, where
-    if with_psql and PSQL is not None:
+    if from_psql is not None:
+        assert from_psql == (bound, bound), text
+    elif with_psql and PSQL is not None:
         assert _ids_from_psql(oban.dsn, text, stdin=False) == bound, text
         assert _ids_from_psql(oban.dsn, text, stdin=True) == bound, text
     return bound
@@ -415,9 +450,25 @@ def _queries() -> list[tuple[str, JobQuery]]:
 QUERIES = _queries()
 
 
-@pytest.mark.parametrize("query", [q for _, q in QUERIES], ids=[name for name, _ in QUERIES])
-def test_printed_sql_selects_what_the_bound_query_selects(awkward_jobs: ObanDatabase, query: JobQuery) -> None:
-    _assert_runs_as_printed(awkward_jobs, query)
+@pytest.fixture(scope="module")
+def queries_through_psql(awkward_jobs: ObanDatabase) -> list[tuple[list[int], list[int]]] | None:
+    """Per query of QUERIES, what psql selected with its printed SQL given by `-c` and through
+    standard input: two psql sessions for all of them, where one per query started 182.
+    None without psql, as `_assert_runs_as_printed` then checks without it."""
+    if PSQL is None:
+        return None
+    texts = [query.sql() for _, query in QUERIES]
+    by_c = _ids_from_one_psql(awkward_jobs.dsn, texts, stdin=False)
+    by_stdin = _ids_from_one_psql(awkward_jobs.dsn, texts, stdin=True)
+    return list(zip(by_c, by_stdin, strict=True))
+
+
+@pytest.mark.parametrize("n", range(len(QUERIES)), ids=[name for name, _ in QUERIES])
+def test_printed_sql_selects_what_the_bound_query_selects(
+    awkward_jobs: ObanDatabase, queries_through_psql: list[tuple[list[int], list[int]]] | None, n: int
+) -> None:
+    through_psql = None if queries_through_psql is None else queries_through_psql[n]
+    _assert_runs_as_printed(awkward_jobs, QUERIES[n][1], from_psql=through_psql)
 
 
 def test_the_awkward_values_select_exactly_their_own_job(awkward_jobs: ObanDatabase) -> None:

@@ -3,6 +3,7 @@ database with anything but rows changed is dropped, not handed to the next test.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -58,6 +59,8 @@ def test_a_database_whose_test_changed_only_rows_is_renewed_as_fresh(fresh_datab
         with connect(server, name) as conn:
             assert _state(conn) == fresh
             assert catalog_fingerprint(conn) != fingerprint  # TRUNCATE gave the tables new files
+            # What the next renewal compares with (the catalogs its reset changed, read again).
+            assert fresh_databases.made[name][2] == catalog_fingerprint(conn)
             assert Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1})).id == 1
     finally:
         fresh_databases.give_back(name)  # renewed again before any other test gets it
@@ -115,10 +118,58 @@ CHANGES = {
 }
 
 
+@pytest.mark.parametrize("own_connection", [False, True], ids=["closed by the test", "renewed on"])
 @pytest.mark.parametrize("change", list(CHANGES.values()), ids=list(CHANGES))
-def test_a_database_with_anything_but_rows_changed_is_dropped(fresh_databases: FreshDatabases, change: str) -> None:
+def test_a_database_with_anything_but_rows_changed_is_dropped(
+    fresh_databases: FreshDatabases, change: str, own_connection: bool
+) -> None:
+    """Whether the test closed its connection or hands it to the renewal (as `db_conn` does),
+    whose DISCARD ALL drops a temporary table but not the trace it left in the catalogs."""
     name = fresh_databases.take_layout(LAYOUT)
-    with connect(fresh_databases.server, name) as conn:
-        conn.execute(change.format(name=psycopg.sql.Identifier(name).as_string(conn)).encode())
-    assert not fresh_databases.renew(name)
+    conn = connect(fresh_databases.server, name)
+    conn.execute(change.format(name=psycopg.sql.Identifier(name).as_string(conn)).encode())
+    if not own_connection:
+        conn.close()
+    assert not fresh_databases.renew(name, conn=conn if own_connection else None)
+    assert conn.closed
     assert all(name not in spare for spare in fresh_databases.spare.values())  # never handed out again
+
+
+#: What a test may leave on its own connection, which the renewal then runs on.
+SESSIONS = {
+    "a failed transaction": ["BEGIN", "INSERT INTO oban_jobs (worker) VALUES ('W')", "SELECT 1/0"],
+    "an open transaction": ["BEGIN", "INSERT INTO oban_jobs (worker) VALUES ('W')"],
+    "its settings": [
+        "SET search_path = nowhere",
+        "SET statement_timeout = 1",
+        "SET default_transaction_read_only = on",
+    ],
+    "a session lock and a LISTEN": ["SELECT pg_advisory_lock(1)", "LISTEN oban_insert", "PREPARE p AS SELECT 1"],
+    "a closed connection": ["CLOSE"],
+}
+
+
+@pytest.mark.parametrize("statements", list(SESSIONS.values()), ids=list(SESSIONS))
+def test_the_tests_own_connection_is_renewed_on_as_a_new_session(
+    fresh_databases: FreshDatabases, statements: list[str]
+) -> None:
+    server = fresh_databases.server
+    name = fresh_databases.take_layout(LAYOUT)
+    with connect(server, name) as conn:
+        fresh = _state(conn)
+    conn = connect(server, name)
+    Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1}))
+    for statement in statements:
+        if statement == "CLOSE":
+            conn.close()
+        else:
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                conn.execute(statement.encode())
+    try:
+        assert fresh_databases.renew(name, keep=True, conn=conn)
+        assert conn.closed
+        with connect(server, name) as other:
+            assert _state(other) == fresh
+            assert other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+    finally:
+        fresh_databases.give_back(name)

@@ -18,7 +18,8 @@ from tests.helpers import record_sample_outcomes, run_cli, run_script
 
 def test_version_and_help() -> None:
     """The installed console script starts, and its entry point is the CLI."""
-    assert run_script("--version").stdout.startswith("cinegraph-oban, version ")
+    version = run_script("--version").stdout
+    assert version.startswith("cinegraph-oban, version ")
     out = run_script("--help").stdout
     for command in ("demo", "enqueue", "schema"):
         assert command in out
@@ -27,7 +28,7 @@ def test_version_and_help() -> None:
         ran = subprocess.run(
             [sys.executable, "-m", module, "--version"], check=False, capture_output=True, text=True, timeout=60
         )
-        assert (ran.returncode, ran.stdout) == (0, run_script("--version").stdout), ran.stderr
+        assert (ran.returncode, ran.stdout) == (0, version), ran.stderr
 
 
 def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:

@@ -14,12 +14,15 @@ cloned from its template, and makes what the suite's speed needs of that cheap:
   set back to their start, its statistics and counters reset. What shows it:
   - no session is left on it (the test's are ended), no prepared transaction, no slot;
   - its row in `pg_database` is as CREATE DATABASE wrote it, with no settings of its own;
-  - every catalog of its own holds the rows it held (`catalog_fingerprint`).
+  - every catalog of its own holds the rows it held (`catalog_fingerprint`): read where the
+    server's counters do not show that none of their rows was written (see `_reset`).
   Anything else (a table created, a GRANT, a comment, a temporary table) and it is dropped.
   The reset runs on the test's own connection where it is still usable (after DISCARD ALL): a
   new session would cost the server a backend and cold caches, about a third of a renewal.
   The fingerprint it leaves for the next renewal is read again only for the catalogs its own
   transaction changed (`_CHANGED_CATALOGS`).
+- **Few connections.** A new backend costs the server about 6.5 ms of CPU (most of it the
+  kernel's fork and exit); the threads that create and drop databases keep theirs.
 - **Dropped in batches.** DROP DATABASE forces a checkpoint (PostgreSQL 15). One checkpoint per
   test made every page a test wrote go to the WAL whole: 700 checkpoints in one run. Dropped
   databases are gathered and dropped at once from their own connections, which the
@@ -57,6 +60,18 @@ class GenuineLayout:
     prefixes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Made:
+    """What renewing a database compares it with: its template, its `pg_database` row's xmin
+    as CREATE DATABASE wrote it, its catalogs' fingerprint, and the epoch (`_EPOCH`) of its
+    counters when they were last all zero."""
+
+    template: str
+    xmin: str
+    fingerprint: tuple[str, ...]
+    epoch: str
+
+
 #: The catalogs of a database's own objects: not the shared ones, not the planner's statistics.
 _CATALOGS = """
 SELECT c.relname FROM pg_catalog.pg_class c
@@ -74,6 +89,19 @@ SELECT d.xmin::text = %s
    AND NOT EXISTS (SELECT FROM pg_prepared_xacts x WHERE x.database = d.datname)
    AND NOT EXISTS (SELECT FROM pg_replication_slots r WHERE r.datoid = d.oid)
   FROM pg_database d WHERE d.datname = current_database()"""
+
+#: When a database's counters last started from zero: the server's start (a restart after a
+#: crash discards every counter) and the database's last reset of its own.
+_EPOCH = """
+SELECT pg_postmaster_start_time()::text || ' ' || coalesce(pg_stat_get_db_stat_reset_time(oid)::text, 'never')
+  FROM pg_database WHERE datname = {}"""
+
+#: Rows inserted, updated or deleted in the fingerprint's catalogs since the counters' epoch,
+#: as the server counts them (every session's, flushed at the latest as it ends), and whether
+#: it counts at all.
+_CATALOG_WRITES = """
+SELECT current_setting('track_counts')::bool, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)
+  FROM pg_stat_sys_tables WHERE schemaname = 'pg_catalog' AND relname = ANY(%s)"""
 
 _END_OTHER_SESSIONS = """
 SELECT coalesce(bool_and(pg_terminate_backend(pid, 5000)), true) FROM pg_stat_activity
@@ -217,19 +245,25 @@ class FreshDatabases:
         self.maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="make-test-database")
         self.renewer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="renew-test-database")
         self.dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-test-databases")
+        self.drop_one = ThreadPoolExecutor(max_workers=self.DROP_BATCH, thread_name_prefix="drop-one")
         self.ahead: dict[str, list[Future[str]]] = collections.defaultdict(list)
         self.spare: dict[str, list[str]] = collections.defaultdict(list)
-        # Per database: its template, its pg_database row's xmin, its catalogs' fingerprint.
-        self.made: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+        self.made: dict[str, Made] = {}
         self.to_drop: list[str] = []
         self.guard = threading.Lock()
+        # Per thread that creates or drops databases, its connection to `postgres`, kept.
+        self.admins = threading.local()
+        self.admin_connections: list[psycopg.Connection[Any]] = []
         with connect(server, server.template_dbname) as conn:
             templates.record(server.template_dbname, conn)
             #: The catalogs the fingerprint covers, in its order.
             self.catalogs = [row[0] for row in conn.execute(_CATALOGS)]
-        self.as_made_query = sql.SQL("SELECT ({}), {}").format(
-            sql.SQL(_AS_MADE), _fingerprint_query(conn, self.catalogs)
+        self.fingerprint_query = sql.SQL("SELECT {}").format(_fingerprint_query(conn, self.catalogs))
+        self.epoch_query = sql.SQL(_EPOCH).format(sql.SQL("current_database()"))
+        self.check_query = sql.SQL("SELECT ({}), ({}), * FROM ({}) AS counted").format(
+            sql.SQL(_AS_MADE), self.epoch_query, sql.SQL(_CATALOG_WRITES)
         )
+        self.recheck_query = sql.SQL("SELECT ({}), ({})").format(sql.SQL(_AS_MADE), self.epoch_query)
 
     def template(self, item: pytest.Item, *, make: bool = True) -> str | None:
         """The template of the item's database (None: a layout template not made yet and `make` false)."""
@@ -283,19 +317,36 @@ class FreshDatabases:
             batch, self.to_drop = self.to_drop[: self.DROP_BATCH], self.to_drop[self.DROP_BATCH :]
             self.dropper.submit(self._drop_together, batch)
         self.dropper.shutdown(wait=True)
+        self.drop_one.shutdown(wait=True)
+        for admin in self.admin_connections:
+            admin.close()
+
+    def _admin(self) -> psycopg.Connection[Any]:
+        """This thread's connection to the `postgres` database (a new one where it broke)."""
+        admin: psycopg.Connection[Any] | None = getattr(self.admins, "conn", None)
+        if admin is None or admin.closed or admin.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            if admin is not None:
+                admin.close()
+            admin = self.admins.conn = connect(self.server, "postgres")
+            with self.guard:
+                self.admin_connections.append(admin)
+        return admin
 
     def _provide(self, template: str) -> str:
         with self.guard:
             if self.spare[template]:
                 return self.spare[template].pop(0)
         name = f"{self.server.dbname}_{next(self.names)}"
-        with connect(self.server, "postgres") as admin:
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
-            )
-            row = admin.execute("SELECT xmin::text FROM pg_database WHERE datname = %s", [name]).fetchone()
+        admin = self._admin()
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+        row = admin.execute(
+            sql.SQL("SELECT d.xmin::text, ({}) FROM pg_database d WHERE d.datname = %s").format(
+                sql.SQL(_EPOCH).format(sql.Placeholder())
+            ),
+            [name, name],
+        ).fetchone()
         assert row is not None
-        self.made[name] = (template, row[0], self.templates.fingerprints[template])
+        self.made[name] = Made(template, row[0], self.templates.fingerprints[template], row[1])
         return name
 
     def renew(self, name: str, *, keep: bool = False, conn: psycopg.Connection[Any] | None = None) -> bool:
@@ -306,10 +357,10 @@ class FreshDatabases:
         reset runs on it after DISCARD ALL (the session as new: no settings, temporary tables,
         locks, prepared statements or LISTEN of the test's), which spares the server a new
         backend and its cold caches. Nothing it checks depends on the session it runs in."""
-        template, made_xmin, fingerprint = self.made.pop(name)
+        made = self.made.pop(name)
         try:
             with self._session(name, conn) as session:
-                renewed = self._reset(session, made_xmin, fingerprint, self.templates.sizes[template])
+                renewed = self._reset(session, made, self.templates.sizes[made.template])
         except Exception:  # whatever stops the reset, the database is dropped instead
             renewed = None
         with self.guard:
@@ -319,9 +370,9 @@ class FreshDatabases:
                     batch, self.to_drop = self.to_drop, []
                     self.dropper.submit(self._drop_together, batch)
                 return False
-            self.made[name] = (template, made_xmin, renewed)
+            self.made[name] = renewed
             if not keep:
-                self.spare[template].append(name)
+                self.spare[made.template].append(name)
             return True
 
     @contextlib.contextmanager
@@ -340,17 +391,27 @@ class FreshDatabases:
             yield session
 
     def _reset(
-        self,
-        conn: psycopg.Connection[Any],
-        made_xmin: str,
-        fingerprint: tuple[str, ...],
-        sizes: list[tuple[int, int, float, int]],
-    ) -> tuple[str, ...] | None:
-        """The database's fingerprint once reset, or None where it is not as it was made."""
+        self, conn: psycopg.Connection[Any], made: Made, sizes: list[tuple[int, int, float, int]]
+    ) -> Made | None:
+        """What the next renewal compares the database with once it is reset, or None where it
+        is not as it was made.
+
+        Its catalogs are read (`fingerprint_query`, a scan of every one of them: about a third
+        of a renewal's cost) only where the server's counters do not show that none of their
+        rows was written since the counters' epoch: where they count, no session is left whose
+        counts are not flushed (this one's are flushed first, an ended session's as it ends),
+        and the epoch is the one recorded (a reset of the counters, or a restart after a crash
+        that discards them, changes it)."""
         conn.execute(_END_OTHER_SESSIONS)
-        row = conn.execute(self.as_made_query, [made_xmin]).fetchone()
-        if row is None or not row[0] or tuple(row[1:]) != fingerprint:
+        conn.execute("SELECT pg_stat_force_next_flush()")  # flushed as this statement ends
+        row = conn.execute(self.check_query, [made.xmin, self.catalogs]).fetchone()
+        if row is None or not row[0]:
             return None
+        _, epoch, counted, catalog_writes = row
+        if not (counted and epoch == made.epoch and catalog_writes == 0):
+            scanned = conn.execute(self.fingerprint_query).fetchone()
+            if scanned is None or tuple(scanned) != made.fingerprint:
+                return None
         with conn.transaction():
             written = [table for (table,) in conn.execute(_WRITTEN_TABLES)]
             if written:
@@ -359,27 +420,25 @@ class FreshDatabases:
             conn.execute(_RESET_THE_REST)
             # TRUNCATE's new files and the sizes set back changed catalog rows: the fingerprint
             # the next renewal compares with is this one with those catalogs' parts read again.
-            renewed = list(fingerprint)
+            renewed = list(made.fingerprint)
             changed = [catalog for (catalog,) in conn.execute(_CHANGED_CATALOGS) if catalog in self.catalogs]
             if changed:
-                row = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(conn, changed))).fetchone()
-                assert row is not None
-                for catalog, part in zip(changed, row, strict=True):
+                parts = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(conn, changed))).fetchone()
+                assert parts is not None
+                for catalog, part in zip(changed, parts, strict=True):
                     renewed[self.catalogs.index(catalog)] = part
         for statement in _RESET_COUNTERS:
             conn.execute(statement)
         # A client that reconnected since the first check (a pool left open) would write to it
         # while the next test runs: the database is dropped instead.
-        row = conn.execute(_AS_MADE, [made_xmin]).fetchone()
+        row = conn.execute(self.recheck_query, [made.xmin]).fetchone()
         if row is None or not row[0]:
             return None
-        return tuple(renewed)
+        return Made(made.template, made.xmin, tuple(renewed), row[1])
 
     def _drop_together(self, names: list[str]) -> None:
-        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="drop-one") as pool:
-            for dropped in [pool.submit(self._drop, name) for name in names]:
-                dropped.result()
+        for dropped in [self.drop_one.submit(self._drop, name) for name in names]:
+            dropped.result()
 
     def _drop(self, name: str) -> None:
-        with connect(self.server, "postgres") as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self._admin().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

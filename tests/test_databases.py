@@ -52,7 +52,7 @@ def test_a_database_whose_test_changed_only_rows_is_renewed_as_fresh(fresh_datab
     assert changed != fresh and changed["statistics"] != (0,) and changed["sequence"] == (300, True)
     try:
         assert fresh_databases.renew(name, keep=True)  # not spare yet: this test still reads and writes it
-        assert name not in fresh_databases.spare[fresh_databases.made[name][0]]
+        assert name not in fresh_databases.spare[fresh_databases.made[name].template]
     finally:
         left_open.close()
     try:
@@ -60,7 +60,7 @@ def test_a_database_whose_test_changed_only_rows_is_renewed_as_fresh(fresh_datab
             assert _state(conn) == fresh
             assert catalog_fingerprint(conn) != fingerprint  # TRUNCATE gave the tables new files
             # What the next renewal compares with (the catalogs its reset changed, read again).
-            assert fresh_databases.made[name][2] == catalog_fingerprint(conn)
+            assert fresh_databases.made[name].fingerprint == catalog_fingerprint(conn)
             assert Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1})).id == 1
     finally:
         fresh_databases.give_back(name)  # renewed again before any other test gets it
@@ -173,3 +173,53 @@ def test_the_tests_own_connection_is_renewed_on_as_a_new_session(
             assert other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
     finally:
         fresh_databases.give_back(name)
+
+
+def test_a_catalog_change_whose_counters_were_reset_is_still_found(fresh_databases: FreshDatabases) -> None:
+    """The counters say no catalog row was written since the last reset: a renewal then skips
+    reading the catalogs. A test that reset them itself after a change moved their epoch, and
+    the catalogs are read."""
+    name = fresh_databases.take_layout(LAYOUT)
+    with connect(fresh_databases.server, name) as conn:
+        conn.execute("CREATE TABLE extra (x int)")
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")  # the CREATE's counts are flushed: the reset below loses them
+        conn.execute("SELECT pg_stat_reset()")
+        writes = conn.execute(databases._CATALOG_WRITES, [fresh_databases.catalogs]).fetchone()
+        assert writes == (True, 0), "the counters no longer show the change"
+    assert not fresh_databases.renew(name)
+
+
+def test_a_renewal_reads_the_catalogs_only_where_the_counters_show_a_write(
+    fresh_databases: FreshDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[str] = []
+    fingerprint_query = fresh_databases.fingerprint_query
+
+    class Counting:
+        def __init__(self, conn: psycopg.Connection[Any]) -> None:
+            self.conn = conn
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(self.conn, attribute)
+
+        def execute(self, query: Any, *args: Any) -> Any:
+            if query is fingerprint_query:
+                scans.append(self.conn.info.dbname)
+            return self.conn.execute(query, *args)
+
+    reset = fresh_databases._reset
+    monkeypatch.setattr(fresh_databases, "_reset", lambda conn, *args: reset(Counting(conn), *args))
+    name = fresh_databases.take_layout(LAYOUT)
+    try:
+        with connect(fresh_databases.server, name) as conn:
+            Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1}))
+        assert fresh_databases.renew(name, keep=True)
+        assert scans == [], "rows only: the counters showed no catalog written"
+        with connect(fresh_databases.server, name) as conn:
+            conn.execute("COMMENT ON TABLE oban_jobs IS 'changed'")
+        assert not fresh_databases.renew(name)
+        assert scans == [name], "a catalog written: read, and found changed"
+    finally:
+        if name in fresh_databases.made:
+            fresh_databases.give_back(name)

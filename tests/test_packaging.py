@@ -11,8 +11,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_every_sql_template(tmp_path: Path) -> None:
+    """Built by the backend pyproject names, installed beside the tests (the test extra): an
+    isolated build would install it from the index first, each run. `.ci/compat` builds the
+    wheel it installs in isolation."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )

@@ -4,6 +4,7 @@ database with anything but rows changed is dropped, not handed to the next test.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -66,37 +67,54 @@ def test_a_database_whose_test_changed_only_rows_is_renewed_as_fresh(fresh_datab
         fresh_databases.give_back(name)  # renewed again before any other test gets it
 
 
-def test_a_client_that_reconnects_during_renewal_gets_the_database_dropped(fresh_databases: FreshDatabases) -> None:
+class _Watched:
+    """The renewal's connection, with `before(conn, query)` called before each statement."""
+
+    def __init__(self, conn: psycopg.Connection[Any], before: Callable[[psycopg.Connection[Any], Any], None]) -> None:
+        self.conn, self.before = conn, before
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.conn, attribute)
+
+    def execute(self, query: Any, *args: Any) -> Any:
+        self.before(self.conn, query)
+        return self.conn.execute(query, *args)
+
+
+def _watch_the_reset(
+    fresh_databases: FreshDatabases,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    before: Callable[[psycopg.Connection[Any], Any], None],
+) -> None:
+    """Database `name`'s renewals watched; another test's, which the renewer thread may be
+    running meanwhile, are not."""
+    reset = fresh_databases._reset
+
+    def watched(conn: psycopg.Connection[Any], *args: Any) -> Any:
+        return reset(_Watched(conn, before) if conn.info.dbname == name else conn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fresh_databases, "_reset", watched)
+
+
+def test_a_client_that_reconnects_during_renewal_gets_the_database_dropped(
+    fresh_databases: FreshDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A session that comes back after renewal ended the others (a pool left open) would write to
     the next test's database: renewal checks again at its end, and drops it."""
     name = fresh_databases.take_layout(LAYOUT)
     with connect(fresh_databases.server, name) as conn:
         Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1}, unique=False))
     back: list[psycopg.Connection[Any]] = []
-    reset = fresh_databases._reset
 
-    class Reconnecting:
-        """The renewal's connection, but a client comes back as the sequences are reset."""
+    def reconnect_as_the_sequences_are_reset(conn: psycopg.Connection[Any], query: Any) -> None:
+        if query is databases._RESET_THE_REST and not back:
+            back.append(connect(fresh_databases.server, name))
 
-        def __init__(self, conn: psycopg.Connection[Any]) -> None:
-            self.conn = conn
-
-        def __getattr__(self, attribute: str) -> Any:
-            return getattr(self.conn, attribute)
-
-        def execute(self, query: Any, *args: Any) -> Any:
-            if query is databases._RESET_THE_REST and not back:
-                back.append(connect(fresh_databases.server, name))
-            return self.conn.execute(query, *args)
-
-    def reconnecting(conn: psycopg.Connection[Any], *args: Any) -> Any:
-        return reset(Reconnecting(conn), *args)  # type: ignore[arg-type]
-
-    fresh_databases._reset = reconnecting  # type: ignore[method-assign]
+    _watch_the_reset(fresh_databases, monkeypatch, name, reconnect_as_the_sequences_are_reset)
     try:
         assert not fresh_databases.renew(name)
     finally:
-        fresh_databases._reset = reset  # type: ignore[method-assign]
         for conn in back:
             conn.close()
     assert len(back) == 1 and name not in [spare for spares in fresh_databases.spare.values() for spare in spares]
@@ -198,23 +216,13 @@ def test_a_renewal_reads_the_catalogs_only_where_the_counters_show_a_write(
     fresh_databases: FreshDatabases, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scans: list[str] = []
-    fingerprint_query = fresh_databases.fingerprint_query
 
-    class Counting:
-        def __init__(self, conn: psycopg.Connection[Any]) -> None:
-            self.conn = conn
+    def count_the_scans(conn: psycopg.Connection[Any], query: Any) -> None:
+        if query is fresh_databases.fingerprint_query:
+            scans.append(conn.info.dbname)
 
-        def __getattr__(self, attribute: str) -> Any:
-            return getattr(self.conn, attribute)
-
-        def execute(self, query: Any, *args: Any) -> Any:
-            if query is fingerprint_query:
-                scans.append(self.conn.info.dbname)
-            return self.conn.execute(query, *args)
-
-    reset = fresh_databases._reset
-    monkeypatch.setattr(fresh_databases, "_reset", lambda conn, *args: reset(Counting(conn), *args))
     name = fresh_databases.take_layout(LAYOUT)
+    _watch_the_reset(fresh_databases, monkeypatch, name, count_the_scans)
     try:
         with connect(fresh_databases.server, name) as conn:
             Oban(conn).insert(Job.new(TMDB, {"tmdb_id": 1}))

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +64,9 @@ def _bytecode_outside_the_tree() -> None:
         return
     if owned.st_uid != os.getuid() or owned.st_mode & 0o022:  # bytecode only another user could not plant
         return
+    # What mirrors temporary paths (copies of the tests, build environments) is never read
+    # again: dropped at each start, so the cache does not grow with every run.
+    shutil.rmtree(os.path.join(prefix, tempfile.gettempdir().lstrip(os.sep)), ignore_errors=True)
     os.environ["PYTHONPYCACHEPREFIX"] = prefix
     del os.environ["PYTHONDONTWRITEBYTECODE"]
     sys.pycache_prefix = prefix

@@ -123,6 +123,7 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self._stop = threading.Event()
         self._interrupted = threading.Event()
         self._sessions = weakref.WeakSet()
+        self._idle = []
         self._sessions_lock = threading.Lock()
         self._depth = 0
         self._cancelling = 0

@@ -242,6 +242,9 @@ class MigrationBase:
     _interrupted: threading.Event
     #: The sessions open now (`interrupt()` cancels what they run), under `_sessions_lock`.
     _sessions: weakref.WeakSet[psycopg.Connection[Any]]
+    #: The bulk sessions of this run that are idle between its parallel parts (`_in_parallel`),
+    #: taken again by the next part; closed when the run ends.
+    _idle: list[psycopg.Connection[Any]]
     _sessions_lock: threading.Lock
     #: How many public entries are running (`export` runs inside `up`).
     _depth: int
@@ -329,10 +332,14 @@ class MigrationBase:
                 raise MigrationInterruptedError(self._interrupted_message()) from error
             raise
         finally:
+            idle: list[psycopg.Connection[Any]] = []
             with self._sessions_lock:
                 self._depth -= 1
                 if self._depth == 0:
                     self._interrupted.clear()
+                    idle, self._idle = self._idle, []
+            for conn in idle:
+                conn.close()
 
     # Rendering
 
@@ -451,6 +458,18 @@ class MigrationBase:
         """`work(conn, table)` for both legacy tables at once (see `_in_parallel`)."""
         return self._in_parallel(LEGACY_TABLES, work)
 
+    def _bulk_session(self) -> psycopg.Connection[Any]:
+        """A session for one key of `_in_parallel`: one an earlier part of this run left idle
+        (a run of `up` has four parallel parts on the same two or three sessions, not a new
+        backend for each), else a new one."""
+        self._check_interrupt()
+        with self._sessions_lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
     def _in_parallel(
         self,
         keys: Iterable[str],
@@ -472,10 +491,21 @@ class MigrationBase:
 
         def one(key: str) -> tuple[Any, str]:
             try:
-                with self._connect() as conn:
-                    connections.append(conn)
+                conn = self._bulk_session()
+                connections.append(conn)
+                try:
                     conn.execute(self._sql("bulk_session"), {})
-                    return work(conn, key), conn.info.dbname
+                    result = work(conn, key), conn.info.dbname
+                except BaseException:
+                    conn.close()
+                    raise
+                with self._sessions_lock:
+                    kept = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                    if kept:
+                        self._idle.append(conn)  # for the run's next parallel part
+                if not kept:
+                    conn.close()
+                return result
             finally:
                 if done is not None:
                     done(key)

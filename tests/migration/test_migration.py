@@ -567,3 +567,33 @@ def test_verify_items_fail_when_nothing_was_compared(
         result.assert_outcomes(**outcomes)
         if outcomes.get("failed"):
             result.stdout.fnmatch_lines(["*nothing verified the archival jobs*"])
+
+
+def test_up_takes_its_bulk_sessions_again_and_leaves_none_open(
+    oban: ObanDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts of `up` that run per table or per index at once (export, backfill, mergers,
+    verify) take the sessions an earlier part left idle; none is left open when it returns."""
+    import time
+
+    from cinegraph_oban.migration import steps
+
+    setup_legacy(oban.conn, oban)
+    sample_rows(oban.conn, "legacy", 10)
+    opened: list[str] = []
+    connect = steps.connect
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "connect", counted)
+    m = migration(oban.dsn, tmp_path, schema="legacy")  # kept: its sessions are not closed by its end
+    m.up()
+    assert 2 <= len(opened) <= 5, opened  # the lock's session and the bulk ones (9 when each part had its own)
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+    deadline = time.monotonic() + 10  # a closed session's server process ends a moment later
+    while (left := oban.conn.execute(query, [steps.APPLICATION_NAME]).fetchone()) != (0,):
+        assert time.monotonic() < deadline, f"{left[0] if left else '?'} of the migrator's sessions left open"
+        time.sleep(0.05)
+    assert m._idle == []

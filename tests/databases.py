@@ -40,7 +40,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -168,10 +168,8 @@ def janitor(server: Any, dbname: str, template: str, *, as_template: bool = Fals
     )
 
 
-def _fingerprint_query(conn: psycopg.Connection[Any], catalogs: list[str] | None = None) -> sql.Composed:
-    """Per catalog (all of the database's own unless named), its row count and sum of xmin."""
-    if catalogs is None:
-        catalogs = [row[0] for row in conn.execute(_CATALOGS)]
+def _fingerprint_query(catalogs: list[str]) -> sql.Composed:
+    """Per catalog named, its row count and the sum of its rows' xmin."""
     return sql.SQL(", ").join(
         sql.SQL("(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM pg_catalog.{})").format(
             sql.Identifier(name)
@@ -185,7 +183,8 @@ def catalog_fingerprint(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
 
     Any object created, changed (ALTER, GRANT, COMMENT, TRUNCATE's new files) or dropped
     changes it; a clone's equals its template's, CREATE DATABASE copying the files."""
-    row = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(conn))).fetchone()
+    catalogs = [row[0] for row in conn.execute(_CATALOGS)]
+    row = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(catalogs))).fetchone()
     assert row is not None
     return tuple(row)
 
@@ -271,7 +270,7 @@ class FreshDatabases:
             templates.record(server.template_dbname, conn)
             #: The catalogs the fingerprint covers, in its order.
             self.catalogs = [row[0] for row in conn.execute(_CATALOGS)]
-        self.fingerprint_query = sql.SQL("SELECT {}").format(_fingerprint_query(conn, self.catalogs))
+        self.fingerprint_query = sql.SQL("SELECT {}").format(_fingerprint_query(self.catalogs))
         self.epoch_query = sql.SQL(_EPOCH).format(sql.SQL("current_database()"))
         self.check_query = sql.SQL("SELECT ({}), ({}), * FROM ({}) AS counted").format(
             sql.SQL(_AS_MADE), self.epoch_query, sql.SQL(_CATALOG_WRITES)
@@ -437,7 +436,8 @@ class FreshDatabases:
         if row is None or not row[0]:
             return None
         _, epoch, counted, catalog_writes = row
-        read_whole = not (counted and epoch == made.epoch and catalog_writes == 0) or made.unread + 1 >= self.READ_EVERY
+        none_written = counted and epoch == made.epoch and catalog_writes == 0
+        read_whole = not none_written or made.unread + 1 >= self.READ_EVERY
         if read_whole:
             scanned = conn.execute(self.fingerprint_query).fetchone()
             if scanned is None or tuple(scanned) != made.fingerprint:
@@ -455,7 +455,7 @@ class FreshDatabases:
             if not counted:  # this transaction's writes are not counted either
                 changed = list(self.catalogs)
             if changed:
-                parts = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(conn, changed))).fetchone()
+                parts = conn.execute(sql.SQL("SELECT {}").format(_fingerprint_query(changed))).fetchone()
                 assert parts is not None
                 for catalog, part in zip(changed, parts, strict=True):
                     renewed[self.catalogs.index(catalog)] = part
@@ -466,7 +466,7 @@ class FreshDatabases:
         row = conn.execute(self.recheck_query, [made.xmin]).fetchone()
         if row is None or not row[0]:
             return None
-        return Made(made.template, made.xmin, tuple(renewed), row[1], 0 if read_whole else made.unread + 1)
+        return replace(made, fingerprint=tuple(renewed), epoch=row[1], unread=0 if read_whole else made.unread + 1)
 
     def _drop_together(self, names: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="drop-one") as pool:

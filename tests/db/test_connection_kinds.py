@@ -325,26 +325,14 @@ def _ids_as_printed(conn: psycopg.Connection[Any], text: str) -> list[int]:
     return sorted(row[0] for row in conn.execute(text.encode()))
 
 
-def _ids_from_psql(dsn: str, text: str, *, stdin: bool) -> list[int]:
-    assert PSQL is not None
-    command = [PSQL, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t"]
-    if stdin:  # as if pasted at psql's prompt: through psql's own lexer, ended by `;`
-        done = subprocess.run(
-            [*command, "-f", "-"], input=text + ";\n", env=PSQL_ENV, capture_output=True, text=True, check=False
-        )
-    else:
-        done = subprocess.run([*command, "-c", text], env=PSQL_ENV, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return sorted(int(row[0]) for row in csv.reader(io.StringIO(done.stdout)) if row)
-
-
 #: Begins the output of each query in a psql run of several (`_ids_from_one_psql`).
 _MARK = "@@query "
 
 
 def _ids_from_one_psql(dsn: str, texts: list[str], *, stdin: bool) -> list[list[int]]:
-    """`_ids_from_psql` for several printed queries in one psql session (each `-c` its own
-    command, or one script through the lexer): what each selected, in order."""
+    """What each printed query selects through psql, in order, all in one psql session: each
+    given by `-c` as its own command, or (`stdin`) as if pasted at psql's prompt, through its
+    own lexer and ended by `;`."""
     assert PSQL is not None
     command = [PSQL, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--csv", "-t"]
     if stdin:
@@ -365,6 +353,10 @@ def _ids_from_one_psql(dsn: str, texts: list[str], *, stdin: bool) -> list[list[
             selected[-1].append(int(row[0]))
     assert len(selected) == len(texts)
     return [sorted(ids) for ids in selected]
+
+
+def _ids_from_psql(dsn: str, text: str, *, stdin: bool) -> list[int]:
+    return _ids_from_one_psql(dsn, [text], stdin=stdin)[0]
 
 
 def _assert_runs_as_printed(

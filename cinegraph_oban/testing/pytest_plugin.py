@@ -10,16 +10,27 @@ prefix (default 14, `public`), made the way Elixir Oban's migrations make it; wi
 `legacy_tables=True` it also has `failed_imdb_lookups`, `skipped_imports` (with `legacy_rows`
 realistic rows each) and Ecto's `schema_migrations`. The server is `--cinegraph-oban-dsn`, else
 `CINEGRAPH_OBAN_TEST_DSN`, else postgresql://postgres@127.0.0.1:5432/postgres. The database is
-dropped after the test. `oban_database.oban` targets the Oban version the marker's
-`oban_version` names, else `--cinegraph-oban-version`, else `CINEGRAPH_OBAN_VERSION`, else 2.22
-(its default unique states: from 2.23.1 a suspended job counts as a duplicate).
+dropped after the test.
+
+Each layout is installed once per test process, into a template database, and every test's
+database is cloned from it (CREATE DATABASE ... TEMPLATE): installing replays Oban's migrations
+one by one. A finished test's database is dropped in the background, since DROP DATABASE waits
+for a checkpoint on PostgreSQL 15; the session waits for every drop, and the templates are
+dropped, at its end. All of a process's databases are named `cinegraph_oban_fixture_<pid>_...`.
+
+`oban_database.oban` targets the Oban version the marker's `oban_version` names, else
+`--cinegraph-oban-version`, else `CINEGRAPH_OBAN_VERSION`, else 2.22 (its default unique states:
+from 2.23.1 a suspended job counts as a duplicate).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +135,82 @@ def _server(config: pytest.Config) -> str:
     return str(config.getoption("--cinegraph-oban-dsn") or os.environ.get("CINEGRAPH_OBAN_TEST_DSN") or DEFAULT_SERVER)
 
 
+class _Databases:
+    """A test process's Oban databases on one server: the templates, one per layout, made when
+    first asked for, and the test databases cloned from them and dropped in the background."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.templates: dict[tuple[int, str, int | None], str] = {}
+        self.numbers = itertools.count()
+        self.lock = threading.Lock()
+        self.dropper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cinegraph-oban-drop")
+        self.drops: list[Future[None]] = []
+
+    def dsn(self, name: str) -> str:
+        info = psycopg.conninfo.conninfo_to_dict(self.server)
+        info["dbname"] = name
+        return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            admin.execute(builder.sql("database/create_database", database=name, template=template), {})
+
+    def _drop(self, name: str) -> None:
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            admin.execute(builder.sql("database/drop_database", database=name), {})
+
+    def template(self, version: int, prefix: str, legacy_rows: int | None) -> str:
+        """The template of that layout (`legacy_rows`: None, no legacy tables), made once."""
+        key = (version, prefix, legacy_rows)
+        with self.lock:
+            made = self.templates.get(key)
+            if made is None:
+                made = f"cinegraph_oban_fixture_{os.getpid()}_template_{next(self.numbers)}"
+                self._create(made)
+                try:
+                    with psycopg.connect(self.dsn(made), autocommit=True) as conn:
+                        install(conn, version, prefix)
+                        if legacy_rows is not None:
+                            _legacy(conn, legacy_rows)
+                except BaseException:
+                    self._drop(made)
+                    raise
+                self.templates[key] = made
+            return made
+
+    def clone(self, template: str) -> str:
+        name = f"cinegraph_oban_fixture_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+        self._create(name, template)
+        return name
+
+    def drop_later(self, name: str) -> None:
+        self.drops.append(self.dropper.submit(self._drop, name))
+
+    def close(self) -> None:
+        """Wait for every drop, then drop the templates; the first failure is raised."""
+        self.dropper.shutdown(wait=True)
+        failures = [drop.exception() for drop in self.drops if drop.exception() is not None]
+        for name in self.templates.values():
+            try:
+                self._drop(name)
+            except Exception as error:
+                failures.append(error)
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def _cinegraph_oban_databases(request: pytest.FixtureRequest) -> Iterator[_Databases]:
+    databases = _Databases(_server(request.config))
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
 @pytest.fixture
-def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
+def oban_database(request: pytest.FixtureRequest, _cinegraph_oban_databases: _Databases) -> Iterator[ObanTestDatabase]:
     """A fresh database with the Oban schema (see the module docstring for the `oban` marker)."""
     marker = request.node.get_closest_marker("oban")
     options: dict[str, Any] = dict(marker.kwargs) if marker else {}
@@ -137,23 +222,16 @@ def oban_database(request: pytest.FixtureRequest) -> Iterator[ObanTestDatabase]:
         or os.environ.get("CINEGRAPH_OBAN_VERSION")
         or DEFAULT_OBAN_VERSION
     )
-    server = _server(request.config)
-    name = f"cinegraph_oban_fixture_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    info = psycopg.conninfo.conninfo_to_dict(server)
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(builder.sql("database/create_database", database=name), {})
-    info["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    legacy_rows = int(options.get("legacy_rows", 0)) if options.get("legacy_tables") else None
+    databases = _cinegraph_oban_databases
+    name = databases.clone(databases.template(version, prefix, legacy_rows))
     try:
+        dsn = databases.dsn(name)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            install(conn, version, prefix)
-            if options.get("legacy_tables"):
-                _legacy(conn, int(options.get("legacy_rows", 0)))
             client = Oban(conn, prefix=prefix, oban_version=oban_version)
             yield ObanTestDatabase(dsn=dsn, conn=conn, prefix=prefix, version=version, oban=client)
     finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(builder.sql("database/drop_database", database=name), {})
+        databases.drop_later(name)
 
 
 def _legacy(conn: psycopg.Connection[Any], rows: int) -> None:

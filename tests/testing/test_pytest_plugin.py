@@ -15,6 +15,8 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
     server = oban.dsn.rsplit("/", 1)[0] + "/postgres"
     pytester.makepyfile(
         """
+        import os
+
         import pytest
         from cinegraph_oban import Job
         from cinegraph_oban.testing.assertions import all_enqueued, assert_enqueued, refute_enqueued
@@ -33,6 +35,12 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
             assert oban_database.oban.table().version == 11
             count = oban_database.conn.execute("SELECT count(*) FROM failed_imdb_lookups").fetchone()[0]
             assert count == 25
+            oban_database.conn.execute("DELETE FROM failed_imdb_lookups")
+
+        @pytest.mark.oban(version=11, prefix="jobs", legacy_tables=True, legacy_rows=25)
+        def test_the_same_layout_again_is_as_made(oban_database):
+            count = oban_database.conn.execute("SELECT count(*) FROM failed_imdb_lookups").fetchone()[0]
+            assert count == 25
 
         def test_failing_assertion_explains(oban_database):
             with pytest.raises(AssertionError, match="expected a job enqueued with worker='X.Y'"):
@@ -47,12 +55,19 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
         @pytest.mark.oban(oban_version="2.22")
         def test_the_marker_names_it_for_one_test(oban_database):
             assert oban_database.oban.oban_version == "2.22"
+
+        def test_each_layout_is_installed_once_into_a_template(oban_database):
+            templates = oban_database.conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+                [f"cinegraph_oban_fixture_{os.getpid()}_template_%"],
+            ).fetchone()
+            assert templates == (2,)  # (14, public) and (11, jobs) with the legacy tables
         """
     )
     result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}", "--cinegraph-oban-version=2.23.1"
     )
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=8)
     # The plugin's databases of this process (the run was in-process): another run's are its own.
     leftovers = oban.conn.execute(
         "SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)", [f"cinegraph_oban_fixture_{os.getpid()}_"]

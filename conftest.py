@@ -41,7 +41,7 @@ from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from cinegraph_oban.insert.client import Oban
-from tests.databases import FreshDatabases, GenuineLayout, LayoutTemplates, connect
+from tests.databases import FreshDatabases, GenuineLayout, LayoutTemplates
 
 
 def _bytecode_outside_the_tree() -> None:
@@ -74,6 +74,17 @@ def _bytecode_outside_the_tree() -> None:
 
 
 _bytecode_outside_the_tree()
+
+
+def _commits_not_waiting_on_the_disk() -> None:
+    """The suite's sessions commit without waiting for their WAL to reach the disk
+    (`synchronous_commit=off`, through libpq's PGOPTIONS, so the CLI runs it starts too): what
+    was committed is seen by every other session as before, and only a crash of the server,
+    which no test causes, could lose it. COMMIT's waits were about 8 s of a run's statements."""
+    os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c synchronous_commit=off".strip()
+
+
+_commits_not_waiting_on_the_disk()
 
 settings.register_profile(
     "ci",
@@ -240,10 +251,8 @@ def db_conn(request: pytest.FixtureRequest, fresh_databases: FreshDatabases) -> 
     Oban layout the test asks for (see `_layout`)."""
     if isinstance(fresh_databases.layout_of(request.node), GenuineLayout):
         request.getfixturevalue("genuine_harness")  # makes its template (or skips, with no toolchain)
-    dbname = fresh_databases.take(request.node)
-    conn = None
+    dbname, conn = fresh_databases.take_connected(request.node)  # the session of its last renewal, handed on
     try:
-        conn = connect(fresh_databases.server, dbname)
         yield conn
     finally:
         fresh_databases.give_back(dbname, conn)  # renewed on this connection, which it closes
@@ -256,10 +265,8 @@ def module_oban_database(
     """A database of that layout for a module-scoped fixture: for a module's tests that only
     read what the fixture wrote, or check that they wrote nothing. A test that writes takes
     `oban` (its own database) instead."""
-    dbname = fresh_databases.take_layout(layout)
-    conn = None
+    dbname, conn = fresh_databases.take_layout_connected(layout)
     try:
-        conn = connect(fresh_databases.server, dbname)
         dsn = _url(fresh_databases.server, dbname)
         yield ObanDatabase(conn=conn, dsn=dsn, version=layout[0], prefix=layout[1])
     finally:

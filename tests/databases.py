@@ -24,7 +24,10 @@ cloned from its template, and makes what the suite's speed needs of that cheap:
   The fingerprint it leaves for the next renewal is read again only for the catalogs its own
   transaction changed (`_CHANGED_CATALOGS`).
 - **Few connections.** A new backend costs the server about 6.5 ms of CPU (most of it the
-  kernel's fork and exit); the threads that create databases keep theirs.
+  kernel's fork and exit) and its caches warmed again; the threads that create databases keep
+  theirs, and the session a renewal ran on is handed on to the next test that takes that
+  database (`connect`), in a new psycopg `Connection` object: the server side as new (DISCARD
+  ALL), the client side new (its adapters, handlers and prepared-statement cache).
 - **Dropped in batches.** DROP DATABASE forces a checkpoint (PostgreSQL 15). One checkpoint per
   test made every page a test wrote go to the WAL whole: 700 checkpoints in one run. Dropped
   databases are gathered and dropped at once from their own connections, which the
@@ -38,7 +41,7 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -241,6 +244,9 @@ class FreshDatabases:
 
     #: Dropped databases dropped together; each takes a connection while it is dropped.
     DROP_BATCH = 10
+    #: Renewed sessions kept for the next test that takes their database, at most: each is a
+    #: backend held open while its database is spare.
+    KEEP_SESSIONS = 6
     #: A database's catalogs are read whole at least every this many renewals, counters or
     #: not: what a session that turned `track_counts` off (a superuser's SET) wrote unseen is
     #: then found there, instead of never.
@@ -260,6 +266,11 @@ class FreshDatabases:
         self.spare: dict[str, list[str]] = collections.defaultdict(list)
         self.made: dict[str, Made] = {}
         self.to_drop: list[str] = []
+        #: Per spare database, the session its renewal ran on, for the next test that takes it.
+        self.sessions: dict[str, psycopg.pq.abc.PGconn] = {}
+        #: The Connection objects sessions were taken from to be renewed or handed on, kept until
+        #: the end: one collected while its session is open would warn that it was never closed.
+        self.handed_on: list[psycopg.Connection[Any]] = []
         self.guard = threading.Lock()
         # Per thread that creates databases (the maker, the main thread), its connection to
         # `postgres`, kept: about 230 backends fewer in a run. Drops connect each time, as
@@ -307,9 +318,43 @@ class FreshDatabases:
         return self._take(str(self.server.template_dbname) if layout is None else self.templates[layout])
 
     def _take(self, template: str) -> str:
+        name = self._next(template)
+        with self.guard:  # a kept session no one asked for is not left on a database in use
+            kept = self.sessions.pop(name, None)
+        if kept is not None:
+            kept.finish()
+        return name
+
+    def _next(self, template: str) -> str:
         with self.guard:
             made = self.ahead[template].pop(0) if self.ahead[template] else None
         return made.result() if made is not None else self._provide(template)
+
+    def take_connected(self, item: pytest.Item) -> tuple[str, psycopg.Connection[Any]]:
+        """`take`, with an autocommit connection to the database (`connect`)."""
+        template = self.template(item)
+        assert template is not None
+        name = self._next(template)
+        return name, self.connect(name)
+
+    def take_layout_connected(self, layout: Layout | None) -> tuple[str, psycopg.Connection[Any]]:
+        """`take_layout`, with an autocommit connection to the database (`connect`)."""
+        name = self._next(str(self.server.template_dbname) if layout is None else self.templates[layout])
+        return name, self.connect(name)
+
+    def connect(self, name: str) -> psycopg.Connection[Any]:
+        """An autocommit connection to `name`: on the session its renewal ran on where one is
+        kept, in a new `Connection` object as `psycopg.connect` makes one (its adapters, notice
+        and notify handlers, prepared-statement cache and row factory its own), else a new one."""
+        with self.guard:
+            kept = self.sessions.pop(name, None)
+        if kept is not None:
+            conn = psycopg.Connection(kept)
+            if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                conn.autocommit = True
+                return conn
+            kept.finish()
+        return connect(self.server, name)
 
     def give_back(self, name: str, conn: psycopg.Connection[Any] | None = None) -> None:
         """Have the test's database renewed (or dropped); `conn`, the test's own connection to
@@ -325,6 +370,10 @@ class FreshDatabases:
                     self.to_drop.append(made.result())
         for spare in self.spare.values():
             self.to_drop.extend(spare)
+        for kept in self.sessions.values():
+            kept.finish()
+        self.sessions.clear()
+        self.handed_on.clear()
         while self.to_drop:
             batch, self.to_drop = self.to_drop[: self.DROP_BATCH], self.to_drop[self.DROP_BATCH :]
             self.dropper.submit(self._drop_together, batch)
@@ -383,10 +432,17 @@ class FreshDatabases:
                 conn.close()
             raise
         try:
-            with self._session(name, conn) as session:
+            session = self._session(name, conn)
+        except Exception:
+            session = None
+        renewed = None
+        if session is not None:
+            try:
                 renewed = self._reset(session, made, self.templates.sizes[made.template])
-        except Exception:  # whatever stops the reset, the database is dropped instead
-            renewed = None
+            except Exception:  # whatever stops the reset, the database is dropped instead
+                renewed = None
+            if renewed is None or keep or not self._hand_on(name, session):
+                session.close()
         with self.guard:
             if renewed is None:
                 self.to_drop.append(name)
@@ -399,20 +455,41 @@ class FreshDatabases:
                 self.spare[made.template].append(name)
             return True
 
-    @contextlib.contextmanager
-    def _session(self, name: str, conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
-        """The test's own connection as a new session, or where it is not usable a new one."""
+    def _hand_on(self, name: str, session: psycopg.Connection[Any]) -> bool:
+        """Keep the renewed database's session for the next test that takes it (`connect`);
+        False where it is not kept (not idle, in a pipeline, or enough are kept)."""
+        pgconn = session.pgconn
+        if (
+            session.closed
+            or session.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            or pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
+        ):
+            return False
+        with self.guard:
+            if len(self.sessions) >= self.KEEP_SESSIONS:
+                return False
+            self.sessions[name] = pgconn
+            self.handed_on.append(session)
+        return True
+
+    def _session(self, name: str, conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
+        """The test's own session as new, in a new Connection object (the test's may have other
+        adapters or row factory), or where it is not usable a new one."""
         if conn is not None:
             try:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.rollback()
                 conn.autocommit = True
                 conn.execute("DISCARD ALL")
+                session = psycopg.Connection(conn.pgconn)
+                session.autocommit = True
             except Exception:
                 conn.close()
-                conn = None
-        with conn if conn is not None else connect(self.server, name) as session:
-            yield session
+            else:
+                with self.guard:  # until the end: collected with its session open, it would warn
+                    self.handed_on.append(conn)
+                return session
+        return connect(self.server, name)
 
     def _reset(
         self, conn: psycopg.Connection[Any], made: Made, sizes: list[tuple[int, int, float, int]]

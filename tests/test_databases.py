@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -257,3 +258,85 @@ def test_the_catalogs_are_read_whole_every_so_often_counters_or_not(fresh_databa
         renewed += 1
         assert renewed < FreshDatabases.READ_EVERY, "never read whole"
     assert renewed == FreshDatabases.READ_EVERY - 1, "the counters showed nothing: read only when due"
+
+
+class _Odd(psycopg.adapt.Loader):
+    def load(self, data: Any) -> Any:
+        return "odd"
+
+
+def test_a_renewed_session_is_handed_on_as_psycopg_connect_would_make_a_new_one(
+    fresh_databases: FreshDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next test that takes a renewed database gets the session its renewal ran on (no new
+    backend), in a new Connection object: nothing of the last test's session (settings, cursors,
+    LISTEN, locks, prepared statements, an open transaction) or of its Connection object
+    (adapters, row factory, notify handlers, prepared-statement cache) is left."""
+    monkeypatch.setattr(fresh_databases, "KEEP_SESSIONS", 1_000)  # room for this one, however many are kept
+    name, conn = fresh_databases.take_layout_connected(LAYOUT)
+    pid = conn.info.backend_pid
+    heard: list[str] = []
+    conn.add_notify_handler(lambda notify: heard.append(notify.payload))
+    conn.execute("SET search_path = pg_catalog")
+    conn.execute("DECLARE held CURSOR WITH HOLD FOR SELECT 1")
+    conn.execute("LISTEN left_behind")
+    conn.execute("NOTIFY left_behind, 'before'")
+    conn.execute("SELECT pg_advisory_lock(1)")
+    conn.execute("SELECT %s::int", [1], prepare=True)
+    conn.adapters.register_loader("int4", _Odd)
+    conn.row_factory = psycopg.rows.dict_row
+    conn.autocommit = False
+    conn.execute("SELECT 1")  # a transaction left open
+    assert heard == ["before"] and conn.execute("SELECT 1 AS n").fetchone() == {"n": "odd"}
+
+    assert fresh_databases.renew(name, conn=conn) and name in fresh_databases.sessions
+    fresh_databases.spare[fresh_databases.made[name].template].remove(name)  # taken, as `_provide` takes it
+    again = fresh_databases.connect(name)
+    try:
+        assert name not in fresh_databases.sessions and again is not conn
+        assert again.info.backend_pid == pid and again.autocommit
+        assert again.execute("SELECT 1").fetchone() == (1,)
+        assert again.execute("SHOW search_path").fetchone() == ('"$user", public',)
+        assert again.execute("SELECT pg_listening_channels()").fetchall() == []
+        assert again.execute("SELECT count(*) FROM pg_cursors").fetchone() == (0,)
+        assert again.execute(
+            "SELECT (SELECT count(*) FROM pg_prepared_statements),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())"
+        ).fetchone() == (0, 0)
+        # psycopg's cache of prepared statements starts empty, as the server's does
+        for _ in range(3):
+            assert again.execute("SELECT %s::int", [2], prepare=True).fetchone() == (2,)
+        again.execute("LISTEN fresh")
+        again.execute("NOTIFY fresh, 'after'")
+        assert heard == ["before"]  # the old object's handler hears nothing of the new session
+    finally:
+        fresh_databases.give_back(name, again)
+
+
+def test_a_kept_session_is_ended_when_its_database_is_taken_without_one(
+    fresh_databases: FreshDatabases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that takes a database and connects on its own finds no other session on it."""
+    monkeypatch.setattr(fresh_databases, "KEEP_SESSIONS", 1_000)  # room for this one, however many are kept
+    name, conn = fresh_databases.take_layout_connected(LAYOUT)
+    pid = conn.info.backend_pid
+    assert fresh_databases.renew(name, conn=conn) and name in fresh_databases.sessions
+    kept = fresh_databases.sessions[name]
+    spare = fresh_databases.spare[fresh_databases.made[name].template]
+
+    def next_is_it(template: str) -> str:
+        spare.remove(name)  # taken from the spare ones, as `_provide` takes it
+        return name
+
+    monkeypatch.setattr(fresh_databases, "_next", next_is_it)
+    assert fresh_databases.take_layout(LAYOUT) == name and name not in fresh_databases.sessions
+    assert kept.status == psycopg.pq.ConnStatus.BAD  # ended by the taker
+    with connect(fresh_databases.server, name) as own:
+        for _ in range(100):  # the server ends the backend on its own time
+            if own.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() == (0,):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the kept session {pid} is still on the database")
+    monkeypatch.undo()
+    fresh_databases.give_back(name)

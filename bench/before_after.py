@@ -3,6 +3,7 @@
     .venv/bin/python bench/before_after.py REV [--pairs 7] [--jobs 50000]    the readers
     .venv/bin/python bench/before_after.py REV --inserts [--pairs 5]         the insert paths
     .venv/bin/python bench/before_after.py REV --migrate [--legacy-rows N] [--writer]   migrate up
+    .venv/bin/python bench/before_after.py REV --plugin [--pairs 3]          the pytest plugin
 
 Checks REV out into a temporary git worktree and alternates runs at REV and at the working tree,
 `--pairs` times, each run in a fresh interpreter, then prints both and their ratio.
@@ -21,6 +22,10 @@ Checks REV out into a temporary git worktree and alternates runs at REV and at t
   updates, deletes), and reports its commits and its slowest transaction (the wait for the
   drop's lock). REV runs with no writer: a revision without the change capture cannot finish
   with one.
+
+- `--plugin`: a user's test suite of 30 tests taking `oban_database` (20 of the default layout
+  inserting a job, 10 of version 11 under `jobs` with 50 legacy rows each), run by pytest in a
+  fresh interpreter of the revision (no xdist): its whole time.
 
 Needs the PostgreSQL on 127.0.0.1:5432 (or BENCH_DSN's server).
 """
@@ -269,6 +274,53 @@ def inserts(options: argparse.Namespace, worktree: Path, dsn: str) -> None:
         print(f"  {name:28} {b:12.3f} {a:12.3f}  {statistics.median(ratios):.2f} ({ratios[0]:.2f}..{ratios[-1]:.2f})")
 
 
+USER_SUITE = """
+import pytest
+from cinegraph_oban import Job
+
+@pytest.mark.parametrize("n", range(20))
+def test_default_layout(oban_database, n):
+    oban_database.oban.insert(Job.new("MyApp.Workers.Mailer", {"n": n}))
+    assert oban_database.conn.execute("SELECT count(*) FROM oban_jobs").fetchone() == (1,)
+
+@pytest.mark.parametrize("n", range(10))
+@pytest.mark.oban(version=11, prefix="jobs", legacy_tables=True, legacy_rows=50)
+def test_legacy_layout(oban_database, n):
+    assert oban_database.conn.execute("SELECT count(*) FROM failed_imdb_lookups").fetchone() == (50,)
+"""
+
+PYTEST = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import pytest
+started = time.perf_counter()
+options = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--cinegraph-oban-dsn=" + sys.argv[3]]
+code = pytest.main([*options, sys.argv[2]])
+elapsed = time.perf_counter() - started
+import cinegraph_oban.testing.pytest_plugin as plugin
+print(plugin.__file__)
+print(elapsed)
+sys.exit(code)
+"""
+
+
+def plugin(options: argparse.Namespace, worktree: Path) -> None:
+    before: list[float] = []
+    after: list[float] = []
+    with tempfile.TemporaryDirectory() as project:
+        (Path(project) / "test_user_suite.py").write_text(USER_SUITE)
+        for _ in range(options.pairs):
+            for checkout, times in ((worktree, before), (ROOT, after)):
+                command = [sys.executable, "-c", PYTEST, str(checkout), project, SERVER]
+                out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=project)
+                *_, loaded, seconds = out.stdout.strip().splitlines()
+                assert loaded.startswith(str(checkout)), f"the plugin came from {loaded}, not {checkout}"
+                times.append(float(seconds))
+    b, a = statistics.median(before), statistics.median(after)
+    print(f"a user's suite of 30 oban_database tests, {options.pairs} alternating pairs (medians), seconds")
+    print(f"  {options.rev[:12]:>12} {b:8.2f}\n  {'working tree':>12} {a:8.2f}  after/before {a / b:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev")
@@ -278,6 +330,7 @@ def main() -> None:
     parser.add_argument("--migrate", action="store_true", help="migrate up instead of the readers")
     parser.add_argument("--legacy-rows", type=int, default=200_000)
     parser.add_argument("--writer", action="store_true", help="with --migrate: an application writing all along")
+    parser.add_argument("--plugin", action="store_true", help="a user's suite of oban_database tests")
     options = parser.parse_args()
     import psycopg
 
@@ -295,6 +348,9 @@ def main() -> None:
                 return
             if options.migrate:
                 migrate(options, worktree, dsn)
+                return
+            if options.plugin:
+                plugin(options, worktree)
                 return
             fill(dsn, options.jobs)
             before, after = [], []

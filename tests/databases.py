@@ -245,8 +245,9 @@ class FreshDatabases:
     #: Dropped databases dropped together; each takes a connection while it is dropped.
     DROP_BATCH = 10
     #: Renewed sessions kept for the next test that takes their database, at most: each is a
-    #: backend held open while its database is spare.
-    KEEP_SESSIONS = 6
+    #: backend held open while its database is spare (two suites at once on a server of
+    #: max_connections 100 must fit).
+    KEEP_SESSIONS = 3
     #: A database's catalogs are read whole at least every this many renewals, counters or
     #: not: what a session that turned `track_counts` off (a superuser's SET) wrote unseen is
     #: then found there, instead of never.

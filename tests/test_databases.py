@@ -329,14 +329,16 @@ def test_a_kept_session_is_ended_when_its_database_is_taken_without_one(
         return name
 
     monkeypatch.setattr(fresh_databases, "_next", next_is_it)
-    assert fresh_databases.take_layout(LAYOUT) == name and name not in fresh_databases.sessions
-    assert kept.status == psycopg.pq.ConnStatus.BAD  # ended by the taker
-    with connect(fresh_databases.server, name) as own:
-        for _ in range(100):  # the server ends the backend on its own time
-            if own.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() == (0,):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"the kept session {pid} is still on the database")
-    monkeypatch.undo()
-    fresh_databases.give_back(name)
+    try:
+        assert fresh_databases.take_layout(LAYOUT) == name and name not in fresh_databases.sessions
+        assert kept.status == psycopg.pq.ConnStatus.BAD  # ended by the taker
+        with connect(fresh_databases.server, name) as own:
+            for _ in range(100):  # the server ends the backend on its own time
+                if own.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() == (0,):
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"the kept session {pid} is still on the database")
+    finally:
+        monkeypatch.undo()
+        fresh_databases.give_back(name)  # renewed, or dropped, whatever the checks found

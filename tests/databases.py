@@ -310,13 +310,19 @@ class FreshDatabases:
                 self.ahead[template].append(self.maker.submit(self._provide, template))
 
     def take(self, item: pytest.Item) -> str:
-        template = self.template(item)
-        assert template is not None
-        return self._take(template)
+        return self._take(self._template_of(item))
 
     def take_layout(self, layout: Layout | None) -> str:
         """A database for more than one test (a module's), empty or of that layout."""
-        return self._take(str(self.server.template_dbname) if layout is None else self.templates[layout])
+        return self._take(self._layout_template(layout))
+
+    def _template_of(self, item: pytest.Item) -> str:
+        template = self.template(item)
+        assert template is not None
+        return template
+
+    def _layout_template(self, layout: Layout | None) -> str:
+        return str(self.server.template_dbname) if layout is None else self.templates[layout]
 
     def _take(self, template: str) -> str:
         name = self._next(template)
@@ -333,14 +339,12 @@ class FreshDatabases:
 
     def take_connected(self, item: pytest.Item) -> tuple[str, psycopg.Connection[Any]]:
         """`take`, with an autocommit connection to the database (`connect`)."""
-        template = self.template(item)
-        assert template is not None
-        name = self._next(template)
+        name = self._next(self._template_of(item))
         return name, self.connect(name)
 
     def take_layout_connected(self, layout: Layout | None) -> tuple[str, psycopg.Connection[Any]]:
         """`take_layout`, with an autocommit connection to the database (`connect`)."""
-        name = self._next(str(self.server.template_dbname) if layout is None else self.templates[layout])
+        name = self._next(self._layout_template(layout))
         return name, self.connect(name)
 
     def connect(self, name: str) -> psycopg.Connection[Any]:
@@ -422,28 +426,26 @@ class FreshDatabases:
         """Make a finished database fresh again and spare (True), or have it dropped (False).
         `keep`: renewed for the caller, who goes on using it and gives it back after (not spare).
 
-        `conn`, the test's own connection to it, is closed here; where it is still usable, the
-        reset runs on it after DISCARD ALL (the session as new: no settings, temporary tables,
-        locks, prepared statements or LISTEN of the test's), which spares the server a new
-        backend and its cold caches. Nothing it checks depends on the session it runs in."""
+        `conn`, the test's own connection to it, is not used again by the caller; where it is
+        still usable, the reset runs on its session after DISCARD ALL (the session as new: no
+        settings, temporary tables, locks, prepared statements or LISTEN of the test's), in a
+        new Connection object, which spares the server a new backend and its cold caches; the
+        session is then kept for the next test that takes the database (`_hand_on`), or closed.
+        Nothing it checks depends on the session it runs in."""
         try:
             made = self.made.pop(name)
         except BaseException:
             if conn is not None:
                 conn.close()
             raise
+        session = None
         try:
             session = self._session(name, conn)
-        except Exception:
-            session = None
-        renewed = None
-        if session is not None:
-            try:
-                renewed = self._reset(session, made, self.templates.sizes[made.template])
-            except Exception:  # whatever stops the reset, the database is dropped instead
-                renewed = None
-            if renewed is None or keep or not self._hand_on(name, session):
-                session.close()
+            renewed = self._reset(session, made, self.templates.sizes[made.template])
+        except Exception:  # whatever stops the reset, the database is dropped instead
+            renewed = None
+        if session is not None and (renewed is None or keep or not self._hand_on(name, session)):
+            session.close()
         with self.guard:
             if renewed is None:
                 self.to_drop.append(name)

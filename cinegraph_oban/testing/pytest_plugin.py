@@ -148,9 +148,7 @@ class _Databases:
         self.drops: list[Future[None]] = []
 
     def dsn(self, name: str) -> str:
-        info = psycopg.conninfo.conninfo_to_dict(self.server)
-        info["dbname"] = name
-        return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        return psycopg.conninfo.make_conninfo(self.server, dbname=name)
 
     def _create(self, name: str, template: str | None = None) -> None:
         with psycopg.connect(self.server, autocommit=True) as admin:
@@ -190,14 +188,14 @@ class _Databases:
     def close(self) -> None:
         """Wait for every drop, then drop the templates; the first failure is raised."""
         self.dropper.shutdown(wait=True)
-        failures = [drop.exception() for drop in self.drops if drop.exception() is not None]
+        failures = [error for drop in self.drops if (error := drop.exception()) is not None]
         for name in self.templates.values():
             try:
                 self._drop(name)
             except Exception as error:
                 failures.append(error)
         if failures:
-            raise failures[0]  # type: ignore[misc]
+            raise failures[0]
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,10 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
         def test_the_marker_names_it_for_one_test(oban_database):
             assert oban_database.oban.oban_version == "2.22"
 
+        @pytest.mark.oban(prefix="p" * 70)
+        def test_a_prefix_postgres_would_cut_is_an_error(oban_database):
+            pass
+
         def test_each_layout_is_installed_once_into_a_template(oban_database):
             templates = oban_database.conn.execute(
                 "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
@@ -67,7 +71,10 @@ def test_plugin_fixtures_and_assertions(pytester: pytest.Pytester, oban: ObanDat
     result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", f"--cinegraph-oban-dsn={server}", "--cinegraph-oban-version=2.23.1"
     )
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=8, errors=1)
+    # The error is the prefix check's; the template count after it saw two: the bad prefix's
+    # template was dropped when its install failed.
+    result.stdout.fnmatch_lines(["*test_a_prefix_postgres_would_cut_is_an_error*", "*63*"])
     # The plugin's databases of this process (the run was in-process): another run's are its own.
     leftovers = oban.conn.execute(
         "SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)", [f"cinegraph_oban_fixture_{os.getpid()}_"]

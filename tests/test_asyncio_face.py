@@ -352,39 +352,60 @@ def test_install_detect_and_health_in_both_faces(oban: ObanDatabase) -> None:
 #: Run in one fresh interpreter: the libraries the package uses are imported once (none of the
 #: package is), then each module is imported first in a child forked from that state, so every
 #: import order is tried without paying an interpreter and the libraries for each module.
+#: Python imports a module's packages before it, so importing `a.b.c` first is importing `a`,
+#: then `a.b`, then `a.b.c`: each package's children are forked from the child that imported
+#: that package, and one its import already loaded is the same import as its package's (its
+#: own modules are then forked from that child too).
 _IMPORT_FIRST = r"""
 import importlib, json, os, sys, traceback
 import click, jinja2, psycopg, rich, sqlalchemy
 assert not [m for m in sys.modules if m.startswith("cinegraph_oban")]
-failed, running = {}, {}
+modules = sys.argv[1:]
+assert modules[0] == "cinegraph_oban", modules[0]
+read, write = os.pipe()
 
 
-def reap():
-    pid, status = os.wait()
-    module, read = running.pop(pid)
-    with os.fdopen(read) as out:
-        message = out.read()
-    if status != 0:
-        failed[module] = message
+def first(module):
+    # In a child: import `module` (its packages already imported), then each of its own
+    # modules not loaded by that in a child of this one; failures as lines on the pipe.
+    try:
+        importlib.import_module(module)
+    except BaseException:
+        message = traceback.format_exc().strip().splitlines()[-1]
+        for each in modules:
+            if each == module or each.startswith(module + "."):
+                os.write(write, (json.dumps([each, message]) + "\n").encode())
+        return
+    for pid in fork_children(module):
+        os.waitpid(pid, 0)
 
 
-for module in sys.argv[1:]:
-    if len(running) >= 2 * (os.cpu_count() or 1):
-        reap()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        try:
-            importlib.import_module(module)
-        except BaseException:
-            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
-            os._exit(1)
-        os._exit(0)
-    os.close(write)
-    running[pid] = (module, read)
-while running:
-    reap()
+def fork_children(package):
+    # Each of the package's own modules in a child, but those already loaded: theirs then.
+    children = []
+    for each in modules:
+        if each.rpartition(".")[0] != package:
+            continue
+        if each in sys.modules:
+            children.extend(fork_children(each))
+            continue
+        pid = os.fork()
+        if pid == 0:
+            first(each)
+            os._exit(0)
+        children.append(pid)
+    return children
+
+
+pid = os.fork()
+if pid == 0:
+    os.close(read)
+    first(modules[0])
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as out:
+    failed = dict(json.loads(line) for line in out)
+os.waitpid(pid, 0)
 print(json.dumps(failed))
 """
 

@@ -234,8 +234,13 @@ class LayoutTemplates:
         return made.dbname
 
     def drop(self) -> None:
-        for made in self.made.values():
-            made.drop()
+        """Dropped together, from connections of their own: each DROP DATABASE waits for a
+        checkpoint, which the checkpointer serves once for the drops waiting at once."""
+        if not self.made:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(self.made), 10), thread_name_prefix="drop-template") as pool:
+            for dropped in [pool.submit(made.drop) for made in self.made.values()]:
+                dropped.result()
 
 
 class FreshDatabases:

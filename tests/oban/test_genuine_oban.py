@@ -39,30 +39,36 @@ def table(prefix: str) -> str:
 
 def rows(dsn: str, prefix: str, ids: list[int] | None = None) -> dict[int, dict[str, Any]]:
     """The jobs (all, or those ids) as dicts, by id, read on a connection of their own."""
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        if ids is None:
-            found = conn.execute(f"SELECT * FROM {table(prefix)} ORDER BY id".encode(), {}).fetchall()
-        else:
-            found = conn.execute(f"SELECT * FROM {table(prefix)} WHERE id = ANY(%(ids)s)".encode(), {"ids": ids})
-            found = found.fetchall()
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        return _rows(conn, prefix, ids)
+
+
+def _rows(conn: psycopg.Connection[dict[str, Any]], prefix: str, ids: list[int] | None) -> dict[int, dict[str, Any]]:
+    if ids is None:
+        found = conn.execute(f"SELECT * FROM {table(prefix)} ORDER BY id".encode(), {}).fetchall()
+    else:
+        found = conn.execute(f"SELECT * FROM {table(prefix)} WHERE id = ANY(%(ids)s)".encode(), {"ids": ids}).fetchall()
     return {row["id"]: row for row in found}
 
 
 def until_states(dsn: str, prefix: str, ids: list[int], states: tuple[str, ...], timeout: float = 30) -> dict[int, Any]:
+    """The jobs, once every one is in one of `states`, polled on one connection of their own
+    (autocommit: each read sees what was committed before it)."""
     last: dict[int, Any] = {}
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
 
-    def settled() -> dict[int, Any] | None:
-        last.clear()
-        last.update(rows(dsn, prefix, ids))
-        done = len(last) == len(ids) and all(row["state"] in states for row in last.values())
-        return dict(last) if done else None
+        def settled() -> dict[int, Any] | None:
+            last.clear()
+            last.update(_rows(conn, prefix, ids))
+            done = len(last) == len(ids) and all(row["state"] in states for row in last.values())
+            return dict(last) if done else None
 
-    try:
-        result: dict[int, Any] = wait_for(settled, timeout)
-    except AssertionError:
-        unsettled = {i: (row["state"], row["errors"][-1:]) for i, row in last.items() if row["state"] not in states}
-        missing = sorted(set(ids) - set(last))
-        raise AssertionError(f"not {states} within {timeout} s: {unsettled!r:.2000}, missing {missing}") from None
+        try:
+            result: dict[int, Any] = wait_for(settled, timeout)
+        except AssertionError:
+            unsettled = {i: (row["state"], row["errors"][-1:]) for i, row in last.items() if row["state"] not in states}
+            missing = sorted(set(ids) - set(last))
+            raise AssertionError(f"not {states} within {timeout} s: {unsettled!r:.2000}, missing {missing}") from None
     return result
 
 
@@ -612,7 +618,8 @@ def test_archival_jobs_under_the_pruner_lifeline_and_stager(genuine: GenuineOban
             "WHERE args ? 'archived_from'",
             {},
         )
-    wait_for(lambda: set(rows(db_dsn, "public")) == {live.id, soft.id}, timeout=10)
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=dict_row) as polled:
+        wait_for(lambda: set(_rows(polled, "public", None)) == {live.id, soft.id}, timeout=10)
     summary = migration.verify()
     assert summary.findings == []
     assert summary.pruned == {"failed_imdb_lookups": legacy_rows, "skipped_imports": legacy_rows}

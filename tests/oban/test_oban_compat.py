@@ -131,18 +131,19 @@ def test_rows_read_back_are_jobs(oban: ObanDatabase) -> None:
     count=st.integers(1, 4),
 )
 def test_any_valid_job_is_stored_as_oban_insert_stores_it(
-    db_dsn: str, data: st.DataObject, version: int, path: str, count: int
+    db_conn: psycopg.Connection[Any], db_dsn: str, data: st.DataObject, version: int, path: str, count: int
 ) -> None:
     """For random valid jobs, at every schema version, on every insert path: the stored row equals,
-    column for column, the row Oban.insert/2 writes for the same job (same transaction, same now())."""
+    column for column, the row Oban.insert/2 writes for the same job (same transaction, same now()).
+    Every example runs on the test's one session: the schemas it installs are committed and kept
+    for the next example, its inserts are in a transaction rolled back."""
     from cinegraph_oban.oban.table import install, migrated_version
     from tests import strategies as s
     from tests.helpers import oban_insert_reference
 
     prefix = f"same_v{version}"
-    with psycopg.connect(db_dsn, autocommit=True) as admin:
-        if migrated_version(admin, prefix) != version:
-            install(admin, version, prefix)
+    if migrated_version(db_conn, prefix) != version:
+        install(db_conn, version, prefix)
     max_priority = 3 if version == 11 else 9
     jobs = [
         Job.new(
@@ -161,17 +162,16 @@ def test_any_valid_job_is_stored_as_oban_insert_stores_it(
     if path == "copy":  # the COPY path starts at COPY_THRESHOLD jobs
         jobs = (jobs * (client_module.COPY_THRESHOLD // count + 1))[: client_module.COPY_THRESHOLD]
     db = ObanDatabase(conn=None, dsn=db_dsn, version=version, prefix=prefix)  # type: ignore[arg-type]
-    with psycopg.connect(db_dsn) as conn:  # one transaction, rolled back: both rows see the same now()
+    with db_conn.transaction(force_rollback=True):  # one transaction: both rows see the same now()
         client = Oban(prefix=prefix)
         if path == "insert":
-            ids = [client.insert(job, conn=conn).id for job in jobs]
+            ids = [client.insert(job, conn=db_conn).id for job in jobs]
         else:
-            ids = list(client.insert_all(jobs, conn=conn).ids)
-        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            ids = list(client.insert_all(jobs, conn=db_conn).ids)
+        with db_conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             cur.execute(f"SELECT * FROM {db.table} WHERE id = ANY(%s) ORDER BY id".encode(), (ids,))
             ours = {row.pop("id"): row for row in cur.fetchall()}
-        references = [oban_insert_reference(db, conn, job) for job in jobs[:count]]
-        conn.rollback()
+        references = [oban_insert_reference(db, db_conn, job) for job in jobs[:count]]
     assert len(ours) == len(jobs)
     for n, job_id in enumerate(ids):
         reference = dict(references[n % count])

@@ -376,8 +376,15 @@ def first(module):
             if each == module or each.startswith(module + "."):
                 os.write(write, (json.dumps([each, message]) + "\n").encode())
         return
-    for pid in fork_children(module):
-        os.waitpid(pid, 0)
+    wait(fork_children(module))
+
+
+def wait(children):
+    # A child that died without saying why (a signal, an exit from C) is a failure too.
+    for pid, module in children:
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            os.write(write, (json.dumps([module, f"exited with status {status}"]) + "\n").encode())
 
 
 def fork_children(package):
@@ -393,7 +400,7 @@ def fork_children(package):
         if pid == 0:
             first(each)
             os._exit(0)
-        children.append(pid)
+        children.append((pid, each))
     return children
 
 
@@ -405,7 +412,9 @@ if pid == 0:
 os.close(write)
 with os.fdopen(read) as out:
     failed = dict(json.loads(line) for line in out)
-os.waitpid(pid, 0)
+status = os.waitpid(pid, 0)[1]
+if status != 0:
+    failed.setdefault(modules[0], f"exited with status {status}")
 print(json.dumps(failed))
 """
 

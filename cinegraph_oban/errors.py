@@ -18,6 +18,9 @@
     │                                   none at all (also a TypeError)
     ├── IsolationLevelError             a unique insert asked to join a REPEATABLE READ or
     │                                   SERIALIZABLE transaction, where it could duplicate
+    ├── SessionRequiredError            a URL that reaches PostgreSQL through a transaction
+    │                                   pooler (PgBouncer's pool_mode = transaction) given to
+    │                                   what needs a server session of its own (the migration)
     └── DatabaseError                   any other error the server reported; `.sqlstate` says which
 
 psycopg errors that reach the library's public calls are translated into this tree
@@ -47,6 +50,7 @@ __all__ = [
     "LockNotAcquiredError",
     "MigrationInterruptedError",
     "Problem",
+    "SessionRequiredError",
     "UnsupportedSchemaError",
     "ValidationError",
     "VerificationError",
@@ -122,6 +126,12 @@ class IsolationLevelError(CinegraphObanError):
     """A unique insert was asked to join a transaction whose snapshot may predate its lock."""
 
 
+class SessionRequiredError(CinegraphObanError):
+    """The database URL goes through a transaction pooler, where each transaction may run on
+    another server session: what needs one session throughout (a session's advisory lock, its
+    settings) cannot run through it."""
+
+
 class DatabaseError(CinegraphObanError):
     """The server refused a statement for a reason none of the errors above names."""
 
@@ -164,6 +174,13 @@ def translated(exc: psycopg.Error) -> CinegraphObanError:
         )
     if isinstance(exc, (psycopg.IntegrityError, psycopg.DataError)):
         return ValidationError("row", [Problem(exc.diag.column_name or exc.diag.constraint_name or "row", reason)])
+    if isinstance(exc, pg_errors.InvalidSqlStatementName):
+        return DatabaseError(
+            f"the database refused the statement: {reason} (SQLSTATE {state}); a statement prepared "
+            "on this connection was gone at once, as behind a transaction pooler (PgBouncer's pool_mode "
+            "= transaction): connect with prepare_threshold=None there",
+            state,
+        )
     return DatabaseError(f"the database refused the statement: {reason} (SQLSTATE {state})", state)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "connection_lock",
     "normalize_dsn",
     "redact_dsn",
+    "through_transaction_pooler",
     "to_async_psycopg",
     "to_psycopg",
 ]
@@ -103,6 +104,27 @@ def _ecto_query(rest: str) -> str:
             continue
         pairs.append((key, value))
     return f"{base}?{urlencode(pairs)}" if pairs else base
+
+
+def through_transaction_pooler(conn: psycopg.Connection[Any], dsn: str) -> bool:
+    """Whether `conn`, an autocommit connection made from `dsn`, reaches PostgreSQL through a
+    transaction pooler (PgBouncer's pool_mode = transaction), which runs each transaction on
+    whichever server session is free: session state (a session's advisory lock, SET, a prepared
+    statement) then does not stay with the client.
+
+    Seen as a server session shared or changed: another connection from `dsn`, its transaction
+    open, is given the session `conn`'s last statement ran on (a pooler hands out the session it
+    got back last, PgBouncer's default), or `conn`'s next statement runs on another session. On a
+    direct connection, or through a pooler in session mode, a client keeps one server session,
+    so neither can happen: never a false alarm. A pooler that hands sessions out otherwise
+    (round robin) can go unseen. The other connection is closed before this returns."""
+    pid = builder.sql("session/backend_pid")
+    last = conn.execute(pid, {}).fetchone()
+    with connect(dsn, autocommit=True) as other, other.transaction():
+        held = other.execute(pid, {}).fetchone()
+        if held == last:
+            return True
+        return conn.execute(pid, {}).fetchone() != last
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:

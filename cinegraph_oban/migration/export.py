@@ -36,7 +36,6 @@ class Export(MigrationBase):
         `rows`, each table's row count if the caller has just counted it (for the progress
         report); otherwise each table is counted first.
         """
-        self.export_dir.mkdir(parents=True, exist_ok=True)
         counted = rows or {}
         files = self._per_table(lambda conn, table: self._export_table(conn, table, counted.get(table)))
         manifest: dict[str, Any] = {
@@ -63,6 +62,7 @@ class Export(MigrationBase):
         go to the compressor without a Python object per row.
         """
         _crash_point(f"export:{table}")
+        self.export_dir.mkdir(parents=True, exist_ok=True)  # once a session is had: a refused URL makes none
         final = self.export_dir / f"{table}.jsonl.gz"
         partial = final.with_name(final.name + ".partial")
         if total is None:

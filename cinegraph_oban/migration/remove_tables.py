@@ -125,6 +125,8 @@ class RemoveRedundantImportTables(Capture, Backfill, Verify):
         self._sessions = weakref.WeakSet()
         self._idle = []
         self._sessions_lock = threading.Lock()
+        self._session_checked = False
+        self._session_check_lock = threading.Lock()
         self._depth = 0
         self._cancelling = 0
         self._runs = 0

@@ -21,8 +21,8 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg.rows import dict_row
 
-from cinegraph_oban.db.connections import connect
-from cinegraph_oban.errors import MigrationInterruptedError
+from cinegraph_oban.db.connections import connect, redact_dsn, through_transaction_pooler
+from cinegraph_oban.errors import MigrationInterruptedError, SessionRequiredError, translate_errors
 from cinegraph_oban.migration.legacy import LEGACY_TABLES, relation_kind
 from cinegraph_oban.migration.summary import Backfilled
 from cinegraph_oban.oban.table import ObanTable, detect
@@ -246,6 +246,9 @@ class MigrationBase:
     #: taken again by the next part; closed when the run ends.
     _idle: list[psycopg.Connection[Any]]
     _sessions_lock: threading.Lock
+    #: Whether the URL was seen to keep a server session per connection (`_check_session`).
+    _session_checked: bool
+    _session_check_lock: threading.Lock
     #: How many public entries are running (`export` runs inside `up`).
     _depth: int
     #: The run whose statements a thread started by `interrupt()` cancels until it ends (0: none).
@@ -268,9 +271,34 @@ class MigrationBase:
         extra = {} if named else {"application_name": APPLICATION_NAME}
         self._check_interrupt()
         conn = connect(self.database_url, autocommit=True, **extra)
+        try:
+            self._check_session(conn)
+        except BaseException:
+            conn.close()
+            raise
         with self._sessions_lock:
             self._sessions.add(conn)
         return conn
+
+    def _check_session(self, conn: psycopg.Connection[Any]) -> None:
+        """Refuse a URL through a transaction pooler, on this migrator's first session and before
+        it runs anything: the migration lock is its session's, and so are the settings of its
+        bulk sessions, which through such a pooler would be left on a server session another
+        client is given next (and a second migrator could be given the lock's)."""
+        with self._session_check_lock:
+            if self._session_checked:
+                return
+            with translate_errors():
+                pooled = through_transaction_pooler(conn, self.database_url)
+            if pooled:
+                raise SessionRequiredError(
+                    f"{redact_dsn(self.database_url)} reaches PostgreSQL through a transaction pooler "
+                    "(PgBouncer's pool_mode = transaction), and the migration needs one server session "
+                    "throughout for its lock and settings; nothing was changed: give it a URL that "
+                    "connects to PostgreSQL directly (PgBouncer's [databases] entry names its host and "
+                    "port), or one through a pool in session mode"
+                )
+            self._session_checked = True
 
     # Interruption from another thread
 

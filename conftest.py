@@ -346,6 +346,23 @@ def listener(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(oban_db_server: Any) -> Iterator[Any]:
+    """PgBouncer in front of the test server, in transaction and in session mode (tests/pgbouncer.py).
+
+    Skips with one line saying how to install it, unless CINEGRAPH_OBAN_REQUIRE_PGBOUNCER=1 (as
+    in CI), where a missing PgBouncer is an error."""
+    from tests import pgbouncer as bouncers
+
+    try:
+        with bouncers.running(oban_db_server) as bouncer:
+            yield bouncer
+    except bouncers.Unavailable as error:
+        if bouncers.required():
+            pytest.fail(f"{error} [{bouncers.REQUIRE_VARIABLE}=1: a skip would hide it]", pytrace=False)
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="session")
 def genuine_harness(layout_templates: LayoutTemplates) -> Iterator[Any]:
     """Genuine Elixir Oban 2.23.1, one BEAM for the session (tests/genuine.py).
 

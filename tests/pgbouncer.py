@@ -1,0 +1,164 @@
+"""PgBouncer in front of the test server, for the tests of what a pooled connection does
+(`pgbouncer` fixture in conftest.py, tests/db/test_pooler.py).
+
+Two PgBouncers per session, started from Debian's `pgbouncer` package (`apt-get install
+pgbouncer`, which `.ci/run` does), each passing every database of the test server through
+under its own name: one in transaction mode (`pool_mode = transaction`, what a production
+PgBouncer in front of a Phoenix application usually runs), one in session mode. They run as an
+unprivileged account when we are root (PgBouncer refuses root), as the throwaway server does.
+
+Without the binary the tests skip with one line saying how to install it, unless
+`CINEGRAPH_OBAN_REQUIRE_PGBOUNCER=1` (which `.ci/run` sets where it could install it): then a
+missing PgBouncer is an error, so CI cannot pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+REQUIRE_VARIABLE = "CINEGRAPH_OBAN_REQUIRE_PGBOUNCER"
+HOW_TO_INSTALL = "PgBouncer is not installed: `apt-get install pgbouncer` (Debian) puts it in /usr/sbin"
+#: Server sessions per database and user, per pool mode: two in transaction mode, so that
+#: clients are seen sharing them; in session mode one per client, and a migration has several.
+POOL_SIZES = {"transaction": 2, "session": 10}
+
+
+class Unavailable(RuntimeError):
+    """No PgBouncer binary here, or it would not start."""
+
+
+def required() -> bool:
+    return os.environ.get(REQUIRE_VARIABLE, "") not in ("", "0")
+
+
+def binary() -> str:
+    found = shutil.which("pgbouncer") or next(
+        (path for path in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if os.access(path, os.X_OK)), None
+    )
+    if found is None:
+        raise Unavailable(HOW_TO_INSTALL)
+    return found
+
+
+MODES = ("transaction", "session")
+
+
+@dataclass(frozen=True)
+class PgBouncer:
+    host: str
+    #: Per pool mode, the port of the PgBouncer running it.
+    ports: dict[str, int]
+    user: str
+
+    def url(self, dbname: str, *, mode: str = "transaction") -> str:
+        """A URL for the test server's database `dbname` through the PgBouncer of pool `mode`."""
+        return f"postgresql://{self.user}@{self.host}:{self.ports[mode]}/{dbname}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _account() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise Unavailable("running as root, and no 'postgres' or 'nobody' account exists to run PgBouncer as")
+
+
+def _config(server: Any, mode: str, port: int, folder: Path) -> str:
+    target = f"host={server.host} port={server.port} user={server.user}"
+    password = getattr(server, "password", None)
+    if password:
+        target += f" password={password}"
+    return "\n".join(
+        [
+            "[databases]",
+            f"* = {target}",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {port}",
+            "unix_socket_dir =",
+            "auth_type = trust",
+            f"auth_file = {folder / 'users.txt'}",
+            f"pool_mode = {mode}",
+            f"default_pool_size = {POOL_SIZES[mode]}",
+            "max_client_conn = 200",
+            "server_idle_timeout = 5",
+            "ignore_startup_parameters = extra_float_digits,options",  # the suite's PGOPTIONS
+            f"logfile = {folder / mode}.log",
+            f"pidfile = {folder / mode}.pid",
+            "",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def running(server: Any) -> Iterator[PgBouncer]:
+    """Both PgBouncers in front of `server` (host, port, user of the test server) until the block ends."""
+    executable = binary()
+    account = _account()
+    folder = Path(tempfile.mkdtemp(prefix="cinegraph-oban-pgbouncer-"))
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        (folder / "users.txt").write_text(f'"{server.user}" ""\n')
+        if account is not None:
+            os.chown(folder, account.pw_uid, account.pw_gid)
+        ports = {}
+        for mode in MODES:
+            ports[mode] = _free_port()
+            ini = folder / f"{mode}.ini"
+            ini.write_text(_config(server, mode, ports[mode], folder))
+            user = ["-u", account.pw_name] if account is not None else []
+            processes.append(
+                subprocess.Popen(
+                    [executable, *user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+                )
+            )
+        bouncer = PgBouncer("127.0.0.1", ports, server.user)
+        for mode, process in zip(MODES, processes, strict=True):
+            _wait_until_up(bouncer, mode, process, folder / f"{mode}.log")
+        yield bouncer
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stderr:
+                process.stderr.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_until_up(bouncer: PgBouncer, mode: str, process: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            psycopg.connect(bouncer.url("postgres", mode=mode), connect_timeout=2).close()
+            return
+        except psycopg.OperationalError as error:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stderr = process.stderr.read() if process.poll() is not None and process.stderr else ""
+                tail = log.read_text()[-500:] if log.exists() else ""
+                raise Unavailable(f"PgBouncer ({mode} mode) did not start: {error} {stderr.strip()} {tail}") from error
+            time.sleep(0.05)

@@ -176,9 +176,9 @@ def translated(exc: psycopg.Error) -> CinegraphObanError:
         return ValidationError("row", [Problem(exc.diag.column_name or exc.diag.constraint_name or "row", reason)])
     if isinstance(exc, pg_errors.InvalidSqlStatementName):
         return DatabaseError(
-            f"the database refused the statement: {reason} (SQLSTATE {state}); a statement prepared "
-            "on this connection was gone at once, as behind a transaction pooler (PgBouncer's pool_mode "
-            "= transaction): connect with prepare_threshold=None there",
+            f"the database refused the statement: {reason} (SQLSTATE {state}); where a transaction "
+            "pooler sits in between (PgBouncer's pool_mode = transaction), a statement prepared on one "
+            "server session is missing on the next: connect with prepare_threshold=None",
             state,
         )
     return DatabaseError(f"the database refused the statement: {reason} (SQLSTATE {state})", state)

@@ -4,8 +4,10 @@
 Two PgBouncers per session, started from Debian's `pgbouncer` package (`apt-get install
 pgbouncer`, which `.ci/run` does), each passing every database of the test server through
 under its own name: one in transaction mode (`pool_mode = transaction`, what a production
-PgBouncer in front of a Phoenix application usually runs), one in session mode. They run as an
-unprivileged account when we are root (PgBouncer refuses root), as the throwaway server does.
+PgBouncer in front of a Phoenix application usually runs), one in session mode. They listen on
+Unix sockets in a folder of their own (no TCP port another suite could take first), run as an
+unprivileged account when we are root (PgBouncer refuses root), as the throwaway server does,
+and end with the process that started them, even where it is killed.
 
 Without the binary the tests skip with one line saying how to install it, unless
 `CINEGRAPH_OBAN_REQUIRE_PGBOUNCER=1` (which `.ci/run` sets where it could install it): then a
@@ -15,10 +17,11 @@ missing PgBouncer is an error, so CI cannot pass by skipping them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
-import socket
+import signal
 import subprocess
 import tempfile
 import time
@@ -54,24 +57,19 @@ def binary() -> str:
 
 
 MODES = ("transaction", "session")
+#: The port in each PgBouncer's socket name (`.s.PGSQL.<port>`, in its own folder).
+PORTS = {"transaction": 6432, "session": 6433}
 
 
 @dataclass(frozen=True)
 class PgBouncer:
+    #: The folder holding both PgBouncers' sockets.
     host: str
-    #: Per pool mode, the port of the PgBouncer running it.
-    ports: dict[str, int]
     user: str
 
     def url(self, dbname: str, *, mode: str = "transaction") -> str:
         """A URL for the test server's database `dbname` through the PgBouncer of pool `mode`."""
-        return f"postgresql://{self.user}@{self.host}:{self.ports[mode]}/{dbname}"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return f"postgresql://{self.user}@/{dbname}?host={self.host}&port={PORTS[mode]}"
 
 
 def _account() -> pwd.struct_passwd | None:
@@ -83,7 +81,7 @@ def _account() -> pwd.struct_passwd | None:
     raise Unavailable("running as root, and no 'postgres' or 'nobody' account exists to run PgBouncer as")
 
 
-def _config(server: Any, mode: str, port: int, folder: Path) -> str:
+def _config(server: Any, mode: str, folder: Path) -> str:
     target = f"host={server.host} port={server.port} user={server.user}"
     password = getattr(server, "password", None)
     if password:
@@ -93,9 +91,9 @@ def _config(server: Any, mode: str, port: int, folder: Path) -> str:
             "[databases]",
             f"* = {target}",
             "[pgbouncer]",
-            "listen_addr = 127.0.0.1",
-            f"listen_port = {port}",
-            "unix_socket_dir =",
+            "listen_addr =",
+            f"unix_socket_dir = {folder}",
+            f"listen_port = {PORTS[mode]}",
             "auth_type = trust",
             f"auth_file = {folder / 'users.txt'}",
             f"pool_mode = {mode}",
@@ -110,31 +108,53 @@ def _config(server: Any, mode: str, port: int, folder: Path) -> str:
     )
 
 
+def _as(account: pwd.struct_passwd | None) -> Any:
+    """What the child runs before PgBouncer: the account dropped to (PgBouncer refuses root),
+    then a SIGTERM asked for when its parent ends (set after the change of account, which
+    clears it), so a killed test run leaves no PgBouncer behind."""
+
+    def before_exec() -> None:
+        if account is not None:
+            os.setgid(account.pw_gid)
+            os.setgroups([])
+            os.setuid(account.pw_uid)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return before_exec
+
+
+PR_SET_PDEATHSIG = 1
+
+
 @contextlib.contextmanager
 def running(server: Any) -> Iterator[PgBouncer]:
     """Both PgBouncers in front of `server` (host, port, user of the test server) until the block ends."""
     executable = binary()
     account = _account()
     folder = Path(tempfile.mkdtemp(prefix="cinegraph-oban-pgbouncer-"))
-    processes: list[subprocess.Popen[str]] = []
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         (folder / "users.txt").write_text(f'"{server.user}" ""\n')
-        if account is not None:
-            os.chown(folder, account.pw_uid, account.pw_gid)
-        ports = {}
         for mode in MODES:
-            ports[mode] = _free_port()
-            ini = folder / f"{mode}.ini"
-            ini.write_text(_config(server, mode, ports[mode], folder))
-            user = ["-u", account.pw_name] if account is not None else []
-            processes.append(
-                subprocess.Popen(
-                    [executable, *user, str(ini)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            (folder / f"{mode}.ini").write_text(_config(server, mode, folder))
+        if account is not None:
+            for path in [folder, *folder.iterdir()]:
+                os.chown(path, account.pw_uid, account.pw_gid)
+        for mode in MODES:
+            with open(folder / f"{mode}.stderr", "wb") as stderr:
+                processes.append(
+                    subprocess.Popen(
+                        [executable, "-q", str(folder / f"{mode}.ini")],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                        preexec_fn=_as(account),  # noqa: PLW1509 (no threads run PgBouncer's start)
+                    )
                 )
-            )
-        bouncer = PgBouncer("127.0.0.1", ports, server.user)
+        bouncer = PgBouncer(str(folder), server.user)
         for mode, process in zip(MODES, processes, strict=True):
-            _wait_until_up(bouncer, mode, process, folder / f"{mode}.log")
+            _wait_until_up(bouncer, mode, process, folder)
         yield bouncer
     finally:
         for process in processes:
@@ -145,12 +165,10 @@ def running(server: Any) -> Iterator[PgBouncer]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stderr:
-                process.stderr.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait_until_up(bouncer: PgBouncer, mode: str, process: subprocess.Popen[str], log: Path) -> None:
+def _wait_until_up(bouncer: PgBouncer, mode: str, process: subprocess.Popen[bytes], folder: Path) -> None:
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -158,7 +176,10 @@ def _wait_until_up(bouncer: PgBouncer, mode: str, process: subprocess.Popen[str]
             return
         except psycopg.OperationalError as error:
             if process.poll() is not None or time.monotonic() > deadline:
-                stderr = process.stderr.read() if process.poll() is not None and process.stderr else ""
-                tail = log.read_text()[-500:] if log.exists() else ""
-                raise Unavailable(f"PgBouncer ({mode} mode) did not start: {error} {stderr.strip()} {tail}") from error
+                said = [
+                    path.read_text(errors="replace")[-400:].strip()
+                    for path in (folder / f"{mode}.stderr", folder / f"{mode}.log")
+                    if path.exists()
+                ]
+                raise Unavailable(f"PgBouncer ({mode} mode) did not start: {error} {' '.join(said)}") from error
             time.sleep(0.05)

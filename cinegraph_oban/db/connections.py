@@ -106,25 +106,41 @@ def _ecto_query(rest: str) -> str:
     return f"{base}?{urlencode(pairs)}" if pairs else base
 
 
-def through_transaction_pooler(conn: psycopg.Connection[Any], dsn: str) -> bool:
-    """Whether `conn`, an autocommit connection made from `dsn`, reaches PostgreSQL through a
-    transaction pooler (PgBouncer's pool_mode = transaction), which runs each transaction on
-    whichever server session is free: session state (a session's advisory lock, SET, a prepared
-    statement) then does not stay with the client.
+#: How many times a URL through a proxy is looked at for sessions shared or changed.
+POOLER_PROBES = 3
 
-    Seen as a server session shared or changed: another connection from `dsn`, its transaction
-    open, is given the session `conn`'s last statement ran on (a pooler hands out the session it
-    got back last, PgBouncer's default), or `conn`'s next statement runs on another session. On a
-    direct connection, or through a pooler in session mode, a client keeps one server session,
-    so neither can happen: never a false alarm. A pooler that hands sessions out otherwise
-    (round robin) can go unseen. The other connection is closed before this returns."""
+
+def through_transaction_pooler(conn: psycopg.Connection[Any], dsn: str, **kwargs: Any) -> bool:
+    """Whether `conn`, an autocommit connection made from `dsn`, reaches PostgreSQL through a
+    pooler that runs each transaction (or statement) on whichever server session is free, as
+    PgBouncer's pool_mode = transaction does: session state (a session's advisory lock, SET, a
+    prepared statement) then does not stay with the client. `kwargs` go to the connection made
+    for the probe (its application_name).
+
+    A direct connection is known at once, and for sure: the server's own process id is the one
+    the server sent as the connection started, which a pooler makes up for its clients. Through
+    a proxy, a server session is looked for shared or changed, a few times: another connection
+    from `dsn`, its transaction open, is given the session `conn`'s last statement ran on (a
+    pooler hands out the session it got back last, PgBouncer's default), or `conn`'s next
+    statement runs on another session; a pooler that refuses a transaction (statement mode)
+    counts too. A pooler in session mode keeps one server session per client, so neither can
+    happen there. Each probe's connection is closed before the next."""
     pid = builder.sql("session/backend_pid")
     last = conn.execute(pid, {}).fetchone()
-    with connect(dsn, autocommit=True) as other, other.transaction():
-        held = other.execute(pid, {}).fetchone()
-        if held == last:
-            return True
-        return conn.execute(pid, {}).fetchone() != last
+    if last is not None and last[0] == conn.info.backend_pid:
+        return False
+    for _ in range(POOLER_PROBES):
+        with connect(dsn, **kwargs) as other:  # not autocommit: its statement opens a transaction
+            try:
+                held = other.execute(pid, {}).fetchone()
+            except psycopg.errors.ProtocolViolation:  # "transaction blocks not allowed in statement pooling mode"
+                return True
+            if held == last:
+                return True
+            now = conn.execute(pid, {}).fetchone()
+            if now != last:
+                return True
+    return False
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -271,16 +271,18 @@ class MigrationBase:
         extra = {} if named else {"application_name": APPLICATION_NAME}
         self._check_interrupt()
         conn = connect(self.database_url, autocommit=True, **extra)
+        with self._sessions_lock:
+            self._sessions.add(conn)  # before the check, so that `interrupt()` reaches it too
         try:
-            self._check_session(conn)
+            self._check_session(conn, extra)
         except BaseException:
+            with self._sessions_lock:
+                self._sessions.discard(conn)
             conn.close()
             raise
-        with self._sessions_lock:
-            self._sessions.add(conn)
         return conn
 
-    def _check_session(self, conn: psycopg.Connection[Any]) -> None:
+    def _check_session(self, conn: psycopg.Connection[Any], extra: dict[str, Any]) -> None:
         """Refuse a URL through a transaction pooler, on this migrator's first session and before
         it runs anything: the migration lock is its session's, and so are the settings of its
         bulk sessions, which through such a pooler would be left on a server session another
@@ -289,7 +291,7 @@ class MigrationBase:
             if self._session_checked:
                 return
             with translate_errors():
-                pooled = through_transaction_pooler(conn, self.database_url)
+                pooled = through_transaction_pooler(conn, self.database_url, **extra)
             if pooled:
                 raise SessionRequiredError(
                     f"{redact_dsn(self.database_url)} reaches PostgreSQL through a transaction pooler "

@@ -82,8 +82,8 @@ def test_the_client_through_a_transaction_pooler_loses_nothing(
         for thread in workers:
             thread.join()
     assert not errors, errors
-    # Eight client connections (the client's four, each thread's own) were served by at most
-    # the pooler's two server sessions: the client's statements did move between sessions.
+    # Eight client connections open at once (the client's four, each thread's own) were served
+    # by at most the pooler's two server sessions: they shared them, transaction by transaction.
     assert len(pids) <= POOL_SIZES["transaction"] < 2 * threads
 
     rows = oban.rows()

@@ -345,9 +345,19 @@ def listener(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
+@pytest.fixture
+def pgbouncer(pgbouncers: Any, db_conn: psycopg.Connection[Any]) -> Iterator[Any]:
+    """The session's PgBouncers, for the test's own database: their connections to it closed
+    as the test ends (see `tests.pgbouncer.PgBouncer.forget`)."""
+    try:
+        yield pgbouncers
+    finally:
+        pgbouncers.forget(db_conn.info.dbname)
+
+
 @pytest.fixture(scope="session")
-def pgbouncer(oban_db_server: Any) -> Iterator[Any]:
-    """PgBouncer in front of the test server, in transaction and in session mode (tests/pgbouncer.py).
+def pgbouncers(oban_db_server: Any) -> Iterator[Any]:
+    """PgBouncer in front of the test server, one per pool mode (tests/pgbouncer.py).
 
     Skips with one line saying how to install it, unless CINEGRAPH_OBAN_REQUIRE_PGBOUNCER=1 (as
     in CI), where a missing PgBouncer is an error."""

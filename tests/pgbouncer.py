@@ -1,10 +1,10 @@
 """PgBouncer in front of the test server, for the tests of what a pooled connection does
 (`pgbouncer` fixture in conftest.py, tests/db/test_pooler.py).
 
-Two PgBouncers per session, started from Debian's `pgbouncer` package (`apt-get install
+Three PgBouncers per session, started from Debian's `pgbouncer` package (`apt-get install
 pgbouncer`, which `.ci/run` does), each passing every database of the test server through
-under its own name: one in transaction mode (`pool_mode = transaction`, what a production
-PgBouncer in front of a Phoenix application usually runs), one in session mode. They listen on
+under its own name: one per pool mode, transaction (`pool_mode = transaction`, what a
+production PgBouncer in front of a Phoenix application usually runs), session and statement. They listen on
 Unix sockets in a folder of their own (no TCP port another suite could take first), run as an
 unprivileged account when we are root (PgBouncer refuses root), as the throwaway server does,
 and end with the process that started them, even where it is killed.
@@ -36,7 +36,7 @@ REQUIRE_VARIABLE = "CINEGRAPH_OBAN_REQUIRE_PGBOUNCER"
 HOW_TO_INSTALL = "PgBouncer is not installed: `apt-get install pgbouncer` (Debian) puts it in /usr/sbin"
 #: Server sessions per database and user, per pool mode: two in transaction mode, so that
 #: clients are seen sharing them; in session mode one per client, and a migration has several.
-POOL_SIZES = {"transaction": 2, "session": 10}
+POOL_SIZES = {"transaction": 2, "session": 10, "statement": 2}
 
 
 class Unavailable(RuntimeError):
@@ -56,9 +56,9 @@ def binary() -> str:
     return found
 
 
-MODES = ("transaction", "session")
+MODES = ("transaction", "session", "statement")
 #: The port in each PgBouncer's socket name (`.s.PGSQL.<port>`, in its own folder).
-PORTS = {"transaction": 6432, "session": 6433}
+PORTS = {"transaction": 6432, "session": 6433, "statement": 6434}
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,18 @@ class PgBouncer:
     def url(self, dbname: str, *, mode: str = "transaction") -> str:
         """A URL for the test server's database `dbname` through the PgBouncer of pool `mode`."""
         return f"postgresql://{self.user}@/{dbname}?host={self.host}&port={PORTS[mode]}"
+
+    def forget(self, dbname: str) -> None:
+        """Close every PgBouncer's client and server connections to `dbname` (its admin
+        console's KILL), as the test that used it ends: the database is renewed or dropped
+        next, which ends its sessions behind PgBouncer's back, and a pool that had not yet
+        seen them end could hand a dead one to the next test given a database of that name."""
+        for mode in MODES:
+            with (
+                psycopg.connect(self.url("pgbouncer", mode=mode), autocommit=True) as admin,
+                contextlib.suppress(psycopg.Error),  # no pool of that name: nothing to close
+            ):
+                admin.execute(f'KILL "{dbname}"'.encode(), prepare=False)
 
 
 def _account() -> pwd.struct_passwd | None:
@@ -95,6 +107,8 @@ def _config(server: Any, mode: str, folder: Path) -> str:
             f"unix_socket_dir = {folder}",
             f"listen_port = {PORTS[mode]}",
             "auth_type = trust",
+            f"admin_users = {server.user}",
+            "query_wait_timeout = 20",
             f"auth_file = {folder / 'users.txt'}",
             f"pool_mode = {mode}",
             f"default_pool_size = {POOL_SIZES[mode]}",
@@ -129,7 +143,7 @@ PR_SET_PDEATHSIG = 1
 
 @contextlib.contextmanager
 def running(server: Any) -> Iterator[PgBouncer]:
-    """Both PgBouncers in front of `server` (host, port, user of the test server) until the block ends."""
+    """The PgBouncers in front of `server` (host, port, user of the test server) until the block ends."""
     executable = binary()
     account = _account()
     folder = Path(tempfile.mkdtemp(prefix="cinegraph-oban-pgbouncer-"))

@@ -124,20 +124,21 @@ def through_transaction_pooler(conn: psycopg.Connection[Any], dsn: str, **kwargs
     pooler hands out the session it got back last, PgBouncer's default), or `conn`'s next
     statement runs on another session; a pooler that refuses a transaction (statement mode)
     counts too. A pooler in session mode keeps one server session per client, so neither can
-    happen there. Each probe's connection is closed before the next."""
+    happen there. Each probe's connection is closed before the next. Nothing is prepared (psycopg
+    would prepare a statement run often enough, which through such a pooler is not found again)."""
     pid = builder.sql("session/backend_pid")
-    last = conn.execute(pid, {}).fetchone()
+    last = conn.execute(pid, {}, prepare=False).fetchone()
     if last is not None and last[0] == conn.info.backend_pid:
         return False
     for _ in range(POOLER_PROBES):
         with connect(dsn, **kwargs) as other:  # not autocommit: its statement opens a transaction
             try:
-                held = other.execute(pid, {}).fetchone()
+                held = other.execute(pid, {}, prepare=False).fetchone()
             except psycopg.errors.ProtocolViolation:  # "transaction blocks not allowed in statement pooling mode"
                 return True
             if held == last:
                 return True
-            now = conn.execute(pid, {}).fetchone()
+            now = conn.execute(pid, {}, prepare=False).fetchone()
             if now != last:
                 return True
     return False

@@ -295,7 +295,7 @@ class MigrationBase:
             if pooled:
                 raise SessionRequiredError(
                     f"{redact_dsn(self.database_url)} reaches PostgreSQL through a transaction pooler "
-                    "(PgBouncer's pool_mode = transaction), and the migration needs one server session "
+                    "(PgBouncer's pool_mode = transaction or statement), and the migration needs one server session "
                     "throughout for its lock and settings; nothing was changed: give it a URL that "
                     "connects to PostgreSQL directly (PgBouncer's [databases] entry names its host and "
                     "port), or one through a pool in session mode"

@@ -33,12 +33,13 @@ def test_a_url_through_a_transaction_pooler_is_told_from_a_direct_one_and_a_sess
         "direct": oban.dsn,
         "session": pgbouncer.url(dbname, mode="session"),
         "transaction": pgbouncer.url(dbname),
+        "statement": pgbouncer.url(dbname, mode="statement"),
     }
     seen = {}
     for name, url in urls.items():
         with psycopg.connect(url, autocommit=True) as conn:
             seen[name] = {through_transaction_pooler(conn, url) for _ in range(10)}
-    assert seen == {"direct": {False}, "session": {False}, "transaction": {True}}
+    assert seen == {"direct": {False}, "session": {False}, "transaction": {True}, "statement": {True}}
 
 
 def test_the_client_through_a_transaction_pooler_loses_nothing(
@@ -159,6 +160,8 @@ def test_the_migration_refuses_a_transaction_pooler_having_changed_nothing(
     refused(lambda m: m.verify())
     refused(lambda m: m.export())
     refused(lambda m: m.down())
+    with pytest.raises(SessionRequiredError, match="statement"):
+        migration(pgbouncer.url(oban.conn.info.dbname, mode="statement"), tmp_path, schema="legacy").up()
     result = run_cli(
         "migrate", "up", "--yes", "--database-url", pooled, "--schema", "legacy", "--export-dir", str(export)
     )

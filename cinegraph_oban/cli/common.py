@@ -4,8 +4,10 @@ client a command works through, and the table, JSON and CSV output of the listin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -60,6 +62,10 @@ def friendly_errors(func: F) -> F:
             fail(f"database error: {first_line(exc)}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # whoever read the output stopped (`| head`): stop quietly, as cat does
+            with contextlib.suppress(OSError, ValueError):  # nothing more reaches the closed pipe at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a writer its reader left
         except OSError as exc:  # files: an unwritable or full export directory, a damaged archive
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             fail(f"{exc.strerror or exc}{where}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,33 @@ def test_version_and_help() -> None:
             [sys.executable, "-m", module, "--version"], check=False, capture_output=True, text=True, timeout=60
         )
         assert (ran.returncode, ran.stdout) == (0, version), ran.stderr
+
+
+def test_output_its_reader_stopped_reading_ends_quietly() -> None:
+    """`cinegraph-oban migrate plan | head -1`: the reader has gone before the command writes
+    (the pipe's read end closed first), and the command stops with no error line, exit 141 (a
+    writer its reader left, as the shell reports it), as cat does."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cinegraph_oban",
+                "migrate",
+                "plan",
+                "--database-url",
+                "postgresql://x@127.0.0.1:1/x",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (ran.returncode, ran.stderr) == (141, b"")
 
 
 def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:

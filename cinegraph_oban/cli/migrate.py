@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     tasks: dict[str, Any] = {}
-    with Progress(
+    bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -100,18 +101,29 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
         TextColumn("{task.fields[rate]}", markup=False),  # rows/s, set at each update
         TimeElapsedColumn(),
         console=err_console(),
-    ) as bars:
+    )
+    # Shown from the first update on (the per-table workers report from their threads): a run
+    # that fails before any step, as on a refused URL, prints its error line and nothing else.
+    started = threading.Lock()
 
-        def update(step: str, done: int, total: int) -> None:
-            if step not in tasks:
-                tasks[step] = bars.add_task(step, total=max(total, 1), rate="")
-            bars.update(tasks[step], completed=done, total=max(total, done, 1))
-            # A task's speed changes only when it is updated: its text is made here, once.
-            task = next(t for t in bars.tasks if t.id == tasks[step])
-            speed = task.finished_speed or task.speed
-            bars.update(tasks[step], rate=f"{speed:,.0f} rows/s" if speed else "")
+    def update(step: str, done: int, total: int) -> None:
+        with started:
+            if not bars.live.is_started:
+                bars.start()
+        if step not in tasks:
+            tasks[step] = bars.add_task(step, total=max(total, 1), rate="")
+        bars.update(tasks[step], completed=done, total=max(total, done, 1))
+        # A task's speed changes only when it is updated: its text is made here, once.
+        task = next(t for t in bars.tasks if t.id == tasks[step])
+        speed = task.finished_speed or task.speed
+        bars.update(tasks[step], rate=f"{speed:,.0f} rows/s" if speed else "")
 
+    try:
         yield update
+    finally:
+        with started:
+            if bars.live.is_started:
+                bars.stop()
 
 
 def _print_summary(summary: Any, as_json: bool) -> None:

@@ -17,11 +17,9 @@ missing PgBouncer is an error, so CI cannot pass by skipping them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -82,6 +80,7 @@ class PgBouncer:
                 contextlib.suppress(psycopg.Error),  # no pool of that name: nothing to close
             ):
                 admin.execute(f'KILL "{dbname}"'.encode(), prepare=False)
+                admin.execute(f'RESUME "{dbname}"'.encode(), prepare=False)  # KILL leaves it paused
 
 
 def _account() -> pwd.struct_passwd | None:
@@ -122,23 +121,13 @@ def _config(server: Any, mode: str, folder: Path) -> str:
     )
 
 
-def _as(account: pwd.struct_passwd | None) -> Any:
-    """What the child runs before PgBouncer: the account dropped to (PgBouncer refuses root),
-    then a SIGTERM asked for when its parent ends (set after the change of account, which
-    clears it), so a killed test run leaves no PgBouncer behind."""
-
-    def before_exec() -> None:
-        if account is not None:
-            os.setgid(account.pw_gid)
-            os.setgroups([])
-            os.setuid(account.pw_uid)
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return before_exec
-
-
-PR_SET_PDEATHSIG = 1
+def _command(executable: str, ini: Path) -> list[str]:
+    """PgBouncer's command line: under `setpriv --pdeathsig TERM` where util-linux has it, so
+    that it ends with the process that started it, even where that one is killed (set in the
+    child after its change of account, which would clear it)."""
+    setpriv = shutil.which("setpriv")
+    wrapper = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+    return [*wrapper, executable, "-q", str(ini)]
 
 
 @contextlib.contextmanager
@@ -156,14 +145,18 @@ def running(server: Any) -> Iterator[PgBouncer]:
             for path in [folder, *folder.iterdir()]:
                 os.chown(path, account.pw_uid, account.pw_gid)
         for mode in MODES:
+            # The account is changed by subprocess in the child, before exec (PgBouncer refuses root).
+            switch: dict[str, Any] = (
+                {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if account is not None else {}
+            )
             with open(folder / f"{mode}.stderr", "wb") as stderr:
                 processes.append(
                     subprocess.Popen(
-                        [executable, "-q", str(folder / f"{mode}.ini")],
+                        _command(executable, folder / f"{mode}.ini"),
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=stderr,
-                        preexec_fn=_as(account),  # noqa: PLW1509 (no threads run PgBouncer's start)
+                        **switch,
                     )
                 )
         bouncer = PgBouncer(str(folder), server.user)

@@ -5,6 +5,7 @@ client a command works through, and the table, JSON and CSV output of the listin
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -29,11 +30,25 @@ from cinegraph_oban.model.unique import DEFAULT_OBAN_VERSION, check_oban_version
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _Console(Console):
+    """rich's Console, but a reader that stopped reading (`| head`) is raised as BrokenPipeError,
+    which `friendly_errors` ends quietly with exit 141 as for click's output (rich's own
+    handling exits 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
 def err_console() -> Console:
     """A console on stderr, made where it is used, as every console of the CLI is: it writes to
     the `sys.stderr` of that moment (click's CliRunner swaps it in tests) and reads the colour
     system and COLUMNS then, not once at import."""
-    return Console(stderr=True)
+    return _Console(stderr=True)
+
+
+def out_console() -> Console:
+    """A console on stdout, made where it is used (see `err_console`)."""
+    return _Console()
 
 
 def open_client(database_url: str, prefix: str, oban_version: str = DEFAULT_OBAN_VERSION) -> Oban:
@@ -211,7 +226,7 @@ def emit(rows: list[dict[str, Any]], columns: list[str], output: str, title: str
             table.add_column(column, overflow="ellipsis", no_wrap=natural <= _SHORT_COLUMN)
         for cells in texts:
             table.add_row(*(Text(text, overflow="ellipsis", no_wrap=True) for text in cells))
-        Console().print(table)
+        out_console().print(table)
         click.echo(f"{len(rows)} rows")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cinegraph_oban.cli.common import Command, database_url_option, friendly_errors
+from cinegraph_oban.cli.common import Command, database_url_option, friendly_errors, out_console
 
 
 @click.command(cls=Command)
@@ -19,4 +19,4 @@ def demo(database_url: str | None, jobs: int) -> None:
     """
     from cinegraph_oban.demo import run_demo
 
-    run_demo(database_url, jobs=jobs)
+    run_demo(database_url, jobs=jobs, console=out_console())

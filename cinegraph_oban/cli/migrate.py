@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -26,6 +25,7 @@ from cinegraph_oban.cli.common import (
     fail,
     friendly_errors,
     json_option,
+    out_console,
     prefix_option,
 )
 from cinegraph_oban.db.connections import connect
@@ -104,10 +104,13 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
     )
     # Shown from the first update on (the per-table workers report from their threads): a run
     # that fails before any step, as on a refused URL, prints its error line and nothing else.
-    started = threading.Lock()
+    guard = threading.Lock()
+    closed = False
 
     def update(step: str, done: int, total: int) -> None:
-        with started:
+        with guard:
+            if closed:  # a worker reporting after the run ended (a second Ctrl-C): not shown
+                return
             if not bars.live.is_started:
                 bars.start()
         if step not in tasks:
@@ -121,7 +124,8 @@ def _progress_bars(enabled: bool) -> Iterator[Any]:
     try:
         yield update
     finally:
-        with started:
+        with guard:
+            closed = True
             if bars.live.is_started:
                 bars.stop()
 
@@ -140,7 +144,7 @@ def _print_summary(summary: Any, as_json: bool) -> None:
     table.add_column("archival jobs")
     for name in sorted(set(summary.rows) | set(summary.archived)):
         table.add_row(name, str(summary.rows.get(name, "")), str(summary.archived.get(name, "")))
-    Console().print(table)
+    out_console().print(table)
     if summary.export:
         click.echo(f"export: {summary.export}")
     if summary.lock_held_seconds is not None:
@@ -298,7 +302,7 @@ def migrate_status(database_url: str, prefix: str, schema: str, version: int, ex
             str(entry["last_archived_id"]) if entry["last_archived_id"] else "",
             f"{entry['pending_writes']:,}" if "pending_writes" in entry else "",
         )
-    Console().print(table)
+    out_console().print(table)
     if status["change_capture"]:
         click.echo("change capture: on (the triggers of an unfinished `up` record every write to the legacy tables)")
     if status["export"]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -18,6 +17,7 @@ from cinegraph_oban.cli.common import (
     json_option,
     open_client,
     options_given,
+    out_console,
     prefix_option,
 )
 from cinegraph_oban.db.connections import connect
@@ -58,7 +58,7 @@ def schema_show(database_url: str, prefix: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**info, "health": checked.to_dict()}, indent=2))
         return
-    console = Console()
+    console = out_console()
     table = Table(title=f"Oban schema under prefix {prefix!r}", show_header=False)
     for key, value in info.items():
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))

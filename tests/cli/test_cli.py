@@ -32,23 +32,14 @@ def test_version_and_help() -> None:
         assert (ran.returncode, ran.stdout) == (0, version), ran.stderr
 
 
-def test_output_its_reader_stopped_reading_ends_quietly() -> None:
-    """`cinegraph-oban migrate plan | head -1`: the reader has gone before the command writes
-    (the pipe's read end closed first), and the command stops with no error line, exit 141 (a
-    writer its reader left, as the shell reports it), as cat does."""
+def _into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """`cinegraph-oban ARGS | head`, the reader gone before the command writes (the pipe's read
+    end closed first)."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        ran = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cinegraph_oban",
-                "migrate",
-                "plan",
-                "--database-url",
-                "postgresql://x@127.0.0.1:1/x",
-            ],
+        return subprocess.run(
+            [sys.executable, "-m", "cinegraph_oban", *args],
             stdout=write_end,
             stderr=subprocess.PIPE,
             check=False,
@@ -56,7 +47,16 @@ def test_output_its_reader_stopped_reading_ends_quietly() -> None:
         )
     finally:
         os.close(write_end)
-    assert (ran.returncode, ran.stderr) == (141, b"")
+
+
+def test_output_its_reader_stopped_reading_ends_quietly(oban: ObanDatabase) -> None:
+    """A command whose reader has stopped reading stops with no error line and exit 141 (a
+    writer its reader left, as the shell reports it), as cat does: for click's output (the
+    plan's SQL) and for rich's (the schema's tables) alike."""
+    plan = _into_a_closed_pipe("migrate", "plan", "--database-url", "postgresql://x@127.0.0.1:1/x")
+    assert (plan.returncode, plan.stderr) == (141, b"")
+    show = _into_a_closed_pipe("schema", "show", "--database-url", oban.dsn)
+    assert (show.returncode, show.stderr) == (141, b"")
 
 
 def test_demo_against_a_given_database_leaves_nothing_behind(db_dsn: str, db_conn: object) -> None:

@@ -72,15 +72,25 @@ from cinegraph_oban.oban.table import ObanTable
 __all__ = ["COPY_CHUNK", "COPY_THRESHOLD", "DEFAULT_POOL_SIZE", "POOL_TIMEOUT", "InsertedJobs", "Oban"]
 
 
+def pipelined(pg: psycopg.Connection[Any]) -> Any:
+    """psycopg's pipeline on `pg`, or none where its `prepare_threshold` is None, which says a
+    transaction pooler sits in between: PgBouncer 1.18 in transaction mode was seen to hold a
+    server session, idle on the server's side, for a pipeline's client until its
+    query_wait_timeout, the other clients left waiting (tests/db/test_pooler.py, two suites
+    at once). There the statements go one at a time, a round trip each."""
+    return pg.pipeline() if pg.prepare_threshold is not None else nullcontext()
+
+
 @contextmanager
 def joined_savepoint(pg: psycopg.Connection[Any]) -> Iterator[None]:
     """Inside the caller's transaction, a savepoint around one statement, pipelined with it
-    (SAVEPOINT, the statement and RELEASE in two round trips): a failure rolls back ours only
-    and leaves the caller's transaction usable. Outside one, a statement is atomic by itself."""
+    (SAVEPOINT, the statement and RELEASE in two round trips; see `pipelined`): a failure rolls
+    back ours only and leaves the caller's transaction usable. Outside one, a statement is
+    atomic by itself."""
     if not joins_transaction(pg):
         yield
         return
-    with pg.pipeline(), atomic(pg):
+    with pipelined(pg), atomic(pg):
         yield
 
 
@@ -283,7 +293,7 @@ class Oban:
         begin, commit = statements.transaction_sql()
         try:
             with (
-                pg.pipeline(),
+                pipelined(pg),
                 nullcontext() if own_transaction else atomic(pg),
                 pg.cursor() as cur,
                 pg.cursor(row_factory=dict_row) as looked_up,

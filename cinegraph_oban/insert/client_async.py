@@ -77,15 +77,25 @@ else:
 __all__ = ["COPY_CHUNK", "COPY_THRESHOLD", "DEFAULT_POOL_SIZE", "POOL_TIMEOUT", "AsyncOban", "InsertedJobs"]
 
 
+def pipelined(pg: psycopg.AsyncConnection[Any]) -> Any:
+    """psycopg's pipeline on `pg`, or none where its `prepare_threshold` is None, which says a
+    transaction pooler sits in between: PgBouncer 1.18 in transaction mode was seen to hold a
+    server session, idle on the server's side, for a pipeline's client until its
+    query_wait_timeout, the other clients left waiting (tests/db/test_pooler.py, two suites
+    at once). There the statements go one at a time, a round trip each."""
+    return pg.pipeline() if pg.prepare_threshold is not None else nullcontext()
+
+
 @asynccontextmanager
 async def joined_savepoint(pg: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
     """Inside the caller's transaction, a savepoint around one statement, pipelined with it
-    (SAVEPOINT, the statement and RELEASE in two round trips): a failure rolls back ours only
-    and leaves the caller's transaction usable. Outside one, a statement is atomic by itself."""
+    (SAVEPOINT, the statement and RELEASE in two round trips; see `pipelined`): a failure rolls
+    back ours only and leaves the caller's transaction usable. Outside one, a statement is
+    atomic by itself."""
     if not joins_transaction(pg):
         yield
         return
-    async with pg.pipeline(), async_atomic(pg):
+    async with pipelined(pg), async_atomic(pg):
         yield
 
 
@@ -306,7 +316,7 @@ class AsyncOban:
         begin, commit = statements.transaction_sql()
         try:
             async with (
-                pg.pipeline(),
+                pipelined(pg),
                 nullcontext() if own_transaction else async_atomic(pg),
                 pg.cursor() as cur,
                 pg.cursor(row_factory=dict_row) as looked_up,

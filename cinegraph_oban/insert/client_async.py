@@ -53,6 +53,7 @@ from cinegraph_oban.insert.insertion import (
     BulkInsert,
     ClientMemory,
     InsertedJobs,
+    behind_transaction_pooler,
     check_isolation,
     check_pool,
     check_pool_size,
@@ -78,12 +79,12 @@ __all__ = ["COPY_CHUNK", "COPY_THRESHOLD", "DEFAULT_POOL_SIZE", "POOL_TIMEOUT", 
 
 
 def pipelined(pg: psycopg.AsyncConnection[Any]) -> Any:
-    """psycopg's pipeline on `pg`, or none where its `prepare_threshold` is None, which says a
-    transaction pooler sits in between: PgBouncer 1.18 in transaction mode was seen to hold a
+    """psycopg's pipeline on `pg`, or none `behind_transaction_pooler` (its `prepare_threshold`
+    None): PgBouncer 1.18 in transaction mode was seen to hold a
     server session, idle on the server's side, for a pipeline's client until its
     query_wait_timeout, the other clients left waiting (tests/db/test_pooler.py, two suites
     at once). There the statements go one at a time, a round trip each."""
-    return pg.pipeline() if pg.prepare_threshold is not None else nullcontext()
+    return nullcontext() if behind_transaction_pooler(pg) else pg.pipeline()
 
 
 @asynccontextmanager

@@ -30,6 +30,7 @@ __all__ = [
     "BulkInsert",
     "ClientMemory",
     "InsertedJobs",
+    "behind_transaction_pooler",
     "check_isolation",
     "check_pool",
     "check_pool_size",
@@ -103,6 +104,14 @@ def joins_transaction(pg: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
     """True when work on `pg` runs inside a transaction of the caller's (open now, or opened by
     psycopg's first statement on a non-autocommit connection): it then goes in a savepoint."""
     return not pg.autocommit or pg.info.transaction_status != pq.TransactionStatus.IDLE
+
+
+def behind_transaction_pooler(pg: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True where the caller made `pg` with `prepare_threshold=None`, which is how psycopg is told
+    a transaction pooler (PgBouncer's pool_mode = transaction) sits in between: neither a
+    statement prepared in one transaction nor a pipeline (`client.pipelined`) can count on one
+    server session there."""
+    return pg.prepare_threshold is None
 
 
 def check_isolation(level: str | None) -> None:

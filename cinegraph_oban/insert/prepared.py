@@ -40,7 +40,7 @@ from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 
 from cinegraph_oban.insert import row
-from cinegraph_oban.insert.insertion import ClientMemory, prepared_session
+from cinegraph_oban.insert.insertion import ClientMemory, behind_transaction_pooler, prepared_session
 from cinegraph_oban.insert.statements import (
     Prepared,
     Statement,
@@ -96,7 +96,7 @@ def applies(pg: psycopg.Connection[Any], *, pipeline: bool = False) -> bool:
         _execute_gen is not None
         and pg.autocommit
         and pgconn.transaction_status == pq.TransactionStatus.IDLE
-        and pg.prepare_threshold is not None
+        and not behind_transaction_pooler(pg)
         and not pgconn.pipeline_status
         and pgconn.parameter_status(b"client_encoding") == b"UTF8"
         and (_PIPELINE_SUPPORTED or not pipeline)

@@ -30,6 +30,8 @@ from typing import Any
 
 import psycopg
 
+from cinegraph_oban.db.throwaway import unprivileged_account
+
 REQUIRE_VARIABLE = "CINEGRAPH_OBAN_REQUIRE_PGBOUNCER"
 HOW_TO_INSTALL = "PgBouncer is not installed: `apt-get install pgbouncer` (Debian) puts it in /usr/sbin"
 #: Server sessions per database and user, per pool mode: two in transaction mode, so that
@@ -61,7 +63,7 @@ PORTS = {"transaction": 6432, "session": 6433, "statement": 6434}
 
 @dataclass(frozen=True)
 class PgBouncer:
-    #: The folder holding both PgBouncers' sockets.
+    #: The folder holding every PgBouncer's socket.
     host: str
     user: str
 
@@ -84,12 +86,11 @@ class PgBouncer:
 
 
 def _account() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            return pwd.getpwnam(name)
-    raise Unavailable("running as root, and no 'postgres' or 'nobody' account exists to run PgBouncer as")
+    """Who runs PgBouncer: the throwaway server's account (`unprivileged_account`)."""
+    try:
+        return unprivileged_account()
+    except LookupError as error:
+        raise Unavailable(f"{error} to run PgBouncer as") from None
 
 
 def _config(server: Any, mode: str, folder: Path) -> str:

@@ -59,17 +59,31 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _server_user() -> pwd.struct_passwd | None:
-    """Who runs the server: ourselves, or an unprivileged account when we are root."""
+#: Who a server started as root runs as: the first of these accounts that exists.
+UNPRIVILEGED_ACCOUNTS = ("postgres", "nobody")
+
+
+def unprivileged_account() -> pwd.struct_passwd | None:
+    """Who a server we start runs as (initdb, pg_ctl and PgBouncer refuse root): ourselves
+    (None), or when we are root the first of UNPRIVILEGED_ACCOUNTS that exists; LookupError
+    where none does."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
+    for name in UNPRIVILEGED_ACCOUNTS:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    raise DatabaseUnavailableError(
-        "running as root, and neither a 'postgres' nor a 'nobody' account exists to run the "
-        "throwaway PostgreSQL server; create an unprivileged user or pass --database-url"
-    )
+    raise LookupError(f"running as root, and none of the accounts {', '.join(UNPRIVILEGED_ACCOUNTS)} exists")
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who runs the throwaway server (`unprivileged_account`)."""
+    try:
+        return unprivileged_account()
+    except LookupError:
+        raise DatabaseUnavailableError(
+            "running as root, and neither a 'postgres' nor a 'nobody' account exists to run the "
+            "throwaway PostgreSQL server; create an unprivileged user or pass --database-url"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ session mode."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -16,6 +17,9 @@ import psycopg
 import pytest
 
 from cinegraph_oban import DatabaseError, FailedLookup, Job, Oban, SessionRequiredError, record_failed_lookup
+from cinegraph_oban.asyncio import AsyncOban
+from cinegraph_oban.asyncio import record_failed_lookup as async_record_failed_lookup
+from cinegraph_oban.asyncio.migration import AsyncRemoveRedundantImportTables
 from cinegraph_oban.db.connections import through_transaction_pooler
 from cinegraph_oban.errors import translated
 from conftest import ObanDatabase
@@ -103,6 +107,54 @@ def test_the_client_through_a_transaction_pooler_loses_nothing(
     assert {p["queue"] for p in payloads} == {"tmdb", "bulk"}
 
 
+def test_the_asyncio_client_through_a_transaction_pooler_loses_nothing(
+    oban: ObanDatabase, pgbouncer: PgBouncer, listener: psycopg.Connection[Any]
+) -> None:
+    """The asyncio face of the test above: tasks sharing one AsyncOban over more connections than
+    the pooler has server sessions."""
+    listener.execute('LISTEN "public.oban_insert"')
+    url = pgbouncer.url(oban.conn.info.dbname)
+    tasks, per_task = 4, 20
+
+    async def run() -> dict[int, int]:
+        ids: dict[int, int] = {}
+        async with await AsyncOban.connect(url, pool_size=tasks, prepare_threshold=None) as client:
+
+            async def work(t: int) -> None:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None) as own:
+                    for n in range(per_task):
+                        key = t * 1000 + n
+                        job = await client.insert(
+                            Job.new(WORKER, {"tmdb_id": key}, meta={"source_list": "1001_movies"})
+                        )
+                        again = await client.insert(Job.new(WORKER, {"tmdb_id": key}))
+                        assert (again.id, again.conflict, job.conflict) == (job.id, True, False)
+                        assert job.id is not None
+                        await async_record_failed_lookup(
+                            own, job.id, FailedLookup.new(f"tt{key:07d}", "canonical_import")
+                        )
+                        ids[key] = job.id
+                    await client.insert_all(
+                        [Job.new("Cinegraph.Workers.Bulk", {"t": t, "i": i}, queue="bulk") for i in range(50)]
+                    )
+
+            await asyncio.gather(*(work(t) for t in range(tasks)))
+        return ids
+
+    ids = asyncio.run(run())
+    rows = oban.rows()
+    tmdb = [r for r in rows if r["worker"] == WORKER]
+    assert {r["id"]: r["args"]["tmdb_id"] for r in tmdb} == {job_id: key for key, job_id in ids.items()}
+    assert all(
+        r["meta"]["source_list"] == "1001_movies" and r["meta"]["failure_reason"] == "no_tmdb_match" for r in tmdb
+    )
+    bulk = [(r["args"]["t"], r["args"]["i"]) for r in rows if r["worker"] == "Cinegraph.Workers.Bulk"]
+    assert sorted(bulk) == [(t, i) for t in range(tasks) for i in range(50)]
+    payloads = [json.loads(n.payload) for n in listener.notifies(timeout=0.5, stop_after=10_000)]
+    assert sum(1 for p in payloads if p == {"queue": "tmdb"}) == tasks * per_task
+    assert {p["queue"] for p in payloads} == {"tmdb", "bulk"}
+
+
 def test_a_prepared_statement_gone_is_reported_with_what_to_do_behind_a_pooler(oban: ObanDatabase) -> None:
     """What a client with prepared statements gets behind a transaction pooler: a statement it
     prepared is not on the session its next transaction runs on. The server's own error for a
@@ -162,6 +214,9 @@ def test_the_migration_refuses_a_transaction_pooler_having_changed_nothing(
     refused(lambda m: m.down())
     with pytest.raises(SessionRequiredError, match="statement"):
         migration(pgbouncer.url(oban.conn.info.dbname, mode="statement"), tmp_path, schema="legacy").up()
+    through_asyncio = AsyncRemoveRedundantImportTables(pooled, schema="legacy", export_dir=export)
+    with pytest.raises(SessionRequiredError, match="transaction pooler"):
+        asyncio.run(through_asyncio.up())
     for command in (["migrate", "up", "--yes"], ["migrate", "verify"], ["migrate", "status"]):
         result = run_cli(*command, "--database-url", pooled, "--schema", "legacy", "--export-dir", str(export))
         assert result.exit_code == 1
